@@ -1,0 +1,1 @@
+"""mailroom: self-hostable email campaigns."""

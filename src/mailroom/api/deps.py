@@ -1,0 +1,37 @@
+"""Request-scoped dependencies: the transaction every request runs in, and app services."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailroom.config import Settings
+from mailroom.crypto import SecretBox
+
+
+async def _session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's one transaction: committed before the response is sent, rolled back on error."""
+    async with request.app.state.sessionmaker() as session, session.begin():
+        yield session
+
+
+# scope="function": commit before the response leaves, so a 200 always means the write is durable.
+get_session = Depends(_session, scope="function")
+Session = Annotated[AsyncSession, get_session]
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _secret_box(request: Request) -> SecretBox:
+    box: SecretBox = request.app.state.secret_box
+    return box
+
+
+AppSettings = Annotated[Settings, Depends(_settings)]
+Secrets = Annotated[SecretBox, Depends(_secret_box)]

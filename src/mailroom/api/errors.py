@@ -1,0 +1,58 @@
+"""The one place exceptions become HTTP answers. No input may produce a 500 with internals in it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mailroom.api.envelope import ORJSONResponse, error_body
+from mailroom.errors import MailroomError
+
+log = logging.getLogger(__name__)
+
+_LOCATION_ROOTS = {"body", "query", "path", "header"}
+
+
+def _field_of(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in _LOCATION_ROOTS:
+        parts = parts[1:]
+    # Pydantic names union branches and function validators in the location; they mean nothing to users.
+    parts = [p for p in parts if not p.startswith(("function-", "tagged-union", "union["))]
+    return ".".join(parts) or "body"
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    errors = exc.errors()
+    if not errors:
+        return "body: invalid request"
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return "body: malformed JSON"
+    message = str(first.get("msg", "is invalid"))
+    message = message.removeprefix("Value error, ")
+    return f"{_field_of(tuple(first.get('loc', ())))}: {message}"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(MailroomError)
+    async def domain_error(_: Request, exc: MailroomError) -> ORJSONResponse:
+        return ORJSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+        return ORJSONResponse(error_body("BadRequest", validation_message(exc)), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+        code = {404: "ResourceNotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
+        return ORJSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> ORJSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return ORJSONResponse(error_body("InternalError", "internal error"), status_code=500)

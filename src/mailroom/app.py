@@ -1,0 +1,49 @@
+"""create_app(): the HTTP service. Clients (engine, secrets) are built here, never at import."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from mailroom.api.envelope import ORJSONResponse
+from mailroom.api.errors import install_error_handlers
+from mailroom.campaigns.routes import router as campaigns_router
+from mailroom.config import Settings
+from mailroom.crm.routes import router as crm_router
+from mailroom.crypto import SecretBox
+from mailroom.db import make_engine, make_sessionmaker, resolve_database_url
+
+
+def create_app(settings: Settings) -> FastAPI:
+    engine = make_engine(resolve_database_url(settings))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await engine.dispose()
+
+    app = FastAPI(
+        title="mailroom",
+        summary="Email campaigns for real-estate CRMs: schedule, send and track.",
+        version="0.1.0",
+        default_response_class=ORJSONResponse,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.secret_box = SecretBox(settings.resolved_secret_key())
+    install_error_handlers(app)
+
+    @app.get("/health", tags=["service"])
+    async def health() -> dict[str, str]:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return {"status": "ok"}
+
+    app.include_router(crm_router)
+    app.include_router(campaigns_router)
+    return app

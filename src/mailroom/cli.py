@@ -1,0 +1,104 @@
+"""The `mailroom` command: serve | migrate | bootstrap | token create."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import uuid
+from typing import Annotated
+
+import typer
+
+from mailroom.config import Settings
+from mailroom.db import make_engine, make_sessionmaker, resolve_database_url
+
+cli = typer.Typer(no_args_is_help=True, add_completion=False, help="mailroom: email campaigns for your CRM.")
+token_cli = typer.Typer(no_args_is_help=True, help="API tokens.")
+cli.add_typer(token_cli, name="token")
+
+
+def _prepare(settings: Settings) -> str:
+    """Resolve (or start) the database and bring its schema up to date."""
+    from mailroom.migrate import migrate
+
+    # SIGTERM must run atexit handlers, or an embedded PostgreSQL outlives us.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    url = resolve_database_url(settings)
+    migrate(url)
+    return url
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply database migrations."""
+    _prepare(Settings())
+    typer.echo("database is up to date", err=True)
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the HTTP API (OpenAPI page at /docs)."""
+    import uvicorn
+
+    from mailroom.app import create_app
+
+    settings = Settings()
+    _prepare(settings)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+async def _in_transaction(settings: Settings, work):  # type: ignore[no-untyped-def]
+    engine = make_engine(resolve_database_url(settings), pool_size=1)
+    try:
+        async with make_sessionmaker(engine)() as session, session.begin():
+            return await work(session)
+    finally:
+        await engine.dispose()
+
+
+@cli.command()
+def bootstrap(
+    brand: Annotated[str, typer.Option(help="Name of the new brand.")],
+    email: Annotated[str, typer.Option(help="Email address of its first Admin.")],
+    first: Annotated[str | None, typer.Option(help="Admin's first name.")] = None,
+    last: Annotated[str | None, typer.Option(help="Admin's last name.")] = None,
+) -> None:
+    """Create a brand, a confirmed Admin user and an API token; print them as JSON."""
+    from mailroom.addresses import is_address
+    from mailroom.crm.service import bootstrap as do_bootstrap
+
+    if not is_address(email.strip()):
+        raise typer.BadParameter("is not a valid email address", param_hint="--email")
+    settings = Settings()
+    _prepare(settings)
+
+    async def work(session):  # type: ignore[no-untyped-def]
+        return await do_bootstrap(session, brand_name=brand, email=email, first_name=first, last_name=last)
+
+    made_brand, user, token = asyncio.run(_in_transaction(settings, work))
+    typer.echo(json.dumps({"brand": str(made_brand.id), "user": str(user.id), "token": token}))
+
+
+@token_cli.command("create")
+def token_create(user: Annotated[uuid.UUID, typer.Option(help="The user's id.")]) -> None:
+    """Print a new API token for a user."""
+    from mailroom.crm.service import create_token
+
+    settings = Settings()
+    _prepare(settings)
+
+    async def work(session):  # type: ignore[no-untyped-def]
+        return await create_token(session, user=user)
+
+    typer.echo(asyncio.run(_in_transaction(settings, work)))
+
+
+def main() -> None:
+    cli()

