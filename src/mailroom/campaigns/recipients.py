@@ -1,0 +1,99 @@
+"""Expanding a campaign's recipient items into the addresses it goes to: one set-based statement.
+
+Each recipient type is its own branch of a UNION ALL so that every branch can use its index (the tag
+GIN index, list membership, the brand's contacts) instead of one OR-join the planner cannot split.
+Addresses are compared lower-cased and trimmed; To wins over CC, CC over BCC; a contact tagged
+Unsubscribed and a suppressed address are left out.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+# :campaigns is an array of campaign ids; each row is one (campaign, address) to send to.
+EXPANSION_CTE = """
+items AS (
+    SELECT r.*, c.brand AS campaign_brand
+    FROM email_campaign_recipients r
+    JOIN email_campaigns c ON c.id = r.campaign
+    WHERE r.campaign = ANY(CAST(:campaigns AS uuid[])) AND r.deleted_at IS NULL
+),
+brand_tree AS (
+    -- Brand recipients reach the brand's users and those of every brand below it.
+    WITH RECURSIVE tree(item, brand, depth) AS (
+        SELECT i.id, i.brand, 0 FROM items i WHERE i.recipient_type = 'Brand'
+        UNION ALL
+        SELECT t.item, b.id, t.depth + 1 FROM tree t JOIN brands b ON b.parent = t.brand AND b.deleted_at IS NULL
+        WHERE t.depth < 32
+    )
+    SELECT item, brand FROM tree
+),
+candidates(campaign, brand, address, send_type, contact, agent) AS (
+    SELECT i.campaign, i.campaign_brand, i.email, i.send_type,
+           coalesce(i.contact, (
+               SELECT c.id FROM contacts c
+               WHERE c.brand = i.campaign_brand AND c.deleted_at IS NULL
+                 AND mailroom_lower_array(c.emails) @> ARRAY[lower(btrim(i.email))]
+               ORDER BY c.created_at LIMIT 1)),
+           NULL::uuid
+    FROM items i WHERE i.recipient_type = 'Email'
+  UNION ALL
+    SELECT i.campaign, i.campaign_brand, c.emails[1], i.send_type, c.id, NULL
+    FROM items i JOIN contacts c ON c.id = i.contact AND c.deleted_at IS NULL
+    WHERE i.recipient_type = 'Contact'
+  UNION ALL
+    SELECT i.campaign, i.campaign_brand, e.address, i.send_type, c.id, NULL
+    FROM items i
+    JOIN crm_list_members m ON m.list = i.list
+    JOIN contacts c ON c.id = m.contact AND c.brand = i.campaign_brand AND c.deleted_at IS NULL AND NOT c.parked
+    CROSS JOIN LATERAL (VALUES (c.emails[1]), (c.partner_email)) AS e(address)
+    WHERE i.recipient_type = 'List'
+  UNION ALL
+    SELECT i.campaign, i.campaign_brand, e.address, i.send_type, c.id, NULL
+    FROM items i
+    JOIN contacts c ON c.brand = i.campaign_brand AND c.deleted_at IS NULL AND NOT c.parked
+         AND mailroom_lower_array(c.tags) @> ARRAY[lower(btrim(i.tag))]
+    CROSS JOIN LATERAL (VALUES (c.emails[1]), (c.partner_email)) AS e(address)
+    WHERE i.recipient_type = 'Tag'
+  UNION ALL
+    SELECT i.campaign, i.campaign_brand, e.address, i.send_type, c.id, NULL
+    FROM items i
+    JOIN contacts c ON c.brand = i.campaign_brand AND c.deleted_at IS NULL AND NOT c.parked
+    CROSS JOIN LATERAL (VALUES (c.emails[1]), (c.partner_email)) AS e(address)
+    WHERE i.recipient_type = 'AllContacts'
+  UNION ALL
+    SELECT i.campaign, i.campaign_brand, u.email, i.send_type, NULL, NULL
+    FROM items i
+    JOIN brand_tree t ON t.item = i.id
+    JOIN brand_members m ON m.brand = t.brand
+    JOIN users u ON u.id = m.user AND u.deleted_at IS NULL
+  UNION ALL
+    SELECT i.campaign, i.campaign_brand, a.email, i.send_type, NULL, a.id
+    FROM items i JOIN agents a ON a.id = i.agent
+    WHERE i.recipient_type = 'Agent'
+),
+ranked AS (
+    SELECT campaign, brand, lower(btrim(address)) AS address, send_type, contact, agent,
+           row_number() OVER (
+               PARTITION BY campaign, lower(btrim(address))
+               ORDER BY CASE send_type WHEN 'To' THEN 0 WHEN 'CC' THEN 1 ELSE 2 END, contact NULLS LAST
+           ) AS rank
+    FROM candidates
+    WHERE address IS NOT NULL AND btrim(address) <> ''
+),
+unsubscribed AS (
+    SELECT DISTINCT c.brand, unnest(mailroom_lower_array(c.emails)) AS address
+    FROM contacts c
+    WHERE c.brand IN (SELECT DISTINCT campaign_brand FROM items) AND c.deleted_at IS NULL
+      AND mailroom_lower_array(c.tags) @> ARRAY['unsubscribed']
+),
+expanded AS (
+    SELECT r.campaign, r.address, r.send_type, r.contact, r.agent
+    FROM ranked r
+    WHERE r.rank = 1
+      AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.brand = r.brand AND s.email = r.address)
+      AND NOT EXISTS (SELECT 1 FROM unsubscribed u WHERE u.brand = r.brand AND u.address = r.address)
+)
+"""
+
+COUNT_RECIPIENTS = text(f"WITH {EXPANSION_CTE} SELECT count(*) FROM expanded")

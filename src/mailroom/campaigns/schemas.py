@@ -1,0 +1,133 @@
+"""Request bodies of the campaign endpoints, checked before anything is written."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+
+from mailroom.addresses import Address
+
+RecipientType = Literal["Email", "Contact", "List", "Tag", "Brand", "Agent", "AllContacts"]
+
+# The one field each recipient type needs; Email may also name the contact it belongs to.
+REQUIRED_FIELD: dict[str, str | None] = {
+    "Email": "email",
+    "Contact": "contact",
+    "List": "list",
+    "Tag": "tag",
+    "Brand": "brand",
+    "Agent": "agent",
+    "AllContacts": None,
+}
+ALLOWED_FIELDS: dict[str, set[str]] = {t: {f} if f else set() for t, f in REQUIRED_FIELD.items()}
+ALLOWED_FIELDS["Email"] = {"email", "contact"}
+TARGET_FIELDS = ("email", "contact", "list", "tag", "brand", "agent")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class RecipientIn(Strict):
+    recipient_type: RecipientType
+    email: Address | None = None
+    contact: uuid.UUID | None = None
+    list: uuid.UUID | None = None
+    tag: str | None = Field(default=None, min_length=1, max_length=200)
+    brand: uuid.UUID | None = None
+    agent: uuid.UUID | None = None
+
+    @model_validator(mode="after")
+    def _fields_match_type(self) -> RecipientIn:
+        needed = REQUIRED_FIELD[self.recipient_type]
+        if needed and getattr(self, needed) is None:
+            raise ValueError(f"{needed} is required for recipient_type {self.recipient_type}")
+        for name in TARGET_FIELDS:
+            if getattr(self, name) is not None and name not in ALLOWED_FIELDS[self.recipient_type]:
+                raise ValueError(f"{name} does not apply to recipient_type {self.recipient_type}")
+        return self
+
+
+class AttachmentIn(Strict):
+    file: uuid.UUID | None = None
+    url: str | None = Field(default=None, max_length=4000)
+    name: str | None = Field(default=None, min_length=1, max_length=255)
+    is_inline: StrictBool = False
+    content_id: str | None = Field(default=None, min_length=1, max_length=255)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _file_or_url(self) -> AttachmentIn:
+        if (self.file is None) == (self.url is None):
+            raise ValueError("exactly one of file or url is required")
+        if self.url is not None and not self.name:
+            raise ValueError("name is required with url")
+        return self
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+HeaderValue = Annotated[str, Field(max_length=2000)]
+Tag = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class CampaignIn(Strict):
+    """POST /emails and PUT /emails/:id. `id`, `created_by` and `brand` may be sent as the document shows."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False, populate_by_name=True)
+
+    id: uuid.UUID | None = None
+    created_by: uuid.UUID | None = None
+    brand: uuid.UUID | None = None
+    from_: uuid.UUID | None = Field(default=None, alias="from")
+    to: list[RecipientIn] = Field(min_length=1, max_length=1000)
+    cc: list[RecipientIn] | None = Field(default=None, max_length=1000)
+    bcc: list[RecipientIn] | None = Field(default=None, max_length=1000)
+    subject: str = Field(max_length=998)
+    html: str | None = Field(default=None, max_length=2_000_000)
+    text: str | None = Field(default=None, max_length=2_000_000)
+    due_at: Annotated[datetime | None, AfterValidator(_aware)] = None
+    tags: list[Tag] | None = Field(default=None, max_length=50)
+    headers: dict[Annotated[str, Field(max_length=100)], HeaderValue] | None = Field(default=None, max_length=20)
+    include_signature: StrictBool | None = None
+    individual: StrictBool | None = None
+    notifications_enabled: StrictBool | None = None
+    archive: StrictBool | None = None
+    google_credential: uuid.UUID | None = None
+    microsoft_credential: uuid.UUID | None = None
+    attachments: list[AttachmentIn] | None = Field(default=None, max_length=100)
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> CampaignIn:
+        if self.google_credential and self.microsoft_credential:
+            raise ValueError("google_credential and microsoft_credential cannot both be set")
+        return self
+
+    def recipients(self) -> list[tuple[str, int, RecipientIn]]:
+        """Every recipient item with the array it came in: (send_type, index, item)."""
+        out: list[tuple[str, int, RecipientIn]] = []
+        for send_type, items in (("To", self.to), ("CC", self.cc or []), ("BCC", self.bcc or [])):
+            out.extend((send_type, i, item) for i, item in enumerate(items))
+        return out
+
+
+class NotificationsIn(Strict):
+    status: StrictBool
+
+
+def field_path(send_type: str, index: int, name: str | None = None) -> str:
+    array = {"To": "to", "CC": "cc", "BCC": "bcc"}[send_type]
+    return f"{array}.{index}" + (f".{name}" if name else "")

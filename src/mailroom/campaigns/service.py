@@ -1,0 +1,265 @@
+"""Creating, replacing and deleting campaigns: every rule checked before anything is written."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailroom.api.auth import member_role
+from mailroom.campaigns.models import EmailCampaign, EmailCampaignAttachment, EmailCampaignRecipient
+from mailroom.campaigns.schemas import CampaignIn, field_path
+from mailroom.crm.models import Agent, Contact, CrmList, GoogleCredential, MicrosoftCredential
+from mailroom.errors import BadRequest, Conflict, NotFound
+from mailroom.files.models import File
+from mailroom.sending.render import TemplateError, check_template, html_to_text, uses_variable
+
+MAILGUN_SIZE_LIMIT = 15 * 1024 * 1024
+MAILBOX_SIZE_LIMIT = 26 * 1024 * 1024
+GOOGLE_SEND_SCOPES = {"mail.send"}
+MICROSOFT_SEND_SCOPES = {"mail.send", "mail.modify"}
+
+
+@dataclass(frozen=True)
+class Actor:
+    user: uuid.UUID
+    brand: uuid.UUID
+
+
+async def _check_from(session: AsyncSession, brand: uuid.UUID, from_user: uuid.UUID) -> None:
+    if await member_role(session, from_user, brand) is None:
+        raise BadRequest("must be a user who is a member of the campaign's brand", field="from")
+
+
+async def _check_credential(session: AsyncSession, body: CampaignIn, from_user: uuid.UUID) -> None:
+    for field, model, needed in (
+        ("google_credential", GoogleCredential, GOOGLE_SEND_SCOPES),
+        ("microsoft_credential", MicrosoftCredential, MICROSOFT_SEND_SCOPES),
+    ):
+        credential_id = getattr(body, field)
+        if credential_id is None:
+            continue
+        credential = await session.get(model, credential_id)
+        if credential is None or credential.user != from_user:
+            raise BadRequest("no such credential of the from user", field=field)
+        if credential.deleted_at is not None or credential.revoked:
+            raise BadRequest("this credential is revoked or deleted", field=field)
+        missing = needed - set(credential.scope_summary or [])
+        if missing:
+            raise BadRequest(f"this credential lacks the scope {', '.join(sorted(missing))}", field=field)
+
+
+async def _existing_ids(session: AsyncSession, stmt: Any) -> set[uuid.UUID]:
+    return set((await session.scalars(stmt)).all())
+
+
+async def _check_recipients(session: AsyncSession, body: CampaignIn, actor: Actor) -> None:
+    """Each list, contact, agent and brand named must exist and be the brand's (one query per kind)."""
+    items = body.recipients()
+    wanted: dict[str, set[uuid.UUID]] = {"contact": set(), "list": set(), "agent": set(), "brand": set()}
+    for _, _, item in items:
+        for name in wanted:
+            value = getattr(item, name)
+            if value is not None:
+                wanted[name].add(value)
+    found = {
+        "contact": await _existing_ids(
+            session,
+            select(Contact.id).where(
+                Contact.id.in_(wanted["contact"]), Contact.brand == actor.brand, Contact.deleted_at.is_(None)
+            ),
+        )
+        if wanted["contact"]
+        else set(),
+        "list": await _existing_ids(
+            session,
+            select(CrmList.id).where(
+                CrmList.id.in_(wanted["list"]), CrmList.brand == actor.brand, CrmList.deleted_at.is_(None)
+            ),
+        )
+        if wanted["list"]
+        else set(),
+        "agent": await _existing_ids(session, select(Agent.id).where(Agent.id.in_(wanted["agent"])))
+        if wanted["agent"]
+        else set(),
+        "brand": {b for b in wanted["brand"] if await member_role(session, actor.user, b) is not None},
+    }
+    for send_type, index, item in items:
+        for name, ids in found.items():
+            value = getattr(item, name)
+            if value is not None and value not in ids:
+                raise BadRequest(f"no such {name} in this brand", field=field_path(send_type, index, name))
+
+
+async def _attachment_rows(session: AsyncSession, body: CampaignIn, actor: Actor) -> list[dict[str, Any]]:
+    """Checked, de-duplicated attachment rows. Limits depend on the transport the campaign will use."""
+    rows: list[dict[str, Any]] = []
+    seen: set[Any] = set()
+    on_mailgun = not (body.google_credential or body.microsoft_credential)
+    for index, item in enumerate(body.attachments or []):
+        key = item.file or item.url
+        if key in seen:
+            continue
+        seen.add(key)
+        if item.is_inline and not item.content_id and not on_mailgun:
+            raise BadRequest("is required for an inline attachment", field=f"attachments.{index}.content_id")
+        rows.append(item.model_dump())
+    file_ids = [r["file"] for r in rows if r["file"]]
+    if file_ids:
+        files = {
+            f.id: f for f in await session.scalars(select(File).where(File.id.in_(file_ids), File.deleted_at.is_(None)))
+        }
+        limit = MAILGUN_SIZE_LIMIT if on_mailgun else MAILBOX_SIZE_LIMIT
+        total = 0
+        for index, row in enumerate(rows):
+            if row["file"] is None:
+                continue
+            file = files.get(row["file"])
+            if file is None or file.created_by != actor.user:
+                raise BadRequest("no such uploaded file", field=f"attachments.{index}.file")
+            if file.size > limit:
+                raise BadRequest(f"is larger than the {limit} byte limit", field=f"attachments.{index}.file")
+            total += file.size
+        if total > limit:
+            raise BadRequest(f"add up to more than the {limit} byte limit", field="attachments")
+    return rows
+
+
+def _check_templates(body: CampaignIn) -> bool:
+    """Compile subject, html and text; True when they address the recipient (so must go one by one)."""
+    personal = False
+    for field in ("subject", "html", "text"):
+        source = getattr(body, field)
+        if not source:
+            continue
+        try:
+            check_template(field, source)
+        except TemplateError as exc:
+            raise BadRequest(str(exc).removeprefix(f"{field}: "), field=field) from None
+        personal = personal or uses_variable(source, "recipient")
+    return personal
+
+
+async def _values(
+    session: AsyncSession, body: CampaignIn, actor: Actor, *, from_user: uuid.UUID, force_individual: bool
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Everything a campaign row, its recipients and its attachments will hold; raises on bad input."""
+    await _check_from(session, actor.brand, from_user)
+    individual = bool(force_individual or body.individual or _check_templates(body))
+    if not individual:
+        await _check_credential(session, body, from_user)
+    await _check_recipients(session, body, actor)
+    attachments = await _attachment_rows(session, body, actor)
+    html, text = body.html, body.text
+    if not text and html and html.strip():
+        text = html_to_text(html)
+    if not (html and html.strip()) and not (text and text.strip()):
+        text = " "
+    values: dict[str, Any] = {
+        "brand": actor.brand,
+        "from_": from_user,
+        "subject": body.subject,
+        "html": html,
+        "text": text,
+        "due_at": body.due_at,
+        "tags": body.tags,
+        # Individual mail always goes through the ESP, one message each: mailbox settings do not apply.
+        "headers": {} if individual else dict(body.headers or {}),
+        "google_credential": None if individual else body.google_credential,
+        "microsoft_credential": None if individual else body.microsoft_credential,
+        "include_signature": bool(body.include_signature),
+        "individual": individual,
+        "notifications_enabled": True if body.notifications_enabled is None else body.notifications_enabled,
+        "archive": bool(body.archive),
+    }
+    recipients = [
+        {
+            "recipient_type": item.recipient_type,
+            "send_type": send_type,
+            "email": item.email,
+            "contact": item.contact,
+            "list": item.list,
+            "tag": item.tag,
+            "brand": item.brand,
+            "agent": item.agent,
+        }
+        for send_type, _, item in body.recipients()
+    ]
+    return values, recipients, attachments
+
+
+async def _write_children(
+    session: AsyncSession, campaign: uuid.UUID, recipients: list[dict[str, Any]], attachments: list[dict[str, Any]]
+) -> None:
+    await session.execute(insert(EmailCampaignRecipient), [{**r, "campaign": campaign} for r in recipients])
+    if attachments:
+        await session.execute(insert(EmailCampaignAttachment), [{**a, "campaign": campaign} for a in attachments])
+
+
+async def create_campaign(
+    session: AsyncSession, body: CampaignIn, actor: Actor, *, force_individual: bool = False
+) -> uuid.UUID:
+    if force_individual and (body.cc or body.bcc):
+        raise BadRequest("individual emails cannot have cc or bcc", field="cc" if body.cc else "bcc")
+    from_user = body.from_ or actor.user
+    values, recipients, attachments = await _values(
+        session, body, actor, from_user=from_user, force_individual=force_individual
+    )
+    if body.id is not None and await session.get(EmailCampaign, body.id) is not None:
+        raise Conflict("a campaign with this id already exists", field="id")
+    campaign = EmailCampaign(**values, created_by=actor.user)
+    if body.id is not None:
+        campaign.id = body.id
+    session.add(campaign)
+    await session.flush()
+    await _write_children(session, campaign.id, recipients, attachments)
+    return campaign.id
+
+
+async def live_campaign(session: AsyncSession, campaign_id: uuid.UUID, user: uuid.UUID) -> EmailCampaign:
+    """The campaign, if it is live and the user may see it; otherwise 404 (never another brand's data)."""
+    campaign = await session.get(EmailCampaign, campaign_id)
+    if campaign is None or campaign.deleted_at is not None or await member_role(session, user, campaign.brand) is None:
+        raise NotFound("no such campaign", field="id")
+    return campaign
+
+
+async def update_campaign(session: AsyncSession, campaign_id: uuid.UUID, body: CampaignIn, user: uuid.UUID) -> None:
+    """PUT replaces the whole campaign; a missing `from` keeps the old sender."""
+    campaign = await live_campaign(session, campaign_id, user)
+    # Lock the row: the sender claims due campaigns with the same lock, so an edit and an execution
+    # cannot interleave.
+    await session.execute(select(EmailCampaign.id).where(EmailCampaign.id == campaign.id).with_for_update())
+    await session.refresh(campaign)
+    if campaign.executed_at is not None:
+        raise Conflict("an executed campaign cannot be changed", field="id")
+    if body.id is not None and body.id != campaign.id:
+        raise BadRequest("does not match the campaign in the path", field="id")
+    if body.brand is not None and body.brand != campaign.brand:
+        raise BadRequest("a campaign cannot move to another brand", field="brand")
+    actor = Actor(user=user, brand=campaign.brand)
+    values, recipients, attachments = await _values(
+        session, body, actor, from_user=body.from_ or campaign.from_, force_individual=False
+    )
+    await session.execute(
+        update(EmailCampaign).where(EmailCampaign.id == campaign.id).values(**values, updated_at=func.now())
+    )
+    await session.execute(delete(EmailCampaignRecipient).where(EmailCampaignRecipient.campaign == campaign.id))
+    await session.execute(delete(EmailCampaignAttachment).where(EmailCampaignAttachment.campaign == campaign.id))
+    await _write_children(session, campaign.id, recipients, attachments)
+
+
+async def set_notifications(session: AsyncSession, campaign_id: uuid.UUID, user: uuid.UUID, enabled: bool) -> None:
+    campaign = await live_campaign(session, campaign_id, user)
+    campaign.notifications_enabled = enabled
+    campaign.updated_at = datetime.now(UTC)
+
+
+async def delete_campaign(session: AsyncSession, campaign_id: uuid.UUID, user: uuid.UUID) -> None:
+    """Soft delete. The sender only picks live campaigns, so a deleted scheduled one is never sent."""
+    campaign = await live_campaign(session, campaign_id, user)
+    campaign.deleted_at = datetime.now(UTC)
