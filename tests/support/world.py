@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailroom.crm import service
+from mailroom.crm.models import Contact
 
 
 @dataclass
@@ -69,3 +72,82 @@ class World:
         async with self.sessionmaker() as s, s.begin():
             token = await service.create_token(s, user=uuid.UUID(user["id"]))
         return Actor(brand=admin.brand, user=uuid.UUID(user["id"]), token=token, client=self.client)
+
+    async def contacts(self, actor: Actor, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Contacts created in actor's brand through the bulk endpoint, in the order given."""
+        response = await actor.post(f"/brands/{actor.brand}/contacts", {"contacts": items})
+        created: list[dict[str, Any]] = actor.data(response)
+        return created
+
+    async def contact(self, actor: Actor, *emails: str, **fields: Any) -> dict[str, Any]:
+        """One contact; with no address given it gets a fresh one."""
+        self._n += 1
+        addresses = list(emails) or [f"contact{self._n}-{uuid.uuid4().hex[:6]}@example.com"]
+        return (await self.contacts(actor, [{"emails": addresses, **fields}]))[0]
+
+    async def delete_contact(self, contact: dict[str, Any]) -> None:
+        """Soft-deletes a contact directly (the API has no endpoint for it), as a CRM sync would."""
+        async with self.sessionmaker() as s, s.begin():
+            await s.execute(
+                update(Contact).where(Contact.id == uuid.UUID(str(contact["id"]))).values(deleted_at=func.now())
+            )
+
+    async def crm_list(self, actor: Actor, name: str | None = None, members: Sequence[Any] = ()) -> dict[str, Any]:
+        """A list in actor's brand; members are contact objects or ids."""
+        self._n += 1
+        ids = [str(m["id"]) if isinstance(m, dict) else str(m) for m in members]
+        body = {"name": name or f"List {self._n}", "members": ids}
+        created: dict[str, Any] = actor.data(await actor.post(f"/brands/{actor.brand}/lists", body))
+        return created
+
+    async def agent(self, actor: Actor, *, email: str | None = None, **fields: Any) -> dict[str, Any]:
+        """An agent of the MLS network (shared by every brand)."""
+        self._n += 1
+        body = {"email": email or f"agent{self._n}-{uuid.uuid4().hex[:6]}@mls.example.com", **fields}
+        created: dict[str, Any] = actor.data(await actor.post("/agents", body))
+        return created
+
+    async def google_credential(
+        self,
+        actor: Actor,
+        *,
+        scopes: Sequence[str] = ("profile", "mail.read", "mail.send", "mail.modify"),
+        revoked: bool = False,
+        deleted: bool = False,
+        **fields: Any,
+    ) -> str:
+        """The id of a new Google credential of actor in actor's brand; revoked or deleted when asked."""
+        return await self._credential(actor, "google", scopes, revoked=revoked, deleted=deleted, **fields)
+
+    async def microsoft_credential(
+        self,
+        actor: Actor,
+        *,
+        scopes: Sequence[str] = ("profile", "mail.read", "mail.send", "mail.modify"),
+        revoked: bool = False,
+        deleted: bool = False,
+        **fields: Any,
+    ) -> str:
+        """The id of a new Microsoft credential of actor in actor's brand; revoked or deleted when asked."""
+        return await self._credential(actor, "microsoft", scopes, revoked=revoked, deleted=deleted, **fields)
+
+    async def _credential(
+        self, actor: Actor, kind: str, scopes: Sequence[str], *, revoked: bool, deleted: bool, **fields: Any
+    ) -> str:
+        self._n += 1
+        body = {
+            "email": f"mailbox{self._n}-{uuid.uuid4().hex[:6]}@example.com",
+            "scope_summary": list(scopes),
+            "access_token": f"access-{uuid.uuid4().hex}",
+            "refresh_token": f"refresh-{uuid.uuid4().hex}",
+            "expires_at": 4102444800,
+            **fields,
+        }
+        base = f"/users/self/{kind}-credentials"
+        credential_id: str = actor.data(await actor.post(base, body))["id"]
+        if revoked:
+            actor.data(await actor.post(f"{base}/{credential_id}/revoke"))
+        if deleted:
+            response = await actor.delete(f"{base}/{credential_id}")
+            assert response.status_code == 204, response.text
+        return credential_id

@@ -1,18 +1,49 @@
-"""CRM endpoints: brands and their users. Contacts, lists, agents and credentials live beside."""
+"""CRM endpoints: brands and their users, contacts, lists, MLS agents and mailbox credentials."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, File, Path, Query, Request, Response, UploadFile
 
-from mailroom.api.auth import CurrentCaller, require_admin
-from mailroom.api.deps import Session
-from mailroom.api.envelope import ORJSONResponse, ok
-from mailroom.crm import service
-from mailroom.crm.schemas import BrandIn, UserIn, brand_out, user_out
+from mailroom.api.auth import BRAND_HEADER, CurrentCaller, brand_from_request, require_admin, require_member
+from mailroom.api.deps import Secrets, Session
+from mailroom.api.envelope import ORJSONResponse, ok, ok_list
+from mailroom.crm import contacts, credentials, lists, service
+from mailroom.crm.schemas import (
+    AgentIn,
+    BrandIn,
+    ContactsIn,
+    CredentialIn,
+    ListIn,
+    MembersIn,
+    UserIn,
+    agent_out,
+    brand_out,
+    contact_out,
+    credential_out,
+    list_out,
+    user_out,
+)
+from mailroom.errors import BadRequest, PayloadTooLarge
+from mailroom.validation import PlainText
 
 router = APIRouter(tags=["crm"])
+
+# 10,000 rows of a generous width; anything larger is not a contact list this endpoint should buffer.
+MAX_CSV_BYTES = 16 * 1024 * 1024
+MAX_START = 2**31 - 1
+CSV_TYPES = ("text/csv", "application/csv", "text/plain")
+
+
+async def _path_brand_member(brand: uuid.UUID, caller: CurrentCaller, session: Session) -> uuid.UUID:
+    """The brand in the path, once the caller is known to be one of its members (else 403)."""
+    await require_member(session, caller.user.id, brand)
+    return brand
+
+
+MemberBrand = Annotated[uuid.UUID, Depends(_path_brand_member)]
 
 
 @router.post("/brands", summary="Create a brand (a child brand with `parent`); the caller becomes its Admin")
@@ -33,3 +64,163 @@ async def add_user(brand: uuid.UUID, body: UserIn, caller: CurrentCaller, sessio
     )
     await service.set_membership(session, brand=brand, user=user.id, role=body.role)
     return ok(user_out(user, role=body.role))
+
+
+@router.post("/brands/{brand}/contacts", summary="Create up to 10,000 contacts in one call")
+async def create_contacts(body: ContactsIn, brand: MemberBrand, session: Session) -> ORJSONResponse:
+    rows = await contacts.create_contacts(session, brand=brand, items=body.contacts)
+    return ok([contact_out(row) for row in rows])
+
+
+_CSV_BODY: dict[str, Any] = {
+    "requestBody": {
+        "content": {
+            "text/csv": {
+                "schema": {"type": "string"},
+                "example": "email,first_name,last_name,tags\nann@example.com,Ann,Lee,Buyer;VIP\n",
+            }
+        }
+    }
+}
+
+
+@router.post(
+    "/brands/{brand}/contacts/import",
+    summary="Create contacts from a CSV file (multipart field `file`, or a text/csv body)",
+    description="Header row naming the columns: `email` (required; several separated by `;`), `first_name`, "
+    "`last_name`, `tags` (separated by `;`), `partner_email`. At most 10,000 rows; a bad row is named by its "
+    "number as a spreadsheet shows it (the header is row 1) and nothing is created.",
+    openapi_extra=_CSV_BODY,
+)
+async def import_contacts(
+    brand: MemberBrand,
+    request: Request,
+    session: Session,
+    file: Annotated[UploadFile | None, File(description="The CSV file")] = None,
+) -> ORJSONResponse:
+    items = contacts.parse_csv(await _csv_text(request, file))
+    rows = await contacts.create_contacts(session, brand=brand, items=items)
+    return ok([contact_out(row) for row in rows])
+
+
+async def _csv_text(request: Request, file: UploadFile | None) -> str:
+    """The uploaded file or the raw body, decoded; bounded so a huge upload is refused, not buffered."""
+    data = bytearray()
+    if file is not None:
+        field = "file"
+        data += await file.read(MAX_CSV_BYTES + 1)
+    else:
+        content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if content_type == "multipart/form-data":
+            raise BadRequest("is required: upload the CSV as the form field 'file'", field="file")
+        if content_type not in CSV_TYPES:
+            raise BadRequest("must be text/csv, or multipart/form-data with a 'file' field", field="Content-Type")
+        field = "body"
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > MAX_CSV_BYTES:
+                break
+    if len(data) > MAX_CSV_BYTES:
+        raise PayloadTooLarge(f"must be at most {MAX_CSV_BYTES} bytes", field=field)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadRequest("must be UTF-8 text", field=field) from None
+
+
+@router.get("/brands/{brand}/contacts", summary="The brand's contacts, newest first; `tag` filters (any case)")
+async def get_contacts(
+    brand: MemberBrand,
+    session: Session,
+    start: Annotated[int, Query(ge=0, le=MAX_START)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    tag: Annotated[PlainText | None, Query(min_length=1, max_length=200)] = None,
+) -> ORJSONResponse:
+    rows, total = await contacts.list_contacts(session, brand=brand, start=start, limit=limit, tag=tag)
+    return ok_list([contact_out(row) for row in rows], total=total)
+
+
+@router.post("/brands/{brand}/lists", summary="Create a list of the brand's contacts")
+async def create_list(body: ListIn, brand: MemberBrand, session: Session) -> ORJSONResponse:
+    row = await lists.create_list(session, brand=brand, name=body.name, members=body.members)
+    return ok(list_out(row))
+
+
+@router.post("/brands/{brand}/lists/{list}/members", summary="Add contacts to a list (re-adding one is harmless)")
+async def add_list_members(
+    body: MembersIn, brand: MemberBrand, list_id: Annotated[uuid.UUID, Path(alias="list")], session: Session
+) -> ORJSONResponse:
+    row = await lists.add_members(session, brand=brand, list_id=list_id, members=body.members)
+    return ok(list_out(row))
+
+
+@router.post("/agents", summary="Add an agent to the MLS agent network (shared by every brand)")
+async def create_agent(body: AgentIn, caller: CurrentCaller, session: Session) -> ORJSONResponse:
+    agent = await service.create_agent(session, email=body.email, full_name=body.full_name, mls_id=body.mls_id)
+    return ok(agent_out(agent))
+
+
+# The brand a credential is created in comes from this header; documented here because it is read
+# from the request rather than declared as a parameter.
+_BRAND_HEADER_PARAM: dict[str, Any] = {
+    "parameters": [
+        {"name": BRAND_HEADER, "in": "header", "required": True, "schema": {"type": "string", "format": "uuid"}}
+    ]
+}
+
+
+def _credential_routes(kind: credentials.Kind) -> None:
+    """The same four endpoints for Google and Microsoft; only the table and the type differ."""
+    base = f"/users/self/{kind}-credentials"
+    label = kind.capitalize()
+
+    @router.post(
+        base,
+        name=f"create_{kind}_credential",
+        summary=f"Connect a {label} mailbox for the calling user (brand from X-Rechat-Brand)",
+        description="The tokens are stored encrypted and are never answered.",
+        openapi_extra=_BRAND_HEADER_PARAM,
+    )
+    async def create(
+        body: CredentialIn, request: Request, caller: CurrentCaller, session: Session, box: Secrets
+    ) -> ORJSONResponse:
+        brand = brand_from_request(request, None)
+        await require_member(session, caller.user.id, brand, field=BRAND_HEADER)
+        refresh = body.refresh_token.get_secret_value() if body.refresh_token else None
+        credential = await credentials.create_credential(
+            session,
+            box,
+            kind=kind,
+            user=caller.user.id,
+            brand=brand,
+            email=body.email,
+            scope_summary=list(body.scope_summary),
+            access_token=body.access_token.get_secret_value(),
+            refresh_token=refresh,
+            expires_at=body.expires_at,
+        )
+        return ok(credential_out(credential, kind=kind))
+
+    @router.post(
+        base + "/{credential}/revoke",
+        name=f"revoke_{kind}_credential",
+        summary=f"Mark one of the caller's {label} credentials revoked; campaigns no longer accept it",
+    )
+    async def revoke(credential: uuid.UUID, caller: CurrentCaller, session: Session) -> ORJSONResponse:
+        revoked = await credentials.revoke_credential(session, kind=kind, user=caller.user.id, credential_id=credential)
+        return ok(credential_out(revoked, kind=kind))
+
+    @router.delete(
+        base + "/{credential}",
+        name=f"delete_{kind}_credential",
+        summary=f"Delete one of the caller's {label} credentials",
+        status_code=204,
+        response_class=Response,
+    )
+    async def delete(credential: uuid.UUID, caller: CurrentCaller, session: Session) -> Response:
+        await credentials.delete_credential(session, kind=kind, user=caller.user.id, credential_id=credential)
+        return Response(status_code=204)
+
+
+_credential_routes("google")
+_credential_routes("microsoft")

@@ -1,37 +1,103 @@
-"""Request bodies of the CRM endpoints, and the wire shape of brands and users."""
+"""Request bodies of the CRM endpoints, and the wire shape of what they answer."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, Field, SecretStr, StrictBool, StringConstraints
+from sqlalchemy import RowMapping
 
 from mailroom.addresses import Address
-from mailroom.crm.models import Brand, User
+from mailroom.crm.models import Agent, Brand, GoogleCredential, MicrosoftCredential, User
 from mailroom.serialize import epoch
+from mailroom.validation import Strict, storable, utc
+
+# One request may create this many contacts (or add this many list members): large enough for a
+# real import, small enough that one statement and one answer stay well under a second.
+MAX_BATCH = 10_000
+
+Scope = Literal["profile", "contacts", "mail.read", "mail.send", "mail.modify", "calendar"]
+SCOPES: tuple[str, ...] = get_args(Scope)
+# Provider tokens are a few hundred to a few thousand characters; this only bounds abuse.
+MAX_TOKEN = 20_000
 
 
-class Strict(BaseModel):
-    """Unknown fields are refused: a typo in a field name must not be silently ignored."""
+def _storable_secret(value: SecretStr) -> SecretStr:
+    # Checked here rather than with Field limits, which SecretStr words as "items".
+    secret = value.get_secret_value()
+    if not secret:
+        raise ValueError("must not be empty")
+    if len(secret) > MAX_TOKEN:
+        raise ValueError(f"must be at most {MAX_TOKEN} characters")
+    storable(secret)
+    return value
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+# Length limits come before the text check so they are enforced (and worded) as string limits.
+Name = Annotated[str, StringConstraints(max_length=200), AfterValidator(storable)]
+RequiredName = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(storable)]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(storable)]
+Url = Annotated[str, StringConstraints(max_length=2000), AfterValidator(storable)]
+MlsId = Annotated[str, StringConstraints(max_length=100), AfterValidator(storable)]
+Token = Annotated[SecretStr, AfterValidator(_storable_secret)]
+Timestamp = Annotated[datetime, AfterValidator(utc)]
 
 
 class BrandIn(Strict):
-    name: str = Field(min_length=1, max_length=200)
+    name: RequiredName
     parent: uuid.UUID | None = None
 
 
 class UserIn(Strict):
     email: Address
     role: Literal["Admin", "Agent"] = "Agent"
-    first_name: str | None = Field(default=None, max_length=200)
-    last_name: str | None = Field(default=None, max_length=200)
-    display_name: str | None = Field(default=None, max_length=200)
-    phone_number: str | None = Field(default=None, max_length=50)
-    profile_image_url: str | None = Field(default=None, max_length=2000)
-    email_signature: str | None = Field(default=None, max_length=20000)
+    first_name: Name | None = None
+    last_name: Name | None = None
+    display_name: Name | None = None
+    phone_number: Annotated[str, StringConstraints(max_length=50), AfterValidator(storable)] | None = None
+    profile_image_url: Url | None = None
+    email_signature: Annotated[str, StringConstraints(max_length=20000), AfterValidator(storable)] | None = None
+
+
+class ContactIn(Strict):
+    emails: list[Address] = Field(default_factory=list, max_length=50, description="In order; the first is primary")
+    first_name: Name | None = None
+    last_name: Name | None = None
+    tags: list[Tag] = Field(default_factory=list, max_length=200)
+    partner_email: Address | None = None
+    parked: StrictBool = False
+    profile_image_url: Url | None = None
+
+
+class ContactsIn(Strict):
+    contacts: list[ContactIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class ListIn(Strict):
+    name: RequiredName
+    members: list[uuid.UUID] = Field(default_factory=list, max_length=MAX_BATCH, description="Contact ids")
+
+
+class MembersIn(Strict):
+    members: list[uuid.UUID] = Field(min_length=1, max_length=MAX_BATCH, description="Contact ids")
+
+
+class AgentIn(Strict):
+    email: Address
+    full_name: Name | None = None
+    mls_id: MlsId | None = None
+
+
+class CredentialIn(Strict):
+    """A mailbox the calling user connected. Tokens are write-only: stored encrypted, never answered."""
+
+    email: Address
+    scope_summary: list[Scope] = Field(min_length=1, max_length=len(SCOPES))
+    access_token: Token
+    refresh_token: Token | None = None
+    expires_at: Timestamp | None = Field(default=None, description="ISO 8601 or epoch seconds")
 
 
 def brand_out(brand: Brand) -> dict[str, Any]:
@@ -65,3 +131,68 @@ def user_out(user: User, *, role: str | None = None) -> dict[str, Any]:
     if role is not None:
         out["role"] = role
     return out
+
+
+def contact_out(row: RowMapping) -> dict[str, Any]:
+    emails: list[str] = row["emails"]
+    primary = emails[0] if emails else None
+    name = " ".join(p for p in (row["first_name"], row["last_name"]) if p)
+    return {
+        "id": row["id"],
+        "brand": row["brand"],
+        "email": primary,
+        "emails": emails,
+        "partner_email": row["partner_email"],
+        "first_name": row["first_name"],
+        "last_name": row["last_name"],
+        "display_name": name or primary,
+        "profile_image_url": row["profile_image_url"],
+        "tags": row["tags"],
+        "parked": row["parked"],
+        "created_at": epoch(row["created_at"]),
+        "updated_at": epoch(row["updated_at"]),
+        "deleted_at": epoch(row["deleted_at"]),
+        "type": "contact",
+    }
+
+
+def list_out(row: RowMapping) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "brand": row["brand"],
+        "name": row["name"],
+        "members_count": row["members_count"],
+        "created_at": epoch(row["created_at"]),
+        "updated_at": epoch(row["updated_at"]),
+        "deleted_at": epoch(row["deleted_at"]),
+        "type": "crm_list",
+    }
+
+
+def agent_out(agent: Agent) -> dict[str, Any]:
+    return {
+        "id": agent.id,
+        "email": agent.email,
+        "full_name": agent.full_name,
+        "mls_id": agent.mls_id,
+        "created_at": epoch(agent.created_at),
+        "updated_at": epoch(agent.updated_at),
+        "type": "agent",
+    }
+
+
+def credential_out(credential: GoogleCredential | MicrosoftCredential, *, kind: str) -> dict[str, Any]:
+    """Google and Microsoft credentials share this shape; the tokens are deliberately absent."""
+    return {
+        "id": credential.id,
+        "user": credential.user,
+        "brand": credential.brand,
+        "email": credential.email,
+        "scope_summary": credential.scope_summary,
+        "revoked": credential.revoked,
+        "expires_at": epoch(credential.expires_at),
+        "created_at": epoch(credential.created_at),
+        "updated_at": epoch(credential.updated_at),
+        "deleted_at": epoch(credential.deleted_at),
+        "type": f"{kind}_credential",
+    }

@@ -1,4 +1,4 @@
-"""Brands, users, memberships and API tokens."""
+"""Brands, users, memberships, API tokens and MLS agents."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailroom.crm.models import ApiToken, Brand, BrandMember, User
+from mailroom.crm.models import Agent, ApiToken, Brand, BrandMember, User
 from mailroom.crypto import hash_api_token, new_api_token
 from mailroom.errors import NotFound
 
@@ -76,3 +76,12 @@ async def bootstrap(
     await set_membership(session, brand=brand.id, user=user.id, role="Admin")
     token = await create_token(session, user=user.id)
     return brand, user, token
+
+
+async def create_agent(session: AsyncSession, *, email: str, full_name: str | None, mls_id: str | None) -> Agent:
+    """An agent of the MLS network. The network is shared by every brand, so no brand is involved."""
+    agent = Agent(email=email, full_name=full_name, mls_id=mls_id)
+    session.add(agent)
+    await session.flush()
+    await session.refresh(agent)
+    return agent
