@@ -1,0 +1,1 @@
+"""Shared test helpers: real peers on loopback (SMTP, Mailgun) and ways to arrange data."""

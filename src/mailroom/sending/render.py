@@ -19,13 +19,11 @@ import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from html.parser import HTMLParser
-from typing import Any, Literal
+from typing import Any
 
-from jinja2 import TemplateSyntaxError, meta
+from jinja2 import ChainableUndefined, TemplateSyntaxError, Undefined, meta
 from jinja2.environment import Template
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
-
-Field = Literal["subject", "html", "text"]
 
 # Big enough for any real template, small enough that one render cannot eat the worker.
 _MAX_REPEAT = 100_000
@@ -55,6 +53,11 @@ class _TooLarge(SecurityError):
 class _CampaignEnvironment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**"})
 
+    def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
+        # Jinja returns an Undefined that only fails when printed; chained or tested in an
+        # `if`, it would pass silently. Failing at once gives the user a clear reason.
+        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe.")
+
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and isinstance(right, int) and abs(right) > _MAX_EXPONENT:
             raise _TooLarge("the template raised a number to a power that is too large")
@@ -69,7 +72,11 @@ class _CampaignEnvironment(ImmutableSandboxedEnvironment):
 @functools.cache
 def environment(*, html: bool) -> ImmutableSandboxedEnvironment:
     """The shared sandbox for html (autoescaping) or for subject/text (no escaping), built once."""
-    return _CampaignEnvironment(autoescape=html, finalize=_none_to_empty, keep_trailing_newline=True)
+    # ChainableUndefined: a contact without an address renders {{recipient.address.city}} as
+    # empty instead of failing the campaign, and still reads as false in `or` / `if`.
+    return _CampaignEnvironment(
+        autoescape=html, finalize=_none_to_empty, keep_trailing_newline=True, undefined=ChainableUndefined
+    )
 
 
 def _env_for(field: str) -> ImmutableSandboxedEnvironment:

@@ -1,0 +1,27 @@
+"""Ways out for a rendered message: Mailgun, SMTP, the outbox folder (and later Gmail, Outlook)."""
+
+from mailroom.transports.base import (
+    OutgoingMessage,
+    PermanentSendError,
+    SendError,
+    SendResult,
+    TransientSendError,
+    Transport,
+)
+from mailroom.transports.mailgun import MailgunTransport, TemplateBatch, TemplateRecipient
+from mailroom.transports.outbox import OutboxTransport
+from mailroom.transports.smtp import SmtpTransport
+
+__all__ = [
+    "MailgunTransport",
+    "OutboxTransport",
+    "OutgoingMessage",
+    "PermanentSendError",
+    "SendError",
+    "SendResult",
+    "SmtpTransport",
+    "TemplateBatch",
+    "TemplateRecipient",
+    "TransientSendError",
+    "Transport",
+]

@@ -1,0 +1,124 @@
+"""The one interface every transport implements, and the shapes it exchanges.
+
+Contract of ``send_batch(messages)``:
+
+* It returns one ``SendResult`` per message, in the order given, keyed by
+  ``OutgoingMessage.key`` (the email_campaign_email id the result belongs to).
+* ``provider_id`` set: the provider accepted the message. Store it; the row must never be
+  sent again. ``error`` may still be set when the provider accepted the message for some
+  recipients and refused others: it lists the refused ones.
+* ``provider_id`` None and ``error`` set: not sent. ``permanent`` True means retrying cannot
+  help (SMTP 5xx for every recipient, Mailgun 400): record the error on the row.
+  ``permanent`` False means retry later (SMTP 4xx, dropped connection, HTTP 429/5xx).
+* It raises ``TransientSendError`` when the provider could not be used at all and nothing
+  in the batch was accepted (server unreachable, rate limited, 5xx): retry the whole batch
+  later, no sooner than ``retry_after`` when given. It raises ``PermanentSendError`` for a
+  batch-wide failure that retrying will not fix (rejected credentials, unknown domain),
+  with a ``reason`` that can be shown to the user as the campaign's failure.
+* A message dropped mid-DATA (connection lost after the body was sent) is reported as a
+  transient failure, although the server may have kept it: SMTP cannot tell.
+
+``send(...)`` sends one message: it returns the ``SendResult`` on success and raises
+``TransientSendError`` / ``PermanentSendError`` when that message was not accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+class SendError(Exception):
+    """A send failure; ``reason`` is safe to show a user."""
+
+    permanent = False
+
+    def __init__(self, reason: str, *, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class TransientSendError(SendError):
+    """Retry later: SMTP 4xx, connection errors, timeouts, HTTP 429/5xx."""
+
+
+class PermanentSendError(SendError):
+    """Retrying will not help: SMTP 5xx, rejected credentials, a request the provider refuses."""
+
+    permanent = True
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """One rendered message for a transport.
+
+    ``recipients`` are all RCPT TO addresses (To, Cc and Bcc, bare addresses).
+    ``tags`` and ``variables`` are provider metadata (Mailgun ``o:tag`` / ``v:name``, seen
+    again in its webhooks); transports that relay raw MIME ignore them.
+    """
+
+    key: str
+    envelope_from: str
+    recipients: Sequence[str]
+    message: bytes
+    tags: Sequence[str] = ()
+    variables: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    key: str
+    provider_id: str | None
+    error: str | None = None
+    permanent: bool = False
+
+    @property
+    def accepted(self) -> bool:
+        return self.provider_id is not None
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """What the sending pipeline needs from Mailgun, SMTP, Gmail, Outlook or the outbox."""
+
+    name: str
+
+    async def send(
+        self, *, envelope_from: str, recipients: Sequence[str], message: bytes, key: str | None = None
+    ) -> SendResult: ...
+
+    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]: ...
+
+    async def aclose(self) -> None: ...
+
+
+def settle(messages: Sequence[OutgoingMessage], outcomes: Sequence[SendResult | SendError]) -> list[SendResult]:
+    """Turn per-message outcomes into the batch answer described in the module docstring.
+
+    An outcome that is a ``SendError`` is a failure that was not about that message
+    (connection refused, 429, bad credentials). When every message ended that way the
+    batch as a whole failed, and that error is raised, so the caller retries or fails
+    the batch once instead of marking each row.
+    """
+    errors = [o for o in outcomes if isinstance(o, SendError)]
+    if outcomes and len(errors) == len(outcomes):
+        permanent = [e for e in errors if e.permanent]
+        if permanent:
+            raise permanent[0]
+        waits = [e.retry_after for e in errors if e.retry_after is not None]
+        raise TransientSendError(errors[0].reason, retry_after=max(waits) if waits else None)
+    return [
+        SendResult(m.key, None, o.reason, o.permanent) if isinstance(o, SendError) else o
+        for m, o in zip(messages, outcomes, strict=True)
+    ]
+
+
+async def send_one(transport: Transport, message: OutgoingMessage) -> SendResult:
+    """``send()`` in terms of ``send_batch()``: raise unless the message was accepted."""
+    (result,) = await transport.send_batch([message])
+    if result.provider_id is None:
+        error = PermanentSendError if result.permanent else TransientSendError
+        raise error(result.error or "not sent")
+    return result

@@ -1,0 +1,235 @@
+"""Mailgun over its HTTP API (``POST /v3/{domain}/messages[.mime]``, basic auth ``api:KEY``).
+
+Two ways to send:
+
+* ``send_batch``: messages already rendered per recipient go one by one to
+  ``messages.mime`` (form field ``to`` per RCPT address + the file ``message``), several
+  requests in flight at once (``concurrency``, shared by all batches).
+* ``send_template_batch``: one request for up to 1,000 recipients using Mailgun batch
+  sending: ``to`` once per recipient and ``recipient-variables`` (JSON, keyed by
+  address), with ``%recipient.name%`` placeholders in subject/html/text. Mailgun expands
+  it into one message per recipient; every recipient gets the id of that one request.
+  The caller decides whether a campaign can take this path (no per-recipient Jinja logic).
+
+Errors: HTTP 429, 5xx, timeouts and connection errors are transient (``Retry-After`` is
+passed on); 401/403 (API key) and 404 (unknown domain) fail the batch permanently; any
+other 4xx is a permanent error for the messages of that request. Once a request is rate
+limited or refused as a whole, the rest of the batch is not attempted.
+Provider ids are Mailgun's message ids without angle brackets, as its events report them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from mailroom.sending.mime import Attachment, parse_address
+from mailroom.transports.base import (
+    OutgoingMessage,
+    PermanentSendError,
+    SendError,
+    SendResult,
+    TransientSendError,
+    send_one,
+    settle,
+)
+
+MAX_BATCH_RECIPIENTS = 1000
+_SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
+
+_Files = list[tuple[str, tuple[str, bytes, str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateRecipient:
+    key: str  # the email_campaign_email id this recipient's result belongs to
+    address: str  # "Name <addr>" or "addr"
+    variables: Mapping[str, Any] = field(default_factory=dict)  # %recipient.<name>% values
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateBatch:
+    """One Mailgun batch send. Mailgun documents at most 3 ``tags`` per message."""
+
+    from_addr: str
+    subject: str
+    html: str | None
+    text: str | None
+    recipients: Sequence[TemplateRecipient]
+    headers: Mapping[str, str] = field(default_factory=dict)
+    tags: Sequence[str] = ()
+    variables: Mapping[str, str] = field(default_factory=dict)
+    inline: Sequence[Attachment] = ()
+    attachments: Sequence[Attachment] = ()
+
+
+class MailgunTransport:
+    """See the module docstring and ``mailroom.transports.base`` for the contract."""
+
+    name = "mailgun"
+
+    def __init__(
+        self,
+        api_url: str,
+        api_key: str,
+        domain: str,
+        client: httpx.AsyncClient | None = None,
+        *,
+        concurrency: int = 8,
+        timeout: float = 30.0,
+    ) -> None:
+        base = api_url.rstrip("/")
+        base = base.removesuffix("/v3")
+        self.domain = domain
+        self._messages_url = f"{base}/v3/{quote(domain, safe='')}/messages"
+        self._auth = httpx.BasicAuth("api", api_key)
+        self._owns_client = client is None
+        self._client = client or httpx.AsyncClient(timeout=timeout)
+        self._slots = asyncio.Semaphore(concurrency)
+
+    def __repr__(self) -> str:  # never show the key
+        return f"MailgunTransport({self._messages_url!r})"
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def send(
+        self, *, envelope_from: str, recipients: Sequence[str], message: bytes, key: str | None = None
+    ) -> SendResult:
+        return await send_one(self, OutgoingMessage(key or "", envelope_from, tuple(recipients), message))
+
+    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        abort: list[SendError] = []
+
+        async def one(msg: OutgoingMessage) -> SendResult | SendError:
+            data: dict[str, str | list[str]] = {"to": list(msg.recipients), **_options(msg.tags, msg.variables)}
+            files: _Files = [("message", ("message.mime", msg.message, "message/rfc822"))]
+            outcome = await self._post(f"{self._messages_url}.mime", data, files, abort)
+            if isinstance(outcome, SendError):
+                return outcome
+            provider_id, error = outcome
+            return SendResult(msg.key, provider_id, error, error is not None)
+
+        outcomes = await asyncio.gather(*(one(m) for m in messages))
+        return settle(messages, outcomes)
+
+    async def send_template_batch(self, batch: TemplateBatch) -> list[SendResult]:
+        """One API call for all of ``batch.recipients``; one result per recipient, in order."""
+        if not 0 < len(batch.recipients) <= MAX_BATCH_RECIPIENTS:
+            raise ValueError(f"a Mailgun batch holds 1 to {MAX_BATCH_RECIPIENTS} recipients")
+        variables: dict[str, Mapping[str, Any]] = {}
+        seen: set[str] = set()
+        for recipient in batch.recipients:
+            address = parse_address(recipient.address)[1]
+            if address.lower() in seen:
+                raise ValueError(f"{address} appears twice in one Mailgun batch")
+            seen.add(address.lower())
+            variables[address] = recipient.variables
+        data: dict[str, str | list[str]] = {
+            "from": _form_address(batch.from_addr),
+            "to": [_form_address(r.address) for r in batch.recipients],
+            "subject": batch.subject,
+            "recipient-variables": json.dumps(variables, ensure_ascii=False, default=str),
+        }
+        if batch.text is not None:
+            data["text"] = batch.text
+        if batch.html is not None:
+            data["html"] = batch.html
+        data.update(_options(batch.tags, batch.variables))
+        for name, value in batch.headers.items():
+            data[f"h:{name}"] = value
+        files: _Files = [("attachment", (a.filename, a.data, a.content_type)) for a in batch.attachments]
+        files += [("inline", (a.content_id or a.filename, a.data, a.content_type)) for a in batch.inline]
+        outcome = await self._post(self._messages_url, data, files, [])
+        if isinstance(outcome, SendError):
+            raise outcome
+        provider_id, error = outcome
+        return [SendResult(r.key, provider_id, error, error is not None) for r in batch.recipients]
+
+    async def _post(
+        self, url: str, data: dict[str, str | list[str]], files: _Files, abort: list[SendError]
+    ) -> tuple[str | None, str | None] | SendError:
+        """(provider id, None) when queued, (None, reason) for a refused message, or a batch-wide error."""
+        async with self._slots:
+            if abort:  # an earlier request of this batch was rate limited or refused as a whole
+                return abort[0]
+            try:
+                response = await self._client.post(url, data=data, files=files or None, auth=self._auth)
+            except httpx.TimeoutException as exc:
+                return TransientSendError(f"Mailgun did not answer in time ({type(exc).__name__})")
+            except httpx.TransportError as exc:
+                return TransientSendError(f"cannot reach Mailgun: {exc}")
+        status = response.status_code
+        if status == 200:
+            body = _json(response)
+            provider_id = str(body.get("id") or "").strip().strip("<>")
+            return (provider_id or None, None if provider_id else "Mailgun queued the message without an id")
+        reason = f"Mailgun answered {status}: {_error_message(response)}"
+        error: SendError | None = None
+        if status == 429 or status >= 500:
+            error = TransientSendError(reason, retry_after=_retry_after(response))
+        elif status in (401, 403):
+            error = PermanentSendError(f"Mailgun refused the API key ({status})")
+        elif status == 404:
+            error = PermanentSendError(f"Mailgun does not know the sending domain {self.domain} ({status})")
+        if error is not None:
+            abort.append(error)
+            return error
+        return None, reason
+
+
+def _form_address(entry: str) -> str:
+    # Mailgun splits `to` at commas, so a name such as "Lee, Ann" must be quoted.
+    name, address = parse_address(entry)
+    if not name:
+        return address
+    if _SPECIALS.search(name):
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{name} <{address}>"
+
+
+def _options(tags: Sequence[str], variables: Mapping[str, str]) -> dict[str, str | list[str]]:
+    data: dict[str, str | list[str]] = {f"v:{name}": value for name, value in variables.items()}
+    if tags:
+        data["o:tag"] = list(tags)
+    return data
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _error_message(response: httpx.Response) -> str:
+    message = _json(response).get("message")
+    return str(message) if message else response.text.strip()[:200] or response.reason_phrase
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
