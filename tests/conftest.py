@@ -116,3 +116,9 @@ def engine_url(database_url: str) -> str:
 
 
 __all__ = ["make_engine", "make_sessionmaker"]
+
+
+@pytest.fixture
+async def admin_session(world: World, session: AsyncSession) -> tuple[object, AsyncSession]:
+    """A brand admin and a session for arranging what the API cannot (e.g. an executed campaign)."""
+    return await world.brand_admin(), session

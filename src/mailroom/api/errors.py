@@ -23,7 +23,7 @@ def _field_of(loc: tuple[Any, ...]) -> str:
         parts = parts[1:]
     # Pydantic names union branches and function validators in the location; they mean nothing to users.
     parts = [p for p in parts if not p.startswith(("function-", "tagged-union", "union["))]
-    return ".".join(parts) or "body"
+    return ".".join(parts)
 
 
 def validation_message(exc: RequestValidationError) -> str:
@@ -35,7 +35,11 @@ def validation_message(exc: RequestValidationError) -> str:
         return "body: malformed JSON"
     message = str(first.get("msg", "is invalid"))
     message = message.removeprefix("Value error, ")
-    return f"{_field_of(tuple(first.get('loc', ())))}: {message}"
+    field = _field_of(tuple(first.get("loc", ())))
+    # Model-level checks name their fields in the message itself.
+    if field:
+        return f"{field}: {message}"
+    return message if ": " in message else f"body: {message}"
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -6,9 +6,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from mailroom.addresses import Address
+from mailroom.validation import Strict, storable
 
 RecipientType = Literal["Email", "Contact", "List", "Tag", "Brand", "Agent", "AllContacts"]
 
@@ -27,8 +28,14 @@ ALLOWED_FIELDS["Email"] = {"email", "contact"}
 TARGET_FIELDS = ("email", "contact", "list", "tag", "brand", "agent")
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+# Strings PostgreSQL can store (no NUL, valid Unicode), within limits.
+Tag = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(storable)]
+Name = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(storable)]
+Url = Annotated[str, Field(max_length=4000), AfterValidator(storable)]
+Subject = Annotated[str, Field(max_length=998), AfterValidator(storable)]
+Body = Annotated[str, Field(max_length=2_000_000), AfterValidator(storable)]
+HeaderName = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(storable)]
+HeaderValue = Annotated[str, Field(max_length=2000), AfterValidator(storable)]
 
 
 class RecipientIn(Strict):
@@ -36,9 +43,11 @@ class RecipientIn(Strict):
     email: Address | None = None
     contact: uuid.UUID | None = None
     list: uuid.UUID | None = None
-    tag: str | None = Field(default=None, min_length=1, max_length=200)
+    tag: Tag | None = None
     brand: uuid.UUID | None = None
     agent: uuid.UUID | None = None
+    # Implied by the array the item is in (to, cc, bcc); a client may repeat it, but not contradict it.
+    send_type: Literal["To", "CC", "BCC"] | None = None
 
     @model_validator(mode="after")
     def _fields_match_type(self) -> RecipientIn:
@@ -53,10 +62,10 @@ class RecipientIn(Strict):
 
 class AttachmentIn(Strict):
     file: uuid.UUID | None = None
-    url: str | None = Field(default=None, max_length=4000)
-    name: str | None = Field(default=None, min_length=1, max_length=255)
+    url: Url | None = None
+    name: Name | None = None
     is_inline: StrictBool = False
-    content_id: str | None = Field(default=None, min_length=1, max_length=255)
+    content_id: Name | None = None
 
     @field_validator("url")
     @classmethod
@@ -80,10 +89,6 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
-HeaderValue = Annotated[str, Field(max_length=2000)]
-Tag = Annotated[str, Field(min_length=1, max_length=200)]
-
-
 class CampaignIn(Strict):
     """POST /emails and PUT /emails/:id. `id`, `created_by` and `brand` may be sent as the document shows."""
 
@@ -96,12 +101,12 @@ class CampaignIn(Strict):
     to: list[RecipientIn] = Field(min_length=1, max_length=1000)
     cc: list[RecipientIn] | None = Field(default=None, max_length=1000)
     bcc: list[RecipientIn] | None = Field(default=None, max_length=1000)
-    subject: str = Field(max_length=998)
-    html: str | None = Field(default=None, max_length=2_000_000)
-    text: str | None = Field(default=None, max_length=2_000_000)
+    subject: Subject
+    html: Body | None = None
+    text: Body | None = None
     due_at: Annotated[datetime | None, AfterValidator(_aware)] = None
     tags: list[Tag] | None = Field(default=None, max_length=50)
-    headers: dict[Annotated[str, Field(max_length=100)], HeaderValue] | None = Field(default=None, max_length=20)
+    headers: dict[HeaderName, HeaderValue] | None = Field(default=None, max_length=20)
     include_signature: StrictBool | None = None
     individual: StrictBool | None = None
     notifications_enabled: StrictBool | None = None
@@ -122,6 +127,13 @@ class CampaignIn(Strict):
         for send_type, items in (("To", self.to), ("CC", self.cc or []), ("BCC", self.bcc or [])):
             out.extend((send_type, i, item) for i, item in enumerate(items))
         return out
+
+    @model_validator(mode="after")
+    def _send_types_match_arrays(self) -> CampaignIn:
+        for send_type, index, item in self.recipients():
+            if item.send_type is not None and item.send_type != send_type:
+                raise ValueError(f"{field_path(send_type, index, 'send_type')}: must be {send_type} in this array")
+        return self
 
 
 class NotificationsIn(Strict):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -36,14 +36,15 @@ async def _check_from(session: AsyncSession, brand: uuid.UUID, from_user: uuid.U
 
 
 async def _check_credential(session: AsyncSession, body: CampaignIn, from_user: uuid.UUID) -> None:
-    for field, model, needed in (
+    checks: tuple[tuple[str, type[GoogleCredential] | type[MicrosoftCredential], set[str]], ...] = (
         ("google_credential", GoogleCredential, GOOGLE_SEND_SCOPES),
         ("microsoft_credential", MicrosoftCredential, MICROSOFT_SEND_SCOPES),
-    ):
+    )
+    for field, model, needed in checks:
         credential_id = getattr(body, field)
         if credential_id is None:
             continue
-        credential = await session.get(model, credential_id)
+        credential = cast(GoogleCredential | MicrosoftCredential | None, await session.get(model, credential_id))
         if credential is None or credential.user != from_user:
             raise BadRequest("no such credential of the from user", field=field)
         if credential.deleted_at is not None or credential.revoked:

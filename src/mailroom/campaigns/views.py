@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.campaigns.models import (
@@ -37,6 +37,7 @@ ASSOCIATIONS = {
     "email.html",
     "email.text",
 }
+SEND_TYPE_RANK = case({"To": 0, "CC": 1}, value=EmailCampaignRecipient.send_type, else_=2)
 # The campaign-level associations, in the order they follow the campaign's own fields.
 CAMPAIGN_ASSOCIATIONS = ("recipients", "attachments", "emails", "from", "template", "deal")
 
@@ -178,11 +179,14 @@ EMAIL_ORDER = {
     "opened": EmailCampaignEmail.opened,
     "unsubscribed": EmailCampaignEmail.unsubscribed,
     "failed": EmailCampaignEmail.failed,
-    "full_name": func.concat_ws(" ", Contact.first_name, Contact.last_name),
+    # NULL (not '') without a contact, so unnamed rows sort last either way.
+    "full_name": func.nullif(func.concat_ws(" ", Contact.first_name, Contact.last_name), ""),
 }
 
 
-def campaign_emails_query(campaigns: Sequence[uuid.UUID], order: str | None = None) -> Select[Any]:
+def campaign_emails_query(
+    campaigns: Sequence[uuid.UUID], order: str | None = None
+) -> Select[EmailCampaignEmail, Contact, Email]:
     stmt = (
         select(EmailCampaignEmail, Contact, Email)
         .outerjoin(Contact, Contact.id == EmailCampaignEmail.contact)
@@ -208,7 +212,7 @@ async def campaigns_out(
         rows = await session.scalars(
             select(EmailCampaignRecipient)
             .where(EmailCampaignRecipient.campaign.in_(ids), EmailCampaignRecipient.deleted_at.is_(None))
-            .order_by(EmailCampaignRecipient.created_at, EmailCampaignRecipient.id)
+            .order_by(EmailCampaignRecipient.created_at, SEND_TYPE_RANK, EmailCampaignRecipient.id)
         )
         by_campaign["recipients"] = _group((r.campaign, recipient_out(r, associations)) for r in rows)
     if "email_campaign.attachments" in associations:
@@ -221,7 +225,8 @@ async def campaigns_out(
     if "email_campaign.emails" in associations:
         result = await session.execute(campaign_emails_query(ids))
         by_campaign["emails"] = _group(
-            (row.campaign, campaign_email_out(row, contact, email, associations)) for row, contact, email in result
+            (row.campaign, campaign_email_out(row, contact, email, associations))
+            for row, contact, email in result.all()
         )
     senders: dict[uuid.UUID, dict[str, Any]] = {}
     if "email_campaign.from" in associations:
