@@ -102,7 +102,7 @@ def _empty_tables(database_url: str) -> Iterator[None]:
     yield
     tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {tables} CASCADE")
+        conn.execute(f"TRUNCATE {tables}, procrastinate_jobs CASCADE")
 
 
 @pytest.fixture

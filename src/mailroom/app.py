@@ -15,6 +15,7 @@ from mailroom.config import Settings
 from mailroom.crm.routes import router as crm_router
 from mailroom.crypto import SecretBox
 from mailroom.db import make_engine, make_sessionmaker, resolve_database_url
+from mailroom.tracking.unsubscribe import router as unsubscribe_router
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -46,4 +47,5 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(crm_router)
     app.include_router(campaigns_router)
+    app.include_router(unsubscribe_router)
     return app

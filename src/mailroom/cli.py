@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -38,20 +39,52 @@ def migrate() -> None:
     typer.echo("database is up to date", err=True)
 
 
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 @cli.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    worker: Annotated[bool, typer.Option(help="Also run a sending worker in this process.")] = True,
 ) -> None:
-    """Run the HTTP API (OpenAPI page at /docs)."""
+    """Run the HTTP API (OpenAPI page at /docs), with a sending worker unless --no-worker."""
     import uvicorn
 
     from mailroom.app import create_app
+    from mailroom.sending.jobs import run_worker
 
     settings = Settings()
     _prepare(settings)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    _logging()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port, log_level="info"))
+
+    async def main() -> None:
+        sender = asyncio.create_task(run_worker(settings)) if worker else None
+        try:
+            await server.serve()
+        finally:
+            if sender is not None:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
+
+    asyncio.run(main())
+
+
+@cli.command("worker")
+def worker_command(
+    concurrency: Annotated[int, typer.Option(help="Send jobs run at once in this process.")] = 8,
+) -> None:
+    """Execute due campaigns and send their mail. Run as many as needed, on as many machines."""
+    from mailroom.sending.jobs import run_worker
+
+    settings = Settings()
+    _prepare(settings)
+    _logging()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_worker(settings, concurrency=concurrency))
 
 
 async def _in_transaction(settings: Settings, work):  # type: ignore[no-untyped-def]

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     mailgun_api_key: str | None = None
     mailgun_domain: str | None = None
     rate_limit: float | None = None
+    # Recipients per send job: big enough to amortise a job, small enough to spread over workers.
+    batch_size: int = 500
 
     def resolved_secret_key(self) -> str:
         """The configured key, or the one generated for this data dir on first use."""

@@ -17,5 +17,34 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
+def apply_job_queue_schema(database_url: str) -> None:
+    """procrastinate's tables and functions, once: its `schema --apply` is not idempotent."""
+    import psycopg
+    from procrastinate.schema import SchemaManager
+
+    from mailroom.db import libpq_url
+
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        exists = conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL").fetchone()
+        if exists and exists[0]:
+            return
+        with conn.transaction():
+            conn.execute(SchemaManager.get_schema())
+
+
+MIGRATION_LOCK = 0x6D61696C  # any constant; shared by every mailroom process
+
+
 def migrate(database_url: str) -> None:
-    command.upgrade(alembic_config(database_url), "head")
+    """Bring the schema up to date. Safe when several processes start at once (serve and workers)."""
+    import psycopg
+
+    from mailroom.db import libpq_url
+
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as lock:
+        lock.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+        try:
+            apply_job_queue_schema(database_url)
+            command.upgrade(alembic_config(database_url), "head")
+        finally:
+            lock.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))

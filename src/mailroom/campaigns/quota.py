@@ -34,6 +34,7 @@ async def executed_this_month(session: AsyncSession, user: uuid.UUID, brand: uui
                 EmailCampaign.executed_at >= start,
                 EmailCampaign.executed_at < end,
                 EmailCampaign.deleted_at.is_(None),
+                EmailCampaign.failed_at.is_(None),
             )
         )
         or 0

@@ -19,7 +19,7 @@ items AS (
     WHERE r.campaign = ANY(CAST(:campaigns AS uuid[])) AND r.deleted_at IS NULL
 ),
 brand_tree AS (
-    -- Brand recipients reach the brand's users and those of every brand below it.
+    -- Brand recipients reach the Agent-role users of the brand and of every brand below it.
     WITH RECURSIVE tree(item, brand, depth) AS (
         SELECT i.id, i.brand, 0 FROM items i WHERE i.recipient_type = 'Brand'
         UNION ALL
@@ -65,7 +65,7 @@ candidates(campaign, brand, address, send_type, contact, agent) AS (
     SELECT i.campaign, i.campaign_brand, u.email, i.send_type, NULL, NULL
     FROM items i
     JOIN brand_tree t ON t.item = i.id
-    JOIN brand_members m ON m.brand = t.brand
+    JOIN brand_members m ON m.brand = t.brand AND m.role = 'Agent'
     JOIN users u ON u.id = m.user AND u.deleted_at IS NULL
   UNION ALL
     SELECT i.campaign, i.campaign_brand, a.email, i.send_type, NULL, a.id

@@ -1,0 +1,306 @@
+"""Sending one batch of a campaign: render, build, hand to the transport, record every outcome.
+
+A batch is a range of recipient positions. Rows that already hold an email (sent) or an error
+(failed for good) are skipped, so a retried or recovered batch only sends what is still pending;
+at most the messages in flight when a worker died can go out twice. Results are recorded per chunk
+with set-based statements, one transaction per chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mailroom.crypto import SecretBox
+from mailroom.sending.execute import SHARED_MESSAGE_LIMIT, fail_campaign
+from mailroom.sending.mime import build_message, make_message_id
+from mailroom.sending.ratelimit import RateLimiter
+from mailroom.sending.render import CompiledCampaign, TemplateError, compile_campaign
+from mailroom.tracking.unsubscribe import unsubscribe_url
+from mailroom.transports.base import OutgoingMessage, PermanentSendError, SendResult, Transport
+
+log = logging.getLogger(__name__)
+
+CHUNK = 100
+
+CAMPAIGN = text(
+    """
+    SELECT c.id, c.brand, c.subject, c.html, c.text, c.tags, c.individual, c.recipients_count, c.headers,
+           c.failed_at, c.deleted_at, c.updated_at,
+           u.email AS sender_email, u.first_name AS sender_first_name, u.last_name AS sender_last_name,
+           u.display_name AS sender_display_name, u.phone_number AS sender_phone_number
+    FROM email_campaigns c JOIN users u ON u.id = c."from"
+    WHERE c.id = :id
+    """
+)
+
+PENDING = text(
+    """
+    SELECT e.id, e.email_address, e.send_type,
+           c.first_name, c.last_name, a.full_name
+    FROM email_campaign_emails e
+    LEFT JOIN contacts c ON c.id = e.contact
+    LEFT JOIN agents a ON a.id = e.agent
+    WHERE e.campaign = :campaign AND e.seq BETWEEN :first AND :last AND e.email IS NULL AND e.error IS NULL
+    ORDER BY e.seq
+    """
+)
+
+# Emails rows are inserted and linked to their recipient rows in one statement per chunk.
+RECORD_SENT = text(
+    """
+    WITH sent AS (
+        SELECT * FROM unnest(CAST(:email_ids AS uuid[]), CAST(:row_ids AS uuid[]), CAST(:providers AS text[]),
+                             CAST(:subjects AS text[]), CAST(:tos AS text[]), CAST(:errors AS text[]))
+               AS s(email_id, row_id, provider, subject, to_address, error)
+    ),
+    emails AS (
+        INSERT INTO emails (id, "from", "to", cc, bcc, subject, headers, mailgun_id, domain, campaign, tags,
+                            sent_at, accepted)
+        SELECT DISTINCT ON (email_id) email_id, :sender, string_to_array(to_address, ','),
+               CAST(:cc AS text[]), CAST(:bcc AS text[]), subject, CAST(:headers AS jsonb), provider, :domain,
+               :campaign, CAST(:tags AS text[]), now(), 1
+        FROM sent
+        RETURNING id
+    ),
+    linked AS (
+        UPDATE email_campaign_emails e SET email = s.email_id, accepted = 1, error = s.error
+        FROM sent s WHERE e.id = s.row_id AND e.email IS NULL
+        RETURNING e.id
+    )
+    UPDATE email_campaigns SET sent = sent + (SELECT count(*) FROM linked),
+                               accepted = accepted + (SELECT count(*) FROM linked)
+    WHERE id = :campaign
+    """
+)
+
+RECORD_FAILED = text(
+    """
+    WITH failed AS (
+        UPDATE email_campaign_emails e SET error = f.error, failed = 1
+        FROM unnest(CAST(:row_ids AS uuid[]), CAST(:errors AS text[])) AS f(row_id, error)
+        WHERE e.id = f.row_id AND e.email IS NULL AND e.error IS NULL
+        RETURNING e.id
+    )
+    UPDATE email_campaigns SET failed = failed + (SELECT count(*) FROM failed) WHERE id = :campaign
+    """
+)
+
+
+class RetryLater(Exception):
+    """Some messages of the batch met a temporary refusal: run the batch again later."""
+
+
+@dataclass
+class SendContext:
+    """What every batch in a worker shares: the transport, the limiter, settings, compiled templates."""
+
+    sessionmaker: async_sessionmaker[AsyncSession]
+    transport: Transport
+    limiter: RateLimiter
+    box: SecretBox
+    public_url: str
+    message_domain: str
+    _templates: dict[tuple[uuid.UUID, Any], CompiledCampaign] = field(default_factory=dict)
+
+    def templates(self, campaign: Any) -> CompiledCampaign:
+        key = (campaign.id, campaign.updated_at)
+        compiled = self._templates.get(key)
+        if compiled is None:
+            if len(self._templates) > 256:
+                self._templates.clear()
+            compiled = compile_campaign(campaign.subject or "", campaign.html, campaign.text)
+            self._templates[key] = compiled
+        return compiled
+
+
+def _display(first: str | None, last: str | None, fallback: str | None = None) -> str | None:
+    return " ".join(p for p in (first, last) if p) or fallback
+
+
+def _sender(campaign: Any) -> dict[str, Any]:
+    display = campaign.sender_display_name or _display(campaign.sender_first_name, campaign.sender_last_name)
+    return {
+        "first_name": campaign.sender_first_name,
+        "last_name": campaign.sender_last_name,
+        "display_name": display,
+        "email": campaign.sender_email,
+        "phone_number": campaign.sender_phone_number,
+    }
+
+
+def _from_header(sender: dict[str, Any]) -> str:
+    name = (sender["display_name"] or "").replace('"', "'")
+    return f'"{name}" <{sender["email"]}>' if name else sender["email"]
+
+
+async def send_batch(ctx: SendContext, campaign_id: uuid.UUID, first: int, last: int, *, job: str) -> None:
+    async with ctx.sessionmaker() as session:
+        campaign = (await session.execute(CAMPAIGN, {"id": campaign_id})).first()
+        if campaign is None or campaign.failed_at is not None or campaign.deleted_at is not None:
+            return
+        rows = (await session.execute(PENDING, {"campaign": campaign_id, "first": first, "last": last})).all()
+    if not rows:
+        return
+    try:
+        templates = ctx.templates(campaign)
+    except TemplateError as exc:
+        async with ctx.sessionmaker() as session, session.begin():
+            await fail_campaign(session, campaign_id, str(exc), job)
+        return
+    one_each = campaign.individual or (campaign.recipients_count or 0) >= SHARED_MESSAGE_LIMIT
+    try:
+        if one_each:
+            pending = 0
+            for start in range(0, len(rows), CHUNK):
+                pending += await _send_individually(ctx, campaign, templates, rows[start : start + CHUNK])
+        else:
+            pending = await _send_shared(ctx, campaign, templates, rows)
+    except TemplateError as exc:
+        async with ctx.sessionmaker() as session, session.begin():
+            await fail_campaign(session, campaign_id, str(exc), job)
+        return
+    except PermanentSendError as exc:
+        async with ctx.sessionmaker() as session, session.begin():
+            await fail_campaign(session, campaign_id, exc.reason, job)
+        return
+    if pending:
+        raise RetryLater(f"{pending} recipients of campaign {campaign_id} met a temporary refusal")
+
+
+def _headers(ctx: SendContext, campaign: Any, address: str | None) -> dict[str, str]:
+    headers = {"Feedback-ID": f"rechat:{campaign.brand}:rechat"}
+    if address is not None:
+        url = unsubscribe_url(ctx.public_url, ctx.box, campaign.brand, address)
+        headers["List-Unsubscribe"] = f"<{url}>"
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    return headers
+
+
+async def _send_individually(ctx: SendContext, campaign: Any, templates: CompiledCampaign, rows: Sequence[Any]) -> int:
+    sender = _sender(campaign)
+    from_header = _from_header(sender)
+    tags = [str(campaign.brand), str(campaign.id), *(campaign.tags or [])]
+    now = datetime.now(UTC)
+    messages, subjects = [], []
+    for row in rows:
+        recipient = {
+            "first_name": row.first_name,
+            "last_name": row.last_name,
+            "display_name": _display(row.first_name, row.last_name, row.full_name),
+            "email": row.email_address,
+        }
+        rendered = templates.render({"recipient": recipient, "sender": sender, "email": {"url": ""}})
+        message = build_message(
+            from_addr=from_header,
+            to=[row.email_address],
+            cc=(),
+            subject=rendered.subject,
+            text=rendered.text,
+            html=rendered.html,
+            message_id=make_message_id(row.id, ctx.message_domain),
+            date=now,
+            headers=_headers(ctx, campaign, row.email_address),
+            inline=(),
+            attachments=(),
+        )
+        messages.append(OutgoingMessage(str(row.id), sender["email"], [row.email_address], message, tags))
+        subjects.append(rendered.subject)
+    await ctx.limiter.acquire(len(messages))
+    results = await ctx.transport.send_batch(messages)
+    return await _record(ctx, campaign, rows, results, subjects, from_header, tags, cc=[], bcc=[])
+
+
+async def _send_shared(ctx: SendContext, campaign: Any, templates: CompiledCampaign, rows: Sequence[Any]) -> int:
+    """One message To/Cc/Bcc for the whole campaign, as a person would send it."""
+    sender = _sender(campaign)
+    from_header = _from_header(sender)
+    tags = [str(campaign.brand), str(campaign.id), *(campaign.tags or [])]
+    by_type: dict[str, list[str]] = {"To": [], "CC": [], "BCC": []}
+    for row in rows:
+        by_type[row.send_type].append(row.email_address)
+    rendered = templates.render({"recipient": {}, "sender": sender, "email": {"url": ""}})
+    message = build_message(
+        from_addr=from_header,
+        to=by_type["To"],
+        cc=by_type["CC"],
+        subject=rendered.subject,
+        text=rendered.text,
+        html=rendered.html,
+        message_id=make_message_id(rows[0].id, ctx.message_domain),
+        date=datetime.now(UTC),
+        headers=_headers(ctx, campaign, None),
+        inline=(),
+        attachments=(),
+    )
+    everyone = [row.email_address for row in rows]
+    await ctx.limiter.acquire(1)
+    (result,) = await ctx.transport.send_batch(
+        [OutgoingMessage(str(rows[0].id), sender["email"], everyone, message, tags)]
+    )
+    # Every recipient row shares the one message's outcome.
+    results = [SendResult(str(row.id), result.provider_id, result.error, result.permanent) for row in rows]
+    shared_id = uuid.uuid4()
+    return await _record(
+        ctx, campaign, rows, results, [rendered.subject] * len(rows), from_header, tags,
+        cc=by_type["CC"], bcc=by_type["BCC"], to=",".join(by_type["To"]), shared_email=shared_id,
+    )  # fmt: skip
+
+
+async def _record(
+    ctx: SendContext,
+    campaign: Any,
+    rows: Sequence[Any],
+    results: Sequence[SendResult],
+    subjects: Sequence[str],
+    from_header: str,
+    tags: list[str],
+    *,
+    cc: list[str],
+    bcc: list[str],
+    to: str | None = None,
+    shared_email: uuid.UUID | None = None,
+) -> int:
+    """Store what happened; returns how many rows are still pending (temporary refusals)."""
+    sent = [(row, result, subject) for row, result, subject in zip(rows, results, subjects, strict=True)
+            if result.provider_id]  # fmt: skip
+    failed = [(row, result) for row, result in zip(rows, results, strict=True)
+              if not result.provider_id and result.permanent]  # fmt: skip
+    async with ctx.sessionmaker() as session, session.begin():
+        if sent:
+            await session.execute(
+                RECORD_SENT,
+                {
+                    "email_ids": [shared_email or uuid.uuid4() for _ in sent],
+                    "row_ids": [row.id for row, _, _ in sent],
+                    "providers": [result.provider_id for _, result, _ in sent],
+                    "subjects": [subject for _, _, subject in sent],
+                    "tos": [to if to is not None else row.email_address for row, _, _ in sent],
+                    "errors": [result.error for _, result, _ in sent],
+                    "sender": from_header,
+                    "cc": cc,
+                    "bcc": bcc,
+                    "headers": orjson.dumps({"Feedback-ID": f"rechat:{campaign.brand}:rechat"}).decode(),
+                    "domain": ctx.message_domain,
+                    "campaign": campaign.id,
+                    "tags": tags,
+                },
+            )
+        if failed:
+            await session.execute(
+                RECORD_FAILED,
+                {
+                    "row_ids": [row.id for row, _ in failed],
+                    "errors": [result.error or "refused" for _, result in failed],
+                    "campaign": campaign.id,
+                },
+            )
+    return len(rows) - len(sent) - len(failed)

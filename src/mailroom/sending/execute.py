@@ -1,0 +1,131 @@
+"""Executing a due campaign: claim it once, expand its recipients, check the quota, queue its batches.
+
+All of it happens in one transaction holding the campaign's row lock, so a campaign is executed at
+most once however many workers look, and its send jobs exist exactly when its recipient rows do.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailroom.campaigns.quota import executed_this_month
+from mailroom.campaigns.recipients import EXPANSION_CTE
+
+log = logging.getLogger(__name__)
+
+QUEUE = "mailroom"
+SEND_TASK = "mailroom.send_batch"
+QUOTA_EXCEEDED = "Maximum marketing email quota per month exceeded."
+# A campaign that is not individual goes out as one message To/Cc/Bcc up to this many recipients.
+SHARED_MESSAGE_LIMIT = 1000
+
+# Mailbox (Gmail/Outlook) sending is not part of this sender: those campaigns wait for it rather than
+# going out through the ESP under another From.
+CLAIM_DUE = text(
+    """
+    SELECT id, brand, "from", individual FROM email_campaigns
+    WHERE due_at <= now() AND executed_at IS NULL AND deleted_at IS NULL
+      AND google_credential IS NULL AND microsoft_credential IS NULL
+    ORDER BY due_at
+    FOR UPDATE SKIP LOCKED
+    LIMIT 1
+    """
+)
+
+NEXT_DUE = text(
+    """
+    SELECT min(due_at) FROM email_campaigns
+    WHERE executed_at IS NULL AND deleted_at IS NULL AND due_at IS NOT NULL
+      AND google_credential IS NULL AND microsoft_credential IS NULL
+    """
+)
+
+# Positions follow send type then address, so the shared-message path reads To, Cc, Bcc in order.
+INSERT_RECIPIENTS = text(
+    f"""
+    WITH {EXPANSION_CTE}
+    INSERT INTO email_campaign_emails (campaign, seq, email_address, send_type, contact, agent)
+    SELECT campaign,
+           row_number() OVER (ORDER BY CASE send_type WHEN 'To' THEN 0 WHEN 'CC' THEN 1 ELSE 2 END, address),
+           address, send_type, contact, agent
+    FROM expanded
+    """
+)
+
+# One job per range of positions; deferred in this transaction through procrastinate's own function.
+DEFER_BATCHES = text(
+    """
+    SELECT procrastinate_defer_jobs_v1(ARRAY(
+        SELECT ROW(:queue, :task, 0, NULL, NULL,
+                   jsonb_build_object('campaign', CAST(:campaign AS text), 'first', s,
+                                      'last', least(s + :size - 1, :count)),
+                   NULL)::procrastinate_job_to_defer_v1
+        FROM generate_series(1, :count, :size) AS s
+    ))
+    """
+)
+
+
+@dataclass(frozen=True)
+class Execution:
+    campaign: uuid.UUID
+    recipients: int
+    jobs: int
+    failure: str | None = None
+
+
+async def fail_campaign(session: AsyncSession, campaign: uuid.UUID, reason: str, within: str) -> None:
+    """Whole-campaign failure: the reason is safe to show a user; unsent rows carry it too."""
+    await session.execute(
+        text(
+            "UPDATE email_campaigns SET failed_at = now(), failure = :reason, failed_within = :within "
+            "WHERE id = :id AND failed_at IS NULL"
+        ),
+        {"id": campaign, "reason": reason, "within": within},
+    )
+    await session.execute(
+        text(
+            "UPDATE email_campaign_emails SET error = :reason WHERE campaign = :id AND email IS NULL AND error IS NULL"
+        ),
+        {"id": campaign, "reason": reason},
+    )
+
+
+async def execute_next_due(session: AsyncSession, *, batch_size: int) -> Execution | None:
+    """Claim and execute the most overdue campaign, or return None when nothing is due."""
+    row = (await session.execute(CLAIM_DUE)).first()
+    if row is None:
+        return None
+    campaign, brand, sender, individual = row
+    await session.execute(text("UPDATE email_campaigns SET executed_at = now() WHERE id = :id"), {"id": campaign})
+    inserted = await session.execute(INSERT_RECIPIENTS, {"campaigns": [campaign]})
+    count = cast(CursorResult[Any], inserted).rowcount
+    await session.execute(
+        text("UPDATE email_campaigns SET recipients_count = :n WHERE id = :id"), {"n": count, "id": campaign}
+    )
+    if individual:
+        quota = int(
+            (await session.execute(text("SELECT email_quota FROM users WHERE id = :u"), {"u": sender})).scalar_one()
+        )
+        used = await executed_this_month(session, sender, brand, datetime.now(UTC))
+        if used > quota:
+            await fail_campaign(session, campaign, QUOTA_EXCEEDED, "execute")
+            log.info("campaign %s refused: quota %d, would reach %d", campaign, quota, used)
+            return Execution(campaign, count, 0, QUOTA_EXCEEDED)
+    # One shared message cannot be split across jobs.
+    size = batch_size if individual or count >= SHARED_MESSAGE_LIMIT else max(count, 1)
+    jobs = 0
+    if count:
+        await session.execute(
+            DEFER_BATCHES, {"queue": QUEUE, "task": SEND_TASK, "campaign": str(campaign), "size": size, "count": count}
+        )
+        jobs = -(-count // size)
+    log.info("campaign %s executed: %d recipients in %d jobs", campaign, count, jobs)
+    return Execution(campaign, count, jobs)

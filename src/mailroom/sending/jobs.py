@@ -1,0 +1,162 @@
+"""The worker: executes due campaigns and runs send jobs (procrastinate, on the same PostgreSQL).
+
+Due campaigns are found by one watcher per worker, woken by NOTIFY when a campaign is scheduled and
+by a timer at the next due time, so a campaign goes out within moments of due_at and never before.
+Send jobs are procrastinate jobs deferred in the transaction that executed the campaign. A worker
+that dies mid-job stops heartbeating; its jobs are handed to live workers after STALLED_AFTER seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from datetime import UTC, datetime
+
+import procrastinate
+import psycopg
+import sqlalchemy.exc
+from procrastinate import RetryStrategy
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mailroom.config import Settings
+from mailroom.crypto import SecretBox
+from mailroom.db import libpq_url, make_engine, make_sessionmaker, resolve_database_url
+from mailroom.sending.batch import RetryLater, SendContext, send_batch
+from mailroom.sending.execute import NEXT_DUE, QUEUE, SEND_TASK, execute_next_due
+from mailroom.sending.ratelimit import RateLimiter
+from mailroom.transports.base import TransientSendError
+from mailroom.transports.factory import make_transport, message_domain, transport_name
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "mailroom_campaign_due"
+HEARTBEAT = 2.0
+STALLED_AFTER = 8.0
+# The longest a watcher sleeps without a NOTIFY: a safety net, not the mechanism.
+MAX_SLEEP = 5.0
+RETRYABLE = (
+    TransientSendError,
+    RetryLater,
+    OSError,
+    psycopg.OperationalError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+)
+
+
+async def execute_due_campaigns(sessionmaker: async_sessionmaker[AsyncSession], batch_size: int) -> int:
+    """Execute every campaign that is due now; returns how many send jobs were queued."""
+    jobs = 0
+    while True:
+        async with sessionmaker() as session, session.begin():
+            execution = await execute_next_due(session, batch_size=batch_size)
+        if execution is None:
+            break
+        jobs += execution.jobs
+    if jobs >= 1000:
+        # Fresh statistics keep the job-fetch query on its index after a large burst of jobs.
+        async with sessionmaker() as session:
+            await session.execute(text("ANALYZE procrastinate_jobs"))
+    return jobs
+
+
+async def _seconds_to_next_due(sessionmaker: async_sessionmaker[AsyncSession]) -> float:
+    async with sessionmaker() as session:
+        next_due: datetime | None = (await session.execute(NEXT_DUE)).scalar_one()
+    if next_due is None:
+        return MAX_SLEEP
+    return max(0.0, min(MAX_SLEEP, (next_due - datetime.now(UTC)).total_seconds()))
+
+
+async def watch_due_campaigns(sessionmaker: async_sessionmaker[AsyncSession], conninfo: str, batch_size: int) -> None:
+    while True:
+        try:
+            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                await conn.execute(f"LISTEN {CHANNEL}")
+                while True:
+                    await execute_due_campaigns(sessionmaker, batch_size)
+                    timeout = await _seconds_to_next_due(sessionmaker)
+                    if timeout > 0:
+                        async for _ in conn.notifies(timeout=timeout, stop_after=1):
+                            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("due-campaign watcher lost its connection; reconnecting")
+            await asyncio.sleep(1.0)
+
+
+async def recover_stalled_jobs(app: procrastinate.App) -> None:
+    """Jobs of a worker that stopped heartbeating (killed, machine lost) go back to the queue."""
+    while True:
+        try:
+            for job in await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=STALLED_AFTER):
+                log.warning("retrying job %s of a worker that stopped", job.id)
+                await app.job_manager.retry_job(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("could not look for stalled jobs")
+        await asyncio.sleep(STALLED_AFTER / 2)
+
+
+def build_job_app(conninfo: str, ctx: SendContext) -> procrastinate.App:
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo, min_size=1, max_size=4))
+
+    @app.task(
+        name=SEND_TASK,
+        queue=QUEUE,
+        pass_context=True,
+        # 3, 5, 9, 17 ... seconds: quick through a short outage, about a day and a half in all.
+        retry=RetryStrategy(max_attempts=16, wait=1, exponential_wait=2, retry_exceptions=set(RETRYABLE)),
+    )
+    async def send_batch_job(context: procrastinate.JobContext, campaign: str, first: int, last: int) -> None:
+        job_id = context.job.id if context.job else None
+        await send_batch(ctx, uuid.UUID(campaign), first, last, job=f"send_batch:{job_id}")
+
+    return app
+
+
+async def run_worker(settings: Settings, *, concurrency: int = 8) -> None:
+    url = resolve_database_url(settings)
+    conninfo = libpq_url(url)
+    engine = make_engine(url, pool_size=concurrency + 2)
+    sessionmaker = make_sessionmaker(engine)
+    transport = make_transport(settings)
+    ctx = SendContext(
+        sessionmaker=sessionmaker,
+        transport=transport,
+        limiter=RateLimiter(sessionmaker, transport_name(settings), settings.rate_limit),
+        box=SecretBox(settings.resolved_secret_key()),
+        public_url=settings.public_url,
+        message_domain=message_domain(settings),
+    )
+    app = build_job_app(conninfo, ctx)
+    log.info("worker started: transport %s, concurrency %d", transport_name(settings), concurrency)
+    try:
+        async with app.open_async():
+            tasks = [
+                asyncio.create_task(watch_due_campaigns(sessionmaker, conninfo, settings.batch_size)),
+                asyncio.create_task(recover_stalled_jobs(app)),
+            ]
+            try:
+                await app.run_worker_async(
+                    queues=[QUEUE],
+                    concurrency=concurrency,
+                    install_signal_handlers=False,
+                    update_heartbeat_interval=HEARTBEAT,
+                    stalled_worker_timeout=STALLED_AFTER,
+                    delete_jobs="successful",
+                )
+            finally:
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+    finally:
+        await transport.aclose()
+        await engine.dispose()

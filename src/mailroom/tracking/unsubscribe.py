@@ -1,0 +1,83 @@
+"""One-click unsubscribe (RFC 8058): a signed link per recipient; a plain POST to it suppresses at once.
+
+The token carries the brand and the address and is signed with the service secret, so the link needs
+no login and no cookie, cannot be forged for another address, and works from the first send.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailroom.addresses import normalize
+from mailroom.api.deps import Secrets, Session
+from mailroom.crypto import SecretBox
+from mailroom.errors import NotFound
+
+router = APIRouter(tags=["unsubscribe"])
+
+
+def make_token(box: SecretBox, brand: uuid.UUID | str, address: str) -> str:
+    payload = f"{brand}:{normalize(address)}"
+    encoded = base64.urlsafe_b64encode(payload.encode()).rstrip(b"=").decode()
+    return f"{encoded}.{box.sign(payload)}"
+
+
+def unsubscribe_url(public_url: str, box: SecretBox, brand: uuid.UUID | str, address: str) -> str:
+    return f"{public_url.rstrip('/')}/unsubscribe/{make_token(box, brand, address)}"
+
+
+def read_token(box: SecretBox, token: str) -> tuple[uuid.UUID, str]:
+    encoded, _, signature = token.partition(".")
+    try:
+        payload = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+        brand, _, address = payload.partition(":")
+        brand_id = uuid.UUID(brand)
+    except (ValueError, UnicodeDecodeError):
+        raise NotFound("no such unsubscribe link", field="token") from None
+    if not address or not box.verify(payload, signature):
+        raise NotFound("no such unsubscribe link", field="token")
+    return brand_id, address
+
+
+async def suppress(session: AsyncSession, brand: uuid.UUID, address: str, reason: str = "unsubscribed") -> None:
+    """Never mail this address from this brand again, and tag the brand's contacts holding it."""
+    await session.execute(
+        text(
+            "INSERT INTO suppressions (brand, email, reason) VALUES (:brand, :email, :reason) "
+            "ON CONFLICT (brand, email) DO NOTHING"
+        ),
+        {"brand": brand, "email": normalize(address), "reason": reason},
+    )
+    if reason == "unsubscribed":
+        await session.execute(
+            text(
+                "UPDATE contacts SET tags = array_append(tags, 'Unsubscribed'), updated_at = now() "
+                "WHERE brand = :brand AND deleted_at IS NULL "
+                "AND mailroom_lower_array(emails) @> ARRAY[:email] "
+                "AND NOT mailroom_lower_array(tags) @> ARRAY['unsubscribed']"
+            ),
+            {"brand": brand, "email": normalize(address)},
+        )
+
+
+@router.post("/unsubscribe/{token}", summary="One-click unsubscribe (List-Unsubscribe-Post)")
+async def unsubscribe(token: str, session: Session, box: Secrets) -> Response:
+    brand, address = read_token(box, token)
+    await suppress(session, brand, address)
+    return Response(status_code=200)
+
+
+@router.get("/unsubscribe/{token}", summary="The page an unsubscribe link opens", response_class=HTMLResponse)
+async def unsubscribe_page(token: str, request: Request, box: Secrets) -> HTMLResponse:
+    read_token(box, token)  # 404 for a forged link
+    # A GET must not unsubscribe (mail scanners follow links): the page asks for one click.
+    return HTMLResponse(
+        "<!doctype html><title>Unsubscribe</title><form method=post>"
+        "<p>Stop receiving these emails?</p><button type=submit>Unsubscribe</button></form>"
+    )

@@ -1,0 +1,53 @@
+"""Running a real worker inside a test, and waiting for what it does."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mailroom.config import Settings
+from mailroom.sending.jobs import run_worker
+
+
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings, **overrides: Any) -> AsyncIterator[None]:
+    """A worker (due-campaign watcher + send jobs) on the test database, stopped at the end."""
+    task = asyncio.create_task(run_worker(settings.model_copy(update=overrides), concurrency=4))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def wait_until_sent(
+    sessionmaker: async_sessionmaker[AsyncSession], campaign: str, *, within: float = 20.0
+) -> dict[str, Any]:
+    """Wait until the campaign is executed and every recipient row is sent or failed; return the campaign row."""
+    deadline = time.monotonic() + within
+    while True:
+        async with sessionmaker() as session:
+            row = (
+                await session.execute(
+                    text(
+                        "SELECT c.executed_at, c.failed_at, c.failure, c.recipients_count, c.sent, c.failed, "
+                        "(SELECT count(*) FROM email_campaign_emails e WHERE e.campaign = c.id "
+                        " AND e.email IS NULL AND e.error IS NULL) AS pending "
+                        "FROM email_campaigns c WHERE c.id = :id"
+                    ),
+                    {"id": campaign},
+                )
+            ).one()
+        done = row.executed_at is not None and (row.pending == 0 or row.failed_at is not None)
+        if done:
+            return dict(row._mapping)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"campaign {campaign} not sent in {within}s: {dict(row._mapping)}")
+        await asyncio.sleep(0.05)
