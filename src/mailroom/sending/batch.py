@@ -21,11 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailroom.crypto import SecretBox
 from mailroom.sending.execute import SHARED_MESSAGE_LIMIT, fail_campaign
+from mailroom.sending.mailgun_batch import template_batch
 from mailroom.sending.mime import build_message, make_message_id
 from mailroom.sending.ratelimit import RateLimiter
 from mailroom.sending.render import CompiledCampaign, TemplateError, compile_campaign
 from mailroom.tracking.unsubscribe import unsubscribe_url
 from mailroom.transports.base import OutgoingMessage, PermanentSendError, SendResult, Transport
+from mailroom.transports.mailgun import MailgunTransport
 
 log = logging.getLogger(__name__)
 
@@ -185,37 +187,61 @@ def _headers(ctx: SendContext, campaign: Any, address: str | None) -> dict[str, 
     return headers
 
 
+def _recipient(row: Any) -> dict[str, Any]:
+    return {
+        "first_name": row.first_name,
+        "last_name": row.last_name,
+        "display_name": _display(row.first_name, row.last_name, row.full_name),
+        "email": row.email_address,
+    }
+
+
 async def _send_individually(ctx: SendContext, campaign: Any, templates: CompiledCampaign, rows: Sequence[Any]) -> int:
     sender = _sender(campaign)
     from_header = _from_header(sender)
     tags = [str(campaign.brand), str(campaign.id), *(campaign.tags or [])]
-    now = datetime.now(UTC)
-    messages, subjects = [], []
-    for row in rows:
-        recipient = {
-            "first_name": row.first_name,
-            "last_name": row.last_name,
-            "display_name": _display(row.first_name, row.last_name, row.full_name),
-            "email": row.email_address,
-        }
-        rendered = templates.render({"recipient": recipient, "sender": sender, "email": {"url": ""}})
-        message = build_message(
-            from_addr=from_header,
-            to=[row.email_address],
-            cc=(),
-            subject=rendered.subject,
-            text=rendered.text,
-            html=rendered.html,
-            message_id=make_message_id(row.id, ctx.message_domain),
-            date=now,
-            headers=_headers(ctx, campaign, row.email_address),
-            inline=(),
-            attachments=(),
+    rendered = [
+        templates.render({"recipient": _recipient(row), "sender": sender, "email": {"url": ""}}) for row in rows
+    ]
+    subjects = [r.subject for r in rendered]
+    await ctx.limiter.acquire(len(rows))
+    if isinstance(ctx.transport, MailgunTransport):
+        # One API call for the whole chunk (Mailgun batch sending), not one per message.
+        results = await ctx.transport.send_template_batch(
+            template_batch(
+                from_header,
+                rows,
+                rendered,
+                headers=_headers(ctx, campaign, None),
+                unsubscribe=[unsubscribe_url(ctx.public_url, ctx.box, campaign.brand, r.email_address) for r in rows],
+                tags=tags,
+            )
         )
-        messages.append(OutgoingMessage(str(row.id), sender["email"], [row.email_address], message, tags))
-        subjects.append(rendered.subject)
-    await ctx.limiter.acquire(len(messages))
-    results = await ctx.transport.send_batch(messages)
+    else:
+        now = datetime.now(UTC)
+        messages = [
+            OutgoingMessage(
+                str(row.id),
+                sender["email"],
+                [row.email_address],
+                build_message(
+                    from_addr=from_header,
+                    to=[row.email_address],
+                    cc=(),
+                    subject=message.subject,
+                    text=message.text,
+                    html=message.html,
+                    message_id=make_message_id(row.id, ctx.message_domain),
+                    date=now,
+                    headers=_headers(ctx, campaign, row.email_address),
+                    inline=(),
+                    attachments=(),
+                ),
+                tags,
+            )
+            for row, message in zip(rows, rendered, strict=True)
+        ]
+        results = await ctx.transport.send_batch(messages)
     return await _record(ctx, campaign, rows, results, subjects, from_header, tags, cc=[], bcc=[])
 
 

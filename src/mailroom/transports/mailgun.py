@@ -44,6 +44,7 @@ from mailroom.transports.base import (
 )
 
 MAX_BATCH_RECIPIENTS = 1000
+MAX_TAGS = 3
 _SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
 
 _Files = list[tuple[str, tuple[str, bytes, str]]]
@@ -201,7 +202,9 @@ def _form_address(entry: str) -> str:
 def _options(tags: Sequence[str], variables: Mapping[str, str]) -> dict[str, str | list[str]]:
     data: dict[str, str | list[str]] = {f"v:{name}": value for name, value in variables.items()}
     if tags:
-        data["o:tag"] = list(tags)
+        # Mailgun keeps at most three tags per message; ours come most important first
+        # (brand, campaign, then the campaign's own).
+        data["o:tag"] = list(tags)[:MAX_TAGS]
     return data
 
 
