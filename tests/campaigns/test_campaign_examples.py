@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+
 from tests.support.world import Actor, World
 
 EXAMPLES = json.loads((Path(__file__).parents[3] / "shared/spec/examples.json").read_text())

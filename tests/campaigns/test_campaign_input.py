@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+
 from tests.support.world import Actor, World
 
 TABLES = ("email_campaigns", "email_campaign_recipients", "email_campaign_attachments")

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from tests.support.world import Actor, World
 
 from mailroom.crm.models import Agent
+from tests.support.world import Actor, World
 
 
 async def agents_count(session: AsyncSession) -> int:

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from tests.support.world import Actor, World
 
 from mailroom.crm.models import Contact
+from tests.support.world import Actor, World
 
 
 async def stored(session: AsyncSession, brand: uuid.UUID) -> list[Any]:

@@ -8,9 +8,9 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from tests.support.world import Actor, World
 
 from mailroom.crm.models import Contact
+from tests.support.world import Actor, World
 
 CSV = (
     "email,first_name,last_name,tags,partner_email\n"

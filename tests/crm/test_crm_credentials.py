@@ -11,9 +11,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from tests.support.world import World
 
 from mailroom.crm.models import GoogleCredential, MicrosoftCredential
+from tests.support.world import World
 
 MODELS = {"google": GoogleCredential, "microsoft": MicrosoftCredential}
 KINDS = pytest.mark.parametrize("kind", ["google", "microsoft"])

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from tests.support.world import World
 
 from mailroom.crm.models import Contact, CrmList, CrmListMember
+from tests.support.world import World
 
 
 async def members_of(session: AsyncSession, list_id: str) -> set[str]:

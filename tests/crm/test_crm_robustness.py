@@ -8,9 +8,9 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from tests.support.world import World
 
 from mailroom.models import metadata
+from tests.support.world import World
 
 CRM_PATHS = {
     "/brands/{brand}/contacts": {"get", "post"},

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from sqlalchemy import text
+
+from mailroom.config import Settings
 from tests.sending.test_sending_pipeline import received, schedule
 from tests.support.sender import running_worker, wait_until_sent
 from tests.support.smtp_server import smtp_server
 from tests.support.world import World
-
-from mailroom.config import Settings
 
 
 async def test_template_that_does_not_compile_fails_the_campaign_naming_the_line(

@@ -6,12 +6,12 @@ import json
 
 from fastapi import FastAPI
 from sqlalchemy import text
+
+from mailroom.config import Settings
 from tests.sending.test_sending_pipeline import due_now, schedule
 from tests.support.mailgun_server import FakeMailgun, mailgun_server
 from tests.support.sender import running_worker, wait_until_sent
 from tests.support.world import World
-
-from mailroom.config import Settings
 
 
 def mailgun(settings: Settings, fake: FakeMailgun) -> dict[str, object]:

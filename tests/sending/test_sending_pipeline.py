@@ -10,11 +10,11 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from sqlalchemy import text
+
+from mailroom.config import Settings
 from tests.support.sender import running_worker, wait_until_sent
 from tests.support.smtp_server import FakeSmtpServer, smtp_server
 from tests.support.world import Actor, World
-
-from mailroom.config import Settings
 
 
 def due_now(seconds: float = 0.0) -> str:

@@ -4,7 +4,6 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from tests.support.mailgun_server import FakeMailgun, mailgun_server
 
 from mailroom.sending.mime import Attachment, build_message, make_message_id
 from mailroom.transports.base import (
@@ -18,6 +17,7 @@ from mailroom.transports.mailgun import (
     TemplateBatch,
     TemplateRecipient,
 )
+from tests.support.mailgun_server import FakeMailgun, mailgun_server
 
 KEY = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"
 DOMAIN = "mg.example.com"

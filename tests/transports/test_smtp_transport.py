@@ -2,7 +2,6 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from tests.support.smtp_server import FakeSmtpServer, smtp_server
 
 from mailroom.sending.mime import build_message, make_message_id
 from mailroom.transports.base import (
@@ -12,6 +11,7 @@ from mailroom.transports.base import (
     Transport,
 )
 from mailroom.transports.smtp import SmtpSettings, SmtpTransport
+from tests.support.smtp_server import FakeSmtpServer, smtp_server
 
 SENDER = "bounces@mail.example.com"
 
