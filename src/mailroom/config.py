@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     mailgun_api_key: str | None = None
     mailgun_domain: str | None = None
     rate_limit: float | None = None
+    # Attachment links are fetched by the server; private addresses stay off limits unless allowed.
+    allow_private_attachment_links: bool = False
     # Recipients per send job: big enough to amortise a job, small enough to spread over workers.
     batch_size: int = 500
 

@@ -15,11 +15,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailroom.crypto import SecretBox
+from mailroom.files.storage import LocalStorage
+from mailroom.sending.attachments import AttachmentError, Parts, load_parts
 from mailroom.sending.execute import SHARED_MESSAGE_LIMIT, fail_campaign
 from mailroom.sending.mailgun_batch import template_batch
 from mailroom.sending.mime import build_message, make_message_id
@@ -111,7 +114,21 @@ class SendContext:
     box: SecretBox
     public_url: str
     message_domain: str
+    storage: LocalStorage
+    allow_private_links: bool = False
     _templates: dict[tuple[uuid.UUID, Any], CompiledCampaign] = field(default_factory=dict)
+    _parts: dict[tuple[uuid.UUID, Any], Parts] = field(default_factory=dict)
+
+    async def parts(self, session: AsyncSession, campaign: Any) -> Parts:
+        """The campaign's attachments, read (or fetched) once per worker, not once per batch."""
+        key = (campaign.id, campaign.updated_at)
+        parts = self._parts.get(key)
+        if parts is None:
+            if len(self._parts) > 16:
+                self._parts.clear()
+            parts = await load_parts(session, campaign.id, self.storage, allow_private_links=self.allow_private_links)
+            self._parts[key] = parts
+        return parts
 
     def templates(self, campaign: Any) -> CompiledCampaign:
         key = (campaign.id, campaign.updated_at)
@@ -150,7 +167,18 @@ async def send_batch(ctx: SendContext, campaign_id: uuid.UUID, first: int, last:
         if campaign is None or campaign.failed_at is not None or campaign.deleted_at is not None:
             return
         rows = (await session.execute(PENDING, {"campaign": campaign_id, "first": first, "last": last})).all()
-    if not rows:
+        if not rows:
+            return
+        try:
+            parts = await ctx.parts(session, campaign)
+        except AttachmentError as exc:
+            parts = None
+            failure = str(exc)
+        except httpx.HTTPError as exc:
+            raise RetryLater(f"attachment could not be fetched yet: {exc}") from exc
+    if parts is None:
+        async with ctx.sessionmaker() as session, session.begin():
+            await fail_campaign(session, campaign_id, failure, job)
         return
     try:
         templates = ctx.templates(campaign)
@@ -163,9 +191,9 @@ async def send_batch(ctx: SendContext, campaign_id: uuid.UUID, first: int, last:
         if one_each:
             pending = 0
             for start in range(0, len(rows), CHUNK):
-                pending += await _send_individually(ctx, campaign, templates, rows[start : start + CHUNK])
+                pending += await _send_individually(ctx, campaign, templates, parts, rows[start : start + CHUNK])
         else:
-            pending = await _send_shared(ctx, campaign, templates, rows)
+            pending = await _send_shared(ctx, campaign, templates, parts, rows)
     except TemplateError as exc:
         async with ctx.sessionmaker() as session, session.begin():
             await fail_campaign(session, campaign_id, str(exc), job)
@@ -196,7 +224,9 @@ def _recipient(row: Any) -> dict[str, Any]:
     }
 
 
-async def _send_individually(ctx: SendContext, campaign: Any, templates: CompiledCampaign, rows: Sequence[Any]) -> int:
+async def _send_individually(
+    ctx: SendContext, campaign: Any, templates: CompiledCampaign, parts: Parts, rows: Sequence[Any]
+) -> int:
     sender = _sender(campaign)
     from_header = _from_header(sender)
     tags = [str(campaign.brand), str(campaign.id), *(campaign.tags or [])]
@@ -215,6 +245,7 @@ async def _send_individually(ctx: SendContext, campaign: Any, templates: Compile
                 headers=_headers(ctx, campaign, None),
                 unsubscribe=[unsubscribe_url(ctx.public_url, ctx.box, campaign.brand, r.email_address) for r in rows],
                 tags=tags,
+                parts=parts,
             )
         )
     else:
@@ -234,8 +265,8 @@ async def _send_individually(ctx: SendContext, campaign: Any, templates: Compile
                     message_id=make_message_id(row.id, ctx.message_domain),
                     date=now,
                     headers=_headers(ctx, campaign, row.email_address),
-                    inline=(),
-                    attachments=(),
+                    inline=parts.inline,
+                    attachments=parts.attached,
                 ),
                 tags,
             )
@@ -245,7 +276,9 @@ async def _send_individually(ctx: SendContext, campaign: Any, templates: Compile
     return await _record(ctx, campaign, rows, results, subjects, from_header, tags, cc=[], bcc=[])
 
 
-async def _send_shared(ctx: SendContext, campaign: Any, templates: CompiledCampaign, rows: Sequence[Any]) -> int:
+async def _send_shared(
+    ctx: SendContext, campaign: Any, templates: CompiledCampaign, parts: Parts, rows: Sequence[Any]
+) -> int:
     """One message To/Cc/Bcc for the whole campaign, as a person would send it."""
     sender = _sender(campaign)
     from_header = _from_header(sender)
@@ -264,8 +297,8 @@ async def _send_shared(ctx: SendContext, campaign: Any, templates: CompiledCampa
         message_id=make_message_id(rows[0].id, ctx.message_domain),
         date=datetime.now(UTC),
         headers=_headers(ctx, campaign, None),
-        inline=(),
-        attachments=(),
+        inline=parts.inline,
+        attachments=parts.attached,
     )
     everyone = [row.email_address for row in rows]
     await ctx.limiter.acquire(1)

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mailroom.config import Settings
 from mailroom.crypto import SecretBox
 from mailroom.db import libpq_url, make_engine, make_sessionmaker, resolve_database_url
+from mailroom.files.storage import LocalStorage
 from mailroom.sending.batch import RetryLater, SendContext, send_batch
 from mailroom.sending.execute import NEXT_DUE, QUEUE, SEND_TASK, execute_next_due
 from mailroom.sending.ratelimit import RateLimiter
@@ -133,6 +134,8 @@ async def run_worker(settings: Settings, *, concurrency: int = 8) -> None:
         box=SecretBox(settings.resolved_secret_key()),
         public_url=settings.public_url,
         message_domain=message_domain(settings),
+        storage=LocalStorage(settings.data_dir / "files"),
+        allow_private_links=settings.allow_private_attachment_links,
     )
     app = build_job_app(conninfo, ctx)
     log.info("worker started: transport %s, concurrency %d", transport_name(settings), concurrency)

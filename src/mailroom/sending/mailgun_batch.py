@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from mailroom.sending.attachments import Parts
 from mailroom.sending.render import RenderedMessage
 from mailroom.transports.mailgun import TemplateBatch, TemplateRecipient
 
@@ -22,6 +23,7 @@ def template_batch(
     headers: dict[str, str],
     unsubscribe: Sequence[str],
     tags: Sequence[str],
+    parts: Parts,
 ) -> TemplateBatch:
     variables: list[dict[str, str]] = [{"unsubscribe": url} for url in unsubscribe]
     fields: dict[str, str | None] = {}
@@ -48,4 +50,6 @@ def template_batch(
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         },
         tags=tags,
+        inline=parts.inline,
+        attachments=parts.attached,
     )
