@@ -38,7 +38,9 @@ class ReceivedMessage:
 
 
 class RecordingHandler:
-    def __init__(self) -> None:
+    def __init__(self, *, pipelining: bool = True) -> None:
+        # Real relays (Postfix, Exim, ESPs) offer PIPELINING; the sequential path is tested with it off.
+        self.pipelining = pipelining
         self.messages: list[ReceivedMessage] = []
         self.connections = 0
         self.ehlo_count = 0
@@ -60,6 +62,8 @@ class RecordingHandler:
     ) -> list[str]:
         self.ehlo_count += 1
         session.host_name = hostname
+        if self.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
         return responses
 
     async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -181,9 +185,9 @@ class FakeSmtpServer:
 
 
 @contextmanager
-def smtp_server(*, auth: tuple[str, str] | None = None) -> Iterator[FakeSmtpServer]:
+def smtp_server(*, auth: tuple[str, str] | None = None, pipelining: bool = True) -> Iterator[FakeSmtpServer]:
     """Run a recording SMTP server for the duration of the block; ``auth`` requires that login."""
-    handler = RecordingHandler()
+    handler = RecordingHandler(pipelining=pipelining)
     kwargs: dict[str, Any] = {}
     if auth is not None:
 

@@ -16,9 +16,9 @@ from tests.support.smtp_server import FakeSmtpServer, smtp_server
 SENDER = "bounces@mail.example.com"
 
 
-@pytest.fixture
-def server() -> Iterator[FakeSmtpServer]:
-    with smtp_server() as running:
+@pytest.fixture(params=[True, False], ids=["pipelined", "one-command-at-a-time"])
+def server(request: pytest.FixtureRequest) -> Iterator[FakeSmtpServer]:
+    with smtp_server(pipelining=request.param) as running:
         yield running
 
 

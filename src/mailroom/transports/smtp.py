@@ -1,4 +1,4 @@
-"""SMTP relay over a small pool of reused aiosmtplib connections.
+"""SMTP relay over a small pool of reused connections.
 
 Opening a connection (TCP, EHLO, STARTTLS, AUTH) costs several round trips; a campaign
 sends thousands of messages, so connections are opened lazily, kept for the next message
@@ -20,16 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from aiosmtplib import (
-    SMTP,
-    SMTPAuthenticationError,
-    SMTPException,
-    SMTPNotSupported,
-    SMTPRecipientRefused,
-    SMTPResponseException,
-    SMTPServerDisconnected,
-    SMTPTimeoutError,
-)
+from aiosmtplib import SMTP, SMTPAuthenticationError, SMTPException, SMTPNotSupported, SMTPResponseException
 
 from mailroom.transports.base import (
     OutgoingMessage,
@@ -40,6 +31,7 @@ from mailroom.transports.base import (
     send_one,
     settle,
 )
+from mailroom.transports.smtp_wire import Reply, Wire, quit_politely, transact
 
 _MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*<?([^\r\n>]+)>?[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
 _TRUE = {"1", "true", "yes", "on"}
@@ -109,7 +101,7 @@ class SmtpTransport:
         self.pool_size = pool_size
         self.connections_opened = 0
         self._tls_context = tls_context
-        self._idle: list[SMTP] = []
+        self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(pool_size)
         self._helo = self.settings.helo
 
@@ -137,11 +129,10 @@ class SmtpTransport:
         idle, self._idle = self._idle, []
         for conn in idle:
             try:
-                await asyncio.wait_for(conn.quit(), timeout=5)
-            except (SMTPException, OSError, TimeoutError):
-                pass
-            finally:
-                conn.close()
+                async with asyncio.timeout(5):
+                    await quit_politely(conn.wire)
+            except (ConnectionError, OSError, TimeoutError):
+                conn.wire.close()
 
     async def _worker(
         self,
@@ -165,12 +156,12 @@ class SmtpTransport:
                 finished = True
             finally:
                 # A connection interrupted mid-transaction (cancellation) is in an unknown state.
-                if conn is not None and finished and conn.is_connected:
+                if conn is not None and finished and conn.wire.alive:
                     self._idle.append(conn)
                 elif conn is not None:
-                    conn.close()
+                    conn.wire.close()
 
-    async def _connect(self) -> SMTP:
+    async def _connect(self) -> _Connection:
         s = self.settings
         if self._helo is None:
             self._helo = await asyncio.to_thread(socket.getfqdn)
@@ -199,77 +190,77 @@ class SmtpTransport:
         except (SMTPException, OSError, TimeoutError) as exc:
             raise TransientSendError(f"cannot connect to SMTP server {where}: {exc}") from exc
         self.connections_opened += 1
-        return conn
+        # The greeting, TLS and login are done; transactions go through the faster protocol from here.
+        transport = conn.transport
+        assert transport is not None
+        wire = Wire(transport)
+        transport.set_protocol(wire)
+        return _Connection(
+            wire,
+            pipelining=conn.supports_extension("pipelining"),
+            smtputf8=conn.supports_extension("smtputf8"),
+            eightbit=conn.supports_extension("8bitmime"),
+        )
 
-    async def _deliver(self, conn: SMTP | None, msg: OutgoingMessage) -> tuple[SMTP | None, SendResult | SendError]:
+    async def _deliver(
+        self, conn: _Connection | None, msg: OutgoingMessage
+    ) -> tuple[_Connection | None, SendResult | SendError]:
         """One transaction; returns the connection to use next (None when it is gone)."""
         for attempt in range(2):
-            reused = conn is not None and conn.is_connected
+            reused = conn is not None and conn.wire.alive
             if not reused:
                 if conn is not None:
-                    conn.close()
+                    conn.wire.close()
                 try:
                     conn = await self._connect()
                 except SendError as exc:
                     return None, exc
             assert conn is not None
-            stage = "MAIL FROM"
+            ascii_envelope = msg.envelope_from.isascii() and all(r.isascii() for r in msg.recipients)
+            options = [] if ascii_envelope else ["SMTPUTF8"]
+            if not msg.message.isascii() and conn.eightbit:
+                options.append("BODY=8BITMIME")
             try:
-                ascii_envelope = msg.envelope_from.isascii() and all(r.isascii() for r in msg.recipients)
-                options = [] if ascii_envelope else ["SMTPUTF8"]
-                if not msg.message.isascii() and conn.supports_extension("8bitmime"):
-                    options.append("BODY=8BITMIME")
-                encoding = "ascii" if ascii_envelope else "utf-8"
-                await conn.mail(msg.envelope_from, options=options, encoding=encoding)
-                stage = "RCPT TO"
-                refused: dict[str, SMTPRecipientRefused] = {}
-                for rcpt in msg.recipients:
-                    try:
-                        await conn.rcpt(rcpt, encoding=encoding)
-                    except SMTPRecipientRefused as exc:
-                        if exc.code == 421:
-                            raise
-                        refused[rcpt] = exc
-                if len(refused) == len(msg.recipients):
-                    await _reset(conn)
-                    permanent = all(500 <= e.code < 600 for e in refused.values())
-                    return conn, SendResult(msg.key, None, _refusals(refused), permanent)
-                stage = "DATA"
-                await conn.data(msg.message)
-            except SMTPResponseException as exc:
-                if exc.code == 421:  # the server is closing this connection
-                    conn.close()
-                else:
-                    await _reset(conn)
-                permanent = 500 <= exc.code < 600
-                return _alive(conn), SendResult(msg.key, None, f"{stage}: {exc.code} {exc.message}", permanent)
-            except (SMTPServerDisconnected, SMTPTimeoutError, OSError, TimeoutError) as exc:
-                conn.close()
-                if reused and stage == "MAIL FROM" and attempt == 0:
-                    continue  # the pooled connection had gone stale; nothing was sent on it
-                return None, SendResult(msg.key, None, f"connection lost during {stage}: {exc}", False)
-            except ValueError as exc:  # an address aiosmtplib refuses to put on the wire
-                await _reset(conn)
-                return _alive(conn), SendResult(msg.key, None, f"invalid address: {exc}", True)
-            error = _refusals(refused) if refused else None
-            return conn, SendResult(msg.key, _provider_id(msg), error, bool(refused))
+                async with asyncio.timeout(self.settings.timeout):
+                    outcome = await transact(
+                        conn.wire,
+                        sender=msg.envelope_from,
+                        recipients=list(msg.recipients),
+                        message=msg.message,
+                        options=options,
+                        pipelining=conn.pipelining,
+                    )
+            except ValueError as exc:  # an address that cannot go on the wire; nothing was sent
+                return conn, SendResult(msg.key, None, f"invalid address: {exc}", True)
+            except (ConnectionError, OSError, TimeoutError) as exc:
+                body_started = conn.wire.body_started
+                conn.wire.close()
+                if reused and not body_started and attempt == 0:
+                    continue  # the pooled connection had gone stale; no message went out on it
+                stage = "DATA" if body_started else "MAIL FROM"
+                return None, SendResult(msg.key, None, f"connection lost during {stage}: {exc or 'timeout'}", False)
+            alive = conn if conn.wire.alive else None
+            if outcome.accepted:
+                error = _refusals(outcome.refused) if outcome.refused else None
+                return alive, SendResult(msg.key, _provider_id(msg), error, bool(outcome.refused))
+            if outcome.reply is None:  # every recipient refused
+                permanent = all(500 <= r.code < 600 for r in outcome.refused.values())
+                return alive, SendResult(msg.key, None, _refusals(outcome.refused), permanent)
+            permanent = 500 <= outcome.reply.code < 600
+            return alive, SendResult(msg.key, None, f"{outcome.stage}: {outcome.reply}", permanent)
         raise AssertionError("unreachable")
 
 
-def _alive(conn: SMTP) -> SMTP | None:
-    return conn if conn.is_connected else None
+@dataclass(slots=True)
+class _Connection:
+    wire: Wire
+    pipelining: bool
+    smtputf8: bool
+    eightbit: bool
 
 
-async def _reset(conn: SMTP) -> None:
-    # Clear the half-built envelope so the connection can carry the next message.
-    try:
-        await conn.rset()
-    except (SMTPException, OSError, TimeoutError):
-        conn.close()
-
-
-def _refusals(refused: dict[str, SMTPRecipientRefused]) -> str:
-    return "recipients refused: " + "; ".join(f"{a}: {e.code} {e.message}" for a, e in refused.items())
+def _refusals(refused: dict[str, Reply]) -> str:
+    return "recipients refused: " + "; ".join(f"{a}: {r}" for a, r in refused.items())
 
 
 def _provider_id(msg: OutgoingMessage) -> str:
