@@ -100,6 +100,22 @@ RECORD_FAILED = text(
 )
 
 
+GIVE_UP = text(
+    """
+    WITH failed AS (
+        UPDATE email_campaign_emails SET error = :reason, failed = 1
+        WHERE campaign = :campaign AND seq BETWEEN :first AND :last AND email IS NULL AND error IS NULL
+        RETURNING id
+    )
+    UPDATE email_campaigns SET failed = failed + (SELECT count(*) FROM failed) WHERE id = :campaign
+    """
+)
+
+
+async def give_up(session: AsyncSession, campaign: uuid.UUID, first: int, last: int, reason: str) -> None:
+    await session.execute(GIVE_UP, {"campaign": campaign, "first": first, "last": last, "reason": reason[:500]})
+
+
 class RetryLater(Exception):
     """Some messages of the batch met a temporary refusal: run the batch again later."""
 

@@ -12,12 +12,14 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import procrastinate
 import psycopg
 import sqlalchemy.exc
 from procrastinate import RetryStrategy
+from procrastinate.jobs import Job
+from procrastinate.retry import RetryDecision
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,7 +27,7 @@ from mailroom.config import Settings
 from mailroom.crypto import SecretBox
 from mailroom.db import libpq_url, make_engine, make_sessionmaker, resolve_database_url
 from mailroom.files.storage import LocalStorage
-from mailroom.sending.batch import RetryLater, SendContext, send_batch
+from mailroom.sending.batch import RetryLater, SendContext, give_up, send_batch
 from mailroom.sending.execute import NEXT_DUE, QUEUE, SEND_TASK, execute_next_due
 from mailroom.sending.ratelimit import RateLimiter
 from mailroom.transports.base import TransientSendError
@@ -104,19 +106,39 @@ async def recover_stalled_jobs(app: procrastinate.App) -> None:
         await asyncio.sleep(STALLED_AFTER / 2)
 
 
+class SendRetry(RetryStrategy):
+    """Exponential backoff, but never sooner than the provider asked (Retry-After)."""
+
+    def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
+        decision = super().get_retry_decision(exception=exception, job=job)
+        asked = getattr(exception, "retry_after", None)
+        if decision is None or not asked:
+            return decision
+        wanted = datetime.now(UTC) + timedelta(seconds=min(float(asked), 3600.0))
+        if decision.retry_at is None or decision.retry_at < wanted:
+            decision.retry_at = wanted
+        return decision
+
+
+# 3, 5, 9, 17 ... seconds: quick through a short outage, about a day and a half in all.
+SEND_RETRY = SendRetry(max_attempts=16, wait=1, exponential_wait=2, retry_exceptions=set(RETRYABLE))
+
+
 def build_job_app(conninfo: str, ctx: SendContext) -> procrastinate.App:
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo, min_size=1, max_size=4))
 
-    @app.task(
-        name=SEND_TASK,
-        queue=QUEUE,
-        pass_context=True,
-        # 3, 5, 9, 17 ... seconds: quick through a short outage, about a day and a half in all.
-        retry=RetryStrategy(max_attempts=16, wait=1, exponential_wait=2, retry_exceptions=set(RETRYABLE)),
-    )
+    @app.task(name=SEND_TASK, queue=QUEUE, pass_context=True, retry=SEND_RETRY)
     async def send_batch_job(context: procrastinate.JobContext, campaign: str, first: int, last: int) -> None:
-        job_id = context.job.id if context.job else None
-        await send_batch(ctx, uuid.UUID(campaign), first, last, job=f"send_batch:{job_id}")
+        job = context.job
+        where = f"send_batch:{job.id if job else None}"
+        try:
+            await send_batch(ctx, uuid.UUID(campaign), first, last, job=where)
+        except RETRYABLE as exc:
+            if job is None or job.attempts + 1 < (SEND_RETRY.max_attempts or 0):
+                raise
+            # The last attempt: the rows still unsent get the reason instead of waiting forever.
+            async with ctx.sessionmaker() as session, session.begin():
+                await give_up(session, uuid.UUID(campaign), first, last, f"gave up after repeated failures: {exc}")
 
     return app
 
