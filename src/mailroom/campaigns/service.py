@@ -54,8 +54,16 @@ async def _check_credential(session: AsyncSession, body: CampaignIn, from_user: 
             raise BadRequest(f"this credential lacks the scope {', '.join(sorted(missing))}", field=field)
 
 
-async def _existing_ids(session: AsyncSession, stmt: Any) -> set[uuid.UUID]:
-    return set((await session.scalars(stmt)).all())
+def _brand_rows(model: type[Contact] | type[CrmList], ids: set[uuid.UUID], brand: uuid.UUID) -> Any:
+    return select(model.id).where(model.id.in_(ids), model.brand == brand, model.deleted_at.is_(None))
+
+
+# How each kind of referenced object is looked up: the brand's live contacts and lists, any MLS agent.
+LOOKUPS = {
+    "contact": lambda ids, brand: _brand_rows(Contact, ids, brand),
+    "list": lambda ids, brand: _brand_rows(CrmList, ids, brand),
+    "agent": lambda ids, brand: select(Agent.id).where(Agent.id.in_(ids)),
+}
 
 
 async def _check_recipients(session: AsyncSession, body: CampaignIn, actor: Actor) -> None:
@@ -67,28 +75,11 @@ async def _check_recipients(session: AsyncSession, body: CampaignIn, actor: Acto
             value = getattr(item, name)
             if value is not None:
                 wanted[name].add(value)
-    found = {
-        "contact": await _existing_ids(
-            session,
-            select(Contact.id).where(
-                Contact.id.in_(wanted["contact"]), Contact.brand == actor.brand, Contact.deleted_at.is_(None)
-            ),
-        )
-        if wanted["contact"]
-        else set(),
-        "list": await _existing_ids(
-            session,
-            select(CrmList.id).where(
-                CrmList.id.in_(wanted["list"]), CrmList.brand == actor.brand, CrmList.deleted_at.is_(None)
-            ),
-        )
-        if wanted["list"]
-        else set(),
-        "agent": await _existing_ids(session, select(Agent.id).where(Agent.id.in_(wanted["agent"])))
-        if wanted["agent"]
-        else set(),
-        "brand": {b for b in wanted["brand"] if await member_role(session, actor.user, b) is not None},
+    found: dict[str, set[uuid.UUID]] = {
+        name: set((await session.scalars(lookup(wanted[name], actor.brand))).all()) if wanted[name] else set()
+        for name, lookup in LOOKUPS.items()
     }
+    found["brand"] = {b for b in wanted["brand"] if await member_role(session, actor.user, b) is not None}
     for send_type, index, item in items:
         for name, ids in found.items():
             value = getattr(item, name)

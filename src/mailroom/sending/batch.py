@@ -27,7 +27,7 @@ from mailroom.sending.execute import SHARED_MESSAGE_LIMIT, fail_campaign
 from mailroom.sending.mailgun_batch import template_batch
 from mailroom.sending.mime import build_message, make_message_id
 from mailroom.sending.ratelimit import RateLimiter
-from mailroom.sending.render import CompiledCampaign, TemplateError, compile_campaign
+from mailroom.sending.render import CompiledCampaign, RenderedMessage, TemplateError, compile_campaign
 from mailroom.tracking.unsubscribe import unsubscribe_url
 from mailroom.transports.base import OutgoingMessage, PermanentSendError, SendResult, Transport
 from mailroom.transports.mailgun import MailgunTransport
@@ -231,6 +231,40 @@ def _headers(ctx: SendContext, campaign: Any, address: str | None) -> dict[str, 
     return headers
 
 
+def _identity(campaign: Any) -> tuple[dict[str, Any], str, list[str]]:
+    """The sender as templates see it, the From header, and the ESP tags (brand, campaign, own tags)."""
+    sender = _sender(campaign)
+    return sender, _from_header(sender), [str(campaign.brand), str(campaign.id), *(campaign.tags or [])]
+
+
+def _mime(
+    ctx: SendContext,
+    campaign: Any,
+    parts: Parts,
+    from_header: str,
+    message: RenderedMessage,
+    *,
+    row_id: uuid.UUID,
+    to: Sequence[str],
+    cc: Sequence[str] = (),
+    unsubscribe: str | None,
+    date: datetime,
+) -> bytes:
+    return build_message(
+        from_addr=from_header,
+        to=to,
+        cc=cc,
+        subject=message.subject,
+        text=message.text,
+        html=message.html,
+        message_id=make_message_id(row_id, ctx.message_domain),
+        date=date,
+        headers=_headers(ctx, campaign, unsubscribe),
+        inline=parts.inline,
+        attachments=parts.attached,
+    )
+
+
 def _recipient(row: Any) -> dict[str, Any]:
     return {
         "first_name": row.first_name,
@@ -243,9 +277,7 @@ def _recipient(row: Any) -> dict[str, Any]:
 async def _send_individually(
     ctx: SendContext, campaign: Any, templates: CompiledCampaign, parts: Parts, rows: Sequence[Any]
 ) -> int:
-    sender = _sender(campaign)
-    from_header = _from_header(sender)
-    tags = [str(campaign.brand), str(campaign.id), *(campaign.tags or [])]
+    sender, from_header, tags = _identity(campaign)
     rendered = [
         templates.render({"recipient": _recipient(row), "sender": sender, "email": {"url": ""}}) for row in rows
     ]
@@ -271,18 +303,16 @@ async def _send_individually(
                 str(row.id),
                 sender["email"],
                 [row.email_address],
-                build_message(
-                    from_addr=from_header,
+                _mime(
+                    ctx,
+                    campaign,
+                    parts,
+                    from_header,
+                    message,
+                    row_id=row.id,
                     to=[row.email_address],
-                    cc=(),
-                    subject=message.subject,
-                    text=message.text,
-                    html=message.html,
-                    message_id=make_message_id(row.id, ctx.message_domain),
+                    unsubscribe=row.email_address,
                     date=now,
-                    headers=_headers(ctx, campaign, row.email_address),
-                    inline=parts.inline,
-                    attachments=parts.attached,
                 ),
                 tags,
             )
@@ -296,25 +326,22 @@ async def _send_shared(
     ctx: SendContext, campaign: Any, templates: CompiledCampaign, parts: Parts, rows: Sequence[Any]
 ) -> int:
     """One message To/Cc/Bcc for the whole campaign, as a person would send it."""
-    sender = _sender(campaign)
-    from_header = _from_header(sender)
-    tags = [str(campaign.brand), str(campaign.id), *(campaign.tags or [])]
+    sender, from_header, tags = _identity(campaign)
     by_type: dict[str, list[str]] = {"To": [], "CC": [], "BCC": []}
     for row in rows:
         by_type[row.send_type].append(row.email_address)
     rendered = templates.render({"recipient": {}, "sender": sender, "email": {"url": ""}})
-    message = build_message(
-        from_addr=from_header,
+    message = _mime(
+        ctx,
+        campaign,
+        parts,
+        from_header,
+        rendered,
+        row_id=rows[0].id,
         to=by_type["To"],
         cc=by_type["CC"],
-        subject=rendered.subject,
-        text=rendered.text,
-        html=rendered.html,
-        message_id=make_message_id(rows[0].id, ctx.message_domain),
+        unsubscribe=None,
         date=datetime.now(UTC),
-        headers=_headers(ctx, campaign, None),
-        inline=parts.inline,
-        attachments=parts.attached,
     )
     everyone = [row.email_address for row in rows]
     await ctx.limiter.acquire(1)
