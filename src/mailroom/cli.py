@@ -88,10 +88,15 @@ def worker_command(
 
 
 async def _in_transaction(settings: Settings, work):  # type: ignore[no-untyped-def]
+    from mailroom.errors import MailroomError
+
     engine = make_engine(resolve_database_url(settings), pool_size=1)
     try:
         async with make_sessionmaker(engine)() as session, session.begin():
             return await work(session)
+    except MailroomError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
     finally:
         await engine.dispose()
 

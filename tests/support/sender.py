@@ -39,13 +39,16 @@ async def wait_until_sent(
                     text(
                         "SELECT c.executed_at, c.failed_at, c.failure, c.recipients_count, c.sent, c.failed, "
                         "(SELECT count(*) FROM email_campaign_emails e WHERE e.campaign = c.id "
-                        " AND e.email IS NULL AND e.error IS NULL) AS pending "
+                        " AND e.email IS NULL AND e.error IS NULL) AS pending, "
+                        "(SELECT count(email) FROM email_campaign_emails e WHERE e.campaign = c.id) AS sent_rows "
                         "FROM email_campaigns c WHERE c.id = :id"
                     ),
                     {"id": campaign},
                 )
             ).one()
-        done = row.executed_at is not None and (row.pending == 0 or row.failed_at is not None)
+        # Done when nothing is pending and the running totals have caught up with the rows.
+        settled = row.pending == 0 and row.sent == row.sent_rows
+        done = row.executed_at is not None and (settled or row.failed_at is not None)
         if done:
             return dict(row._mapping)
         if time.monotonic() > deadline:

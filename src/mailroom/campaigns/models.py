@@ -170,5 +170,11 @@ class EmailCampaignEmail(_EventCounters, Base):
         UniqueConstraint("campaign", "email_address"),
         Index("ix_email_campaign_emails_campaign_seq", "campaign", "seq"),
         Index("ix_email_campaign_emails_email", "email"),
+        Index(
+            "ix_email_campaign_emails_pending",
+            "campaign",
+            "seq",
+            postgresql_where=sql_text("email IS NULL AND error IS NULL"),
+        ),
         CheckConstraint(f"send_type in ({_in(SEND_TYPES)})", name="send_type"),
     )

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -27,6 +26,7 @@ from mailroom.sending.execute import SHARED_MESSAGE_LIMIT, fail_campaign
 from mailroom.sending.mailgun_batch import template_batch
 from mailroom.sending.mime import build_message, make_message_id
 from mailroom.sending.ratelimit import RateLimiter
+from mailroom.sending.record import record, settle_counters
 from mailroom.sending.render import CompiledCampaign, RenderedMessage, TemplateError, compile_campaign
 from mailroom.tracking.unsubscribe import unsubscribe_url
 from mailroom.transports.base import OutgoingMessage, PermanentSendError, SendResult, Transport
@@ -58,62 +58,6 @@ PENDING = text(
     ORDER BY e.seq
     """
 )
-
-# Emails rows are inserted and linked to their recipient rows in one statement per chunk.
-RECORD_SENT = text(
-    """
-    WITH sent AS (
-        SELECT * FROM unnest(CAST(:email_ids AS uuid[]), CAST(:row_ids AS uuid[]), CAST(:providers AS text[]),
-                             CAST(:subjects AS text[]), CAST(:tos AS text[]), CAST(:errors AS text[]))
-               AS s(email_id, row_id, provider, subject, to_address, error)
-    ),
-    emails AS (
-        INSERT INTO emails (id, "from", "to", cc, bcc, subject, headers, mailgun_id, domain, campaign, tags,
-                            sent_at, accepted)
-        SELECT DISTINCT ON (email_id) email_id, :sender, string_to_array(to_address, ','),
-               CAST(:cc AS text[]), CAST(:bcc AS text[]), subject, CAST(:headers AS jsonb), provider, :domain,
-               :campaign, CAST(:tags AS text[]), now(), 1
-        FROM sent
-        RETURNING id
-    ),
-    linked AS (
-        UPDATE email_campaign_emails e SET email = s.email_id, accepted = 1, error = s.error
-        FROM sent s WHERE e.id = s.row_id AND e.email IS NULL
-        RETURNING e.id
-    )
-    UPDATE email_campaigns SET sent = sent + (SELECT count(*) FROM linked),
-                               accepted = accepted + (SELECT count(*) FROM linked)
-    WHERE id = :campaign
-    """
-)
-
-RECORD_FAILED = text(
-    """
-    WITH failed AS (
-        UPDATE email_campaign_emails e SET error = f.error, failed = 1
-        FROM unnest(CAST(:row_ids AS uuid[]), CAST(:errors AS text[])) AS f(row_id, error)
-        WHERE e.id = f.row_id AND e.email IS NULL AND e.error IS NULL
-        RETURNING e.id
-    )
-    UPDATE email_campaigns SET failed = failed + (SELECT count(*) FROM failed) WHERE id = :campaign
-    """
-)
-
-
-GIVE_UP = text(
-    """
-    WITH failed AS (
-        UPDATE email_campaign_emails SET error = :reason, failed = 1
-        WHERE campaign = :campaign AND seq BETWEEN :first AND :last AND email IS NULL AND error IS NULL
-        RETURNING id
-    )
-    UPDATE email_campaigns SET failed = failed + (SELECT count(*) FROM failed) WHERE id = :campaign
-    """
-)
-
-
-async def give_up(session: AsyncSession, campaign: uuid.UUID, first: int, last: int, reason: str) -> None:
-    await session.execute(GIVE_UP, {"campaign": campaign, "first": first, "last": last, "reason": reason[:500]})
 
 
 class RetryLater(Exception):
@@ -220,6 +164,8 @@ async def send_batch(ctx: SendContext, campaign_id: uuid.UUID, first: int, last:
         return
     if pending:
         raise RetryLater(f"{pending} recipients of campaign {campaign_id} met a temporary refusal")
+    async with ctx.sessionmaker() as session, session.begin():
+        await settle_counters(session, campaign_id)
 
 
 def _headers(ctx: SendContext, campaign: Any, address: str | None) -> dict[str, str]:
@@ -319,7 +265,19 @@ async def _send_individually(
             for row, message in zip(rows, rendered, strict=True)
         ]
         results = await ctx.transport.send_batch(messages)
-    return await _record(ctx, campaign, rows, results, subjects, from_header, tags, cc=[], bcc=[])
+    return await record(
+        ctx.sessionmaker,
+        campaign=campaign.id,
+        brand=campaign.brand,
+        rows=rows,
+        results=results,
+        subjects=subjects,
+        from_header=from_header,
+        tags=tags,
+        domain=ctx.message_domain,
+        cc=[],
+        bcc=[],
+    )
 
 
 async def _send_shared(
@@ -351,58 +309,18 @@ async def _send_shared(
     # Every recipient row shares the one message's outcome.
     results = [SendResult(str(row.id), result.provider_id, result.error, result.permanent) for row in rows]
     shared_id = uuid.uuid4()
-    return await _record(
-        ctx, campaign, rows, results, [rendered.subject] * len(rows), from_header, tags,
-        cc=by_type["CC"], bcc=by_type["BCC"], to=",".join(by_type["To"]), shared_email=shared_id,
-    )  # fmt: skip
-
-
-async def _record(
-    ctx: SendContext,
-    campaign: Any,
-    rows: Sequence[Any],
-    results: Sequence[SendResult],
-    subjects: Sequence[str],
-    from_header: str,
-    tags: list[str],
-    *,
-    cc: list[str],
-    bcc: list[str],
-    to: str | None = None,
-    shared_email: uuid.UUID | None = None,
-) -> int:
-    """Store what happened; returns how many rows are still pending (temporary refusals)."""
-    sent = [(row, result, subject) for row, result, subject in zip(rows, results, subjects, strict=True)
-            if result.provider_id]  # fmt: skip
-    failed = [(row, result) for row, result in zip(rows, results, strict=True)
-              if not result.provider_id and result.permanent]  # fmt: skip
-    async with ctx.sessionmaker() as session, session.begin():
-        if sent:
-            await session.execute(
-                RECORD_SENT,
-                {
-                    "email_ids": [shared_email or uuid.uuid4() for _ in sent],
-                    "row_ids": [row.id for row, _, _ in sent],
-                    "providers": [result.provider_id for _, result, _ in sent],
-                    "subjects": [subject for _, _, subject in sent],
-                    "tos": [to if to is not None else row.email_address for row, _, _ in sent],
-                    "errors": [result.error for _, result, _ in sent],
-                    "sender": from_header,
-                    "cc": cc,
-                    "bcc": bcc,
-                    "headers": orjson.dumps({"Feedback-ID": f"rechat:{campaign.brand}:rechat"}).decode(),
-                    "domain": ctx.message_domain,
-                    "campaign": campaign.id,
-                    "tags": tags,
-                },
-            )
-        if failed:
-            await session.execute(
-                RECORD_FAILED,
-                {
-                    "row_ids": [row.id for row, _ in failed],
-                    "errors": [result.error or "refused" for _, result in failed],
-                    "campaign": campaign.id,
-                },
-            )
-    return len(rows) - len(sent) - len(failed)
+    return await record(
+        ctx.sessionmaker,
+        campaign=campaign.id,
+        brand=campaign.brand,
+        rows=rows,
+        results=results,
+        subjects=[rendered.subject] * len(rows),
+        from_header=from_header,
+        tags=tags,
+        domain=ctx.message_domain,
+        cc=by_type["CC"],
+        bcc=by_type["BCC"],
+        to=",".join(by_type["To"]),
+        shared_email=shared_id,
+    )

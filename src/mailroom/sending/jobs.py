@@ -27,9 +27,10 @@ from mailroom.config import Settings
 from mailroom.crypto import SecretBox
 from mailroom.db import libpq_url, make_engine, make_sessionmaker, resolve_database_url
 from mailroom.files.storage import LocalStorage
-from mailroom.sending.batch import RetryLater, SendContext, give_up, send_batch
+from mailroom.sending.batch import RetryLater, SendContext, send_batch
 from mailroom.sending.execute import NEXT_DUE, QUEUE, SEND_TASK, execute_next_due
 from mailroom.sending.ratelimit import RateLimiter
+from mailroom.sending.record import give_up
 from mailroom.transports.base import TransientSendError
 from mailroom.transports.factory import make_transport, message_domain, transport_name
 
