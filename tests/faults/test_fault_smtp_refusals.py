@@ -1,0 +1,64 @@
+"""The SMTP server refuses every transaction for a while (421 closing the connection, or 451),
+then recovers: the campaign completes, everyone gets the message exactly once, nothing failed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from tests.support import faults
+from tests.support.smtp_server import smtp_server
+from tests.support.workers import WorkerGroup
+from tests.support.world import World
+
+RECIPIENTS = 1_000
+# More refusals than the workers could ever ask for: the window is closed by time, not by count.
+QUEUED_REFUSALS = 1_000_000
+REFUSING_FOR = 3.0
+
+
+@pytest.fixture
+def workers(database_url: str, tmp_path: Path) -> Iterator[WorkerGroup]:
+    with faults.fleet(database_url, tmp_path) as group:
+        yield group
+
+
+@pytest.mark.parametrize(
+    ("reply", "stage"),
+    [
+        ("421 4.3.2 Service shutting down, try again later", "mail"),
+        ("451 4.3.0 Temporary local problem, try again later", "data"),
+    ],
+    ids=["421-at-MAIL", "451-at-DATA"],
+)
+async def test_smtp_refusing_for_a_while_then_recovering(
+    world: World, workers: WorkerGroup, database_url: str, reply: str, stage: Literal["mail", "data"]
+) -> None:
+    admin = await world.brand_admin()
+    expected = await faults.seed_contacts(database_url, admin.brand, RECIPIENTS)
+    with smtp_server() as smtp:
+        refusals = smtp.handler.mail_replies if stage == "mail" else smtp.handler.data_replies
+        smtp.fail_next(QUEUED_REFUSALS, reply, stage=stage)
+        await faults.start_ready(workers, database_url, transport="smtp", smtp_url=smtp.url, batch_size=100)
+        campaign = await faults.schedule_to_all_contacts(admin)
+
+        await faults.until(lambda: len(refusals) < QUEUED_REFUSALS, within=30, what="the first refusal", group=workers)
+        await asyncio.sleep(REFUSING_FOR)
+        refused = QUEUED_REFUSALS - len(refusals)
+        refusals.clear()  # the server recovers
+        recovered = time.monotonic()
+
+        final = await faults.wait_finished(database_url, campaign, workers, within=90)
+        took = time.monotonic() - recovered
+        received = Counter(address.lower() for m in smtp.messages for address in m.rcpt_tos)
+
+    print(f"\n{reply[:3]}: {refused} transactions refused over {REFUSING_FOR:.0f} s; done {took:.1f} s after recovery")
+    assert received == Counter(expected), "every recipient exactly once"
+    assert final.failed_at is None, final.failure
+    assert (final.sent_rows, final.error_rows, final.sent, final.failed) == (RECIPIENTS, 0, RECIPIENTS, 0)
