@@ -1,0 +1,67 @@
+"""The command line a newcomer uses: bootstrap prints a working token; token create prints another."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from mailroom.config import Settings
+
+MAILROOM = str(Path(sys.executable).with_name("mailroom"))
+
+
+def run(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "MAILROOM_DATABASE_URL": str(settings.database_url),
+        "MAILROOM_DATA_DIR": str(settings.data_dir),
+    }
+    return subprocess.run([MAILROOM, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+async def test_bootstrap_then_the_readme_steps_work(settings: Settings, client: httpx.AsyncClient) -> None:
+    done = run(settings, "bootstrap", "--brand", "Acme Realty", "--email", "you@example.com", "--first", "Ann")
+    assert done.returncode == 0, done.stderr
+    made = json.loads(done.stdout)
+    assert set(made) == {"brand", "user", "token"}
+    auth = {"Authorization": f"Bearer {made['token']}", "X-Rechat-Brand": made["brand"]}
+    contacts = await client.post(
+        f"/brands/{made['brand']}/contacts",
+        json={"contacts": [{"emails": ["jane@example.com"], "first_name": "Jane", "tags": ["buyers"]}]},
+        headers=auth,
+    )
+    assert contacts.status_code == 200, contacts.text
+    campaign = await client.post(
+        "/emails",
+        json={
+            "from": made["user"],
+            "subject": "Open house on Sunday",
+            "html": "<p>Hi {{recipient.first_name}}!</p>",
+            "to": [{"recipient_type": "Tag", "tag": "buyers"}],
+            "due_at": "2030-01-01T15:00:00Z",
+        },
+        headers=auth,
+    )
+    assert campaign.status_code == 200, campaign.text
+    assert campaign.json()["data"]["individual"] is True
+
+    again = run(settings, "token", "create", "--user", made["user"])
+    assert again.returncode == 0, again.stderr
+    token = again.stdout.strip()
+    assert token.startswith("mr_") and token != made["token"]
+    me = await client.get(f"/brands/{made['brand']}/emails/quota", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 200
+
+
+def test_bad_arguments_are_refused_without_a_traceback(settings: Settings) -> None:
+    done = run(settings, "bootstrap", "--brand", "X", "--email", "not-an-address")
+    assert done.returncode != 0
+    assert "--email" in done.stderr and "Traceback" not in done.stderr
+    done = run(settings, "token", "create", "--user", "00000000-0000-0000-0000-000000000000")
+    assert done.returncode != 0
+    assert "no such user" in done.stderr and "Traceback" not in done.stderr
