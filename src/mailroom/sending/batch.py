@@ -30,10 +30,11 @@ from mailroom.sending.record import record, settle_counters
 from mailroom.sending.render import CompiledCampaign, RenderedMessage, TemplateError, compile_campaign
 from mailroom.tracking.unsubscribe import unsubscribe_url
 from mailroom.transports.base import OutgoingMessage, PermanentSendError, SendResult, Transport
-from mailroom.transports.mailgun import MailgunTransport
+from mailroom.transports.mailgun import MAX_BATCH_RECIPIENTS, MailgunTransport
 
 log = logging.getLogger(__name__)
 
+# Outcomes are recorded every CHUNK messages: it bounds what a killed worker can have sent unrecorded.
 CHUNK = 100
 
 CAMPAIGN = text(
@@ -150,8 +151,10 @@ async def send_batch(ctx: SendContext, campaign_id: uuid.UUID, first: int, last:
     try:
         if one_each:
             pending = 0
-            for start in range(0, len(rows), CHUNK):
-                pending += await _send_individually(ctx, campaign, templates, parts, rows[start : start + CHUNK])
+            # A Mailgun chunk is one API call, and Mailgun takes up to 1,000 recipients in one.
+            chunk = MAX_BATCH_RECIPIENTS if isinstance(ctx.transport, MailgunTransport) else CHUNK
+            for start in range(0, len(rows), chunk):
+                pending += await _send_individually(ctx, campaign, templates, parts, rows[start : start + chunk])
         else:
             pending = await _send_shared(ctx, campaign, templates, parts, rows)
     except TemplateError as exc:
