@@ -13,3 +13,10 @@ async def test_openapi_page_lists_the_campaign_and_crm_endpoints(client: httpx.A
     assert (await client.get("/docs")).status_code == 200
     paths = (await client.get("/openapi.json")).json()["paths"]
     assert "/brands/{brand}/users" in paths
+
+
+async def test_openapi_documents_bad_input_as_400_with_the_error_body(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    create = schema["paths"]["/emails"]["post"]["responses"]
+    assert "422" not in create
+    assert create["400"]["content"]["application/json"]["schema"]["required"] == ["code", "message"]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from sqlalchemy import text
 
 from mailroom.api.envelope import ORJSONResponse
-from mailroom.api.errors import install_error_handlers
+from mailroom.api.errors import document_errors, install_error_handlers
 from mailroom.campaigns.routes import router as campaigns_router
 from mailroom.config import Settings
 from mailroom.crm.routes import router as crm_router
@@ -48,4 +50,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(crm_router)
     app.include_router(campaigns_router)
     app.include_router(unsubscribe_router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_errors(
+                get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
