@@ -44,6 +44,7 @@ async def test_individual_campaign_is_one_batch_call_with_recipient_variables(
     assert len(fake.requests) == 1
     request = fake.requests[0]
     assert request.endpoint == "messages" and request.domain == "mg.example.com"
+    assert request.content_type.startswith("multipart/form-data")
     assert request.field("from") == "Sam Seller <" + admin_email(request) + ">"
     assert sorted(request.fields["to"]) == ["ann@example.com", "bob@example.com", "cy@example.com"]
     assert request.field("subject") == "%recipient.subject%"

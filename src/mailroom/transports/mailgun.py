@@ -165,7 +165,7 @@ class MailgunTransport:
             if abort:  # an earlier request of this batch was rate limited or refused as a whole
                 return abort[0]
             try:
-                response = await self._client.post(url, data=data, files=files or None, auth=self._auth)
+                response = await self._client.post(url, files=_multipart(data, files), auth=self._auth)
             except httpx.TimeoutException as exc:
                 return TransientSendError(f"Mailgun did not answer in time ({type(exc).__name__})")
             except httpx.TransportError as exc:
@@ -187,6 +187,15 @@ class MailgunTransport:
             abort.append(error)
             return error
         return None, reason
+
+
+def _multipart(data: dict[str, str | list[str]], files: _Files) -> list[tuple[str, Any]]:
+    """Always multipart/form-data, as Mailgun documents its API (a field without a filename is a value)."""
+    fields: list[tuple[str, Any]] = []
+    for name, value in data.items():
+        for item in [value] if isinstance(value, str) else value:
+            fields.append((name, (None, item.encode())))
+    return fields + list(files)
 
 
 def _form_address(entry: str) -> str:
