@@ -82,6 +82,7 @@ CASES: list[tuple[str, Any, str]] = [
     ("individual as a string", campaign(individual="false"), "individual"),
     ("notifications_enabled as a number", campaign(notifications_enabled=1), "notifications_enabled"),
     ("due_at not a date", campaign(due_at="next tuesday"), "due_at"),
+    ("due_at past what can be stored", campaign(due_at="9999-12-31T23:59:59-05:00"), "due_at"),
     ("tags not strings", campaign(tags=[1]), "tags.0"),
     ("headers not strings", campaign(headers={"in_reply_to": {"x": 1}}), "headers.in_reply_to"),
     (
@@ -222,6 +223,7 @@ async def test_a_client_id_is_used_once(admin: Actor, session: AsyncSession) -> 
         ("limit=1001", "limit"),
         ("limit=0", "limit"),
         ("start=-1", "start"),
+        ("start=99999999999999999999", "start"),
         ("status=sent", "status"),
         ("associations[]=email.password", "associations"),
     ],
@@ -234,7 +236,7 @@ async def test_bad_list_parameters(admin: Actor, query: str, field: str) -> None
 
 async def test_bad_campaign_emails_parameters(admin: Actor) -> None:
     created = admin.data(await admin.post("/emails", campaign()))
-    for query, field in (("order=-subject", "order"), ("limit=5000", "limit")):
+    for query, field in (("order=-subject", "order"), ("limit=5000", "limit"), ("start=9223372036854775808", "start")):
         response = await admin.get(f"/emails/{created['id']}/emails?{query}")
         assert response.status_code == 400 and field in response.json()["message"], response.text
 

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from mailroom.api.auth import CurrentCaller, brand_from_request, require_member
 from mailroom.api.deps import Session
 from mailroom.api.envelope import ORJSONResponse, ok, ok_list
+from mailroom.api.paging import Limit, Start
 from mailroom.campaigns import listing, quota, service
 from mailroom.campaigns.models import EmailCampaign, EmailCampaignEmail
 from mailroom.campaigns.schemas import CampaignIn, NotificationsIn
@@ -26,8 +27,6 @@ Associations = Annotated[
         "(repeat the parameter or separate with commas)",
     ),
 ]
-Start = Annotated[int, Query(ge=0, description="rows to skip")]
-Limit = Annotated[int, Query(ge=1, le=1000, description="rows to return (at most 1000)")]
 
 
 def _associations(request: Request, declared: list[str] | None) -> frozenset[str]:

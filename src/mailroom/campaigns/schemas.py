@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from mailroom.addresses import Address
-from mailroom.validation import Strict, storable
+from mailroom.validation import Strict, storable, utc
 
 RecipientType = Literal["Email", "Contact", "List", "Tag", "Brand", "Agent", "AllContacts"]
 
@@ -83,12 +83,6 @@ class AttachmentIn(Strict):
         return self
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
 class CampaignIn(Strict):
     """POST /emails and PUT /emails/:id. `id`, `created_by` and `brand` may be sent as the document shows."""
 
@@ -104,7 +98,7 @@ class CampaignIn(Strict):
     subject: Subject
     html: Body | None = None
     text: Body | None = None
-    due_at: Annotated[datetime | None, AfterValidator(_aware)] = None
+    due_at: Annotated[datetime, AfterValidator(utc)] | None = None
     tags: list[Tag] | None = Field(default=None, max_length=50)
     headers: dict[HeaderName, HeaderValue] | None = Field(default=None, max_length=20)
     include_signature: StrictBool | None = None

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, File, Path, Query, Request, Response, Up
 from mailroom.api.auth import BRAND_HEADER, CurrentCaller, brand_from_request, require_admin, require_member
 from mailroom.api.deps import Secrets, Session
 from mailroom.api.envelope import ORJSONResponse, ok, ok_list
+from mailroom.api.paging import Limit, Start
 from mailroom.crm import contacts, credentials, lists, service
 from mailroom.crm.schemas import (
     AgentIn,
@@ -33,7 +34,6 @@ router = APIRouter(tags=["crm"])
 
 # 10,000 rows of a generous width; anything larger is not a contact list this endpoint should buffer.
 MAX_CSV_BYTES = 16 * 1024 * 1024
-MAX_START = 2**31 - 1
 CSV_TYPES = ("text/csv", "application/csv", "text/plain")
 
 
@@ -132,8 +132,8 @@ async def _csv_text(request: Request, file: UploadFile | None) -> str:
 async def get_contacts(
     brand: MemberBrand,
     session: Session,
-    start: Annotated[int, Query(ge=0, le=MAX_START)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    start: Start = 0,
+    limit: Limit = 100,
     tag: Annotated[PlainText | None, Query(min_length=1, max_length=200)] = None,
 ) -> ORJSONResponse:
     rows, total = await contacts.list_contacts(session, brand=brand, start=start, limit=limit, tag=tag)
