@@ -61,8 +61,9 @@ async def execute_due_campaigns(sessionmaker: async_sessionmaker[AsyncSession], 
             break
         jobs += execution.jobs
     if jobs >= 1000:
-        # Fresh statistics keep the job-fetch query on its index after a large burst of jobs.
-        async with sessionmaker() as session:
+        # Fresh statistics keep the job-fetch query on its index after a large burst of jobs. Committed:
+        # statistics gathered in a transaction that rolls back are thrown away with it.
+        async with sessionmaker() as session, session.begin():
             await session.execute(text("ANALYZE procrastinate_jobs"))
     return jobs
 
