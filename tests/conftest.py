@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.app import create_app
 from mailroom.config import Settings
-from mailroom.db import libpq_url, make_engine, make_sessionmaker, start_embedded_postgres
+from mailroom.db import libpq_url, start_embedded_postgres
 from mailroom.migrate import migrate
 from mailroom.models import metadata
 from tests.support.world import World
@@ -108,14 +108,6 @@ def _empty_tables(database_url: str) -> Iterator[None]:
 @pytest.fixture
 def world(client: httpx.AsyncClient, app: FastAPI) -> World:
     return World(client=client, sessionmaker=app.state.sessionmaker)
-
-
-@pytest.fixture(scope="session")
-def engine_url(database_url: str) -> str:
-    return database_url
-
-
-__all__ = ["make_engine", "make_sessionmaker"]
 
 
 @pytest.fixture

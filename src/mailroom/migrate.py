@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import psycopg
 from alembic import command
 from alembic.config import Config
+
+from mailroom.db import libpq_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,19 +21,15 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
-def apply_job_queue_schema(database_url: str) -> None:
+def apply_job_queue_schema(conn: psycopg.Connection[Any]) -> None:
     """procrastinate's tables and functions, once: its `schema --apply` is not idempotent."""
-    import psycopg
     from procrastinate.schema import SchemaManager
 
-    from mailroom.db import libpq_url
-
-    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-        exists = conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL").fetchone()
-        if exists and exists[0]:
-            return
-        with conn.transaction():
-            conn.execute(SchemaManager.get_schema())
+    exists = conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL").fetchone()
+    if exists and exists[0]:
+        return
+    with conn.transaction():
+        conn.execute(SchemaManager.get_schema())
 
 
 MIGRATION_LOCK = 0x6D61696C  # any constant; shared by every mailroom process
@@ -37,14 +37,10 @@ MIGRATION_LOCK = 0x6D61696C  # any constant; shared by every mailroom process
 
 def migrate(database_url: str) -> None:
     """Bring the schema up to date. Safe when several processes start at once (serve and workers)."""
-    import psycopg
-
-    from mailroom.db import libpq_url
-
-    with psycopg.connect(libpq_url(database_url), autocommit=True) as lock:
-        lock.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
         try:
-            apply_job_queue_schema(database_url)
+            apply_job_queue_schema(conn)
             command.upgrade(alembic_config(database_url), "head")
         finally:
-            lock.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))

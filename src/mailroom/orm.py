@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, func, text
+from sqlalchemy import CheckConstraint, DateTime, MetaData, func, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import DeclarativeBase, mapped_column
 
@@ -37,6 +37,12 @@ def fk(target: str, *, nullable: bool = False, ondelete: str | None = None) -> A
     from sqlalchemy import ForeignKey
 
     return mapped_column(UUID(as_uuid=True), ForeignKey(target, ondelete=ondelete), nullable=nullable)
+
+
+def one_of(column: str, values: tuple[str, ...], *, name: str) -> CheckConstraint:
+    """A CHECK that the column holds one of the values: the database refuses what the code does not know."""
+    listed = ", ".join(f"'{value}'" for value in values)
+    return CheckConstraint(f"{column} in ({listed})", name=name)
 
 
 def counter() -> Any:

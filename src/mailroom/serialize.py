@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 
 def epoch(value: datetime | None) -> float | None:
@@ -18,5 +17,6 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
-def row_dict(obj: Any, fields: tuple[str, ...]) -> dict[str, Any]:
-    return {name: getattr(obj, name) for name in fields}
+def full_name(first: str | None, last: str | None) -> str | None:
+    """ "First Last" from whichever parts there are; None when there are none."""
+    return " ".join(part for part in (first, last) if part) or None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 
 class Strict(BaseModel):
@@ -44,3 +44,5 @@ def utc(value: datetime) -> datetime:
 
 
 PlainText = Annotated[str, AfterValidator(storable)]
+# A contact's or a campaign's tag. Length limits come first so they are worded as string limits.
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(storable)]

@@ -11,7 +11,7 @@ from sqlalchemy import text as sql_text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mailroom.orm import Base, counter, created_at, fk, timestamp, uuid_pk
+from mailroom.orm import Base, counter, created_at, fk, one_of, timestamp, uuid_pk
 
 RECIPIENT_TYPES = ("Email", "Contact", "List", "Tag", "Brand", "Agent", "AllContacts")
 SEND_TYPES = ("To", "CC", "BCC")
@@ -29,10 +29,6 @@ class _EventCounters:
     unsubscribed: Mapped[int] = counter()
     complained: Mapped[int] = counter()
     stored: Mapped[int] = counter()
-
-
-def _in(values: tuple[str, ...]) -> str:
-    return ", ".join(f"'{v}'" for v in values)
 
 
 class EmailCampaign(_EventCounters, Base):
@@ -96,8 +92,8 @@ class EmailCampaignRecipient(Base):
     agent: Mapped[uuid.UUID | None] = fk("agents.id", nullable=True)
     __table_args__ = (
         Index("ix_email_campaign_recipients_campaign", "campaign"),
-        CheckConstraint(f"recipient_type in ({_in(RECIPIENT_TYPES)})", name="recipient_type"),
-        CheckConstraint(f"send_type in ({_in(SEND_TYPES)})", name="send_type"),
+        one_of("recipient_type", RECIPIENT_TYPES, name="recipient_type"),
+        one_of("send_type", SEND_TYPES, name="send_type"),
     )
 
 
@@ -176,5 +172,5 @@ class EmailCampaignEmail(_EventCounters, Base):
             "seq",
             postgresql_where=sql_text("email IS NULL AND error IS NULL"),
         ),
-        CheckConstraint(f"send_type in ({_in(SEND_TYPES)})", name="send_type"),
+        one_of("send_type", SEND_TYPES, name="send_type"),
     )

@@ -6,16 +6,15 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from sqlalchemy import func, select
 
 from mailroom.api.auth import CurrentCaller, brand_from_request, require_member
 from mailroom.api.deps import Session
 from mailroom.api.envelope import ORJSONResponse, ok, ok_list
 from mailroom.api.paging import Limit, Start
 from mailroom.campaigns import listing, quota, service
-from mailroom.campaigns.models import EmailCampaign, EmailCampaignEmail
+from mailroom.campaigns.models import EmailCampaign
 from mailroom.campaigns.schemas import CampaignIn, NotificationsIn
-from mailroom.campaigns.views import campaign_email_out, campaign_emails_query, campaigns_out, parse_associations
+from mailroom.campaigns.views import campaign_emails_page, campaigns_out, parse_associations
 
 router = APIRouter(tags=["email campaigns"])
 
@@ -119,14 +118,10 @@ async def campaign_emails(
 ) -> ORJSONResponse:
     associations = _associations(request, assoc)
     await service.live_campaign(session, campaign, caller.user.id)
-    query = campaign_emails_query([campaign], order).offset(start).limit(limit)
-    rows = [
-        campaign_email_out(row, contact, email, associations) for row, contact, email in await session.execute(query)
-    ]
-    total = await session.scalar(
-        select(func.count()).select_from(EmailCampaignEmail).where(EmailCampaignEmail.campaign == campaign)
+    rows, total = await campaign_emails_page(
+        session, campaign, start=start, limit=limit, order=order, associations=associations
     )
-    return ok_list(rows, total=int(total or 0))
+    return ok_list(rows, total=total)
 
 
 @router.get("/brands/{brand}/emails/campaigns", summary="A brand's campaigns")

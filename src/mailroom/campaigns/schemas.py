@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from mailroom.addresses import Address
-from mailroom.validation import Strict, storable, utc
+from mailroom.validation import Strict, Tag, storable, utc
 
 RecipientType = Literal["Email", "Contact", "List", "Tag", "Brand", "Agent", "AllContacts"]
 
@@ -29,7 +29,6 @@ TARGET_FIELDS = ("email", "contact", "list", "tag", "brand", "agent")
 
 
 # Strings PostgreSQL can store (no NUL, valid Unicode), within limits.
-Tag = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(storable)]
 Name = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(storable)]
 Url = Annotated[str, Field(max_length=4000), AfterValidator(storable)]
 Subject = Annotated[str, Field(max_length=998), AfterValidator(storable)]

@@ -223,10 +223,9 @@ async def live_campaign(session: AsyncSession, campaign_id: uuid.UUID, user: uui
 async def update_campaign(session: AsyncSession, campaign_id: uuid.UUID, body: CampaignIn, user: uuid.UUID) -> None:
     """PUT replaces the whole campaign; a missing `from` keeps the old sender."""
     campaign = await live_campaign(session, campaign_id, user)
-    # Lock the row: the sender claims due campaigns with the same lock, so an edit and an execution
+    # Re-read under the row lock the sender claims due campaigns with: an edit and an execution
     # cannot interleave.
-    await session.execute(select(EmailCampaign.id).where(EmailCampaign.id == campaign.id).with_for_update())
-    await session.refresh(campaign)
+    await session.refresh(campaign, with_for_update=True)
     if campaign.executed_at is not None:
         raise Conflict("an executed campaign cannot be changed", field="id")
     if body.id is not None and body.id != campaign.id:

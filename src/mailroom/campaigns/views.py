@@ -19,7 +19,7 @@ from mailroom.campaigns.models import (
 from mailroom.crm.models import Contact, User
 from mailroom.crm.schemas import user_out
 from mailroom.errors import BadRequest
-from mailroom.serialize import epoch, iso
+from mailroom.serialize import epoch, full_name, iso
 
 COUNTERS = ("accepted", "rejected", "delivered", "failed", "opened", "clicked", "unsubscribed", "complained", "stored")
 ASSOCIATIONS = {
@@ -156,9 +156,6 @@ def campaign_email_out(
     out: dict[str, Any] = {"id": row.id, "campaign": row.campaign}
     if "email_campaign_email.email" in associations:
         out["email"] = email_out(email, associations) if email is not None else None
-    full_name = None
-    if contact is not None:
-        full_name = " ".join(p for p in (contact.first_name, contact.last_name) if p) or None
     out.update(
         {
             "send_type": row.send_type,
@@ -167,7 +164,7 @@ def campaign_email_out(
             "agent": row.agent,
             "error": row.error,
             "type": "email_campaign_email",
-            "full_name": full_name,
+            "full_name": full_name(contact.first_name, contact.last_name) if contact is not None else None,
             "profile_image_url": contact.profile_image_url if contact is not None else None,
         }
     )
@@ -200,6 +197,26 @@ def campaign_emails_query(
             raise BadRequest(f"must be one of {', '.join(EMAIL_ORDER)}, optionally with -", field="order")
         stmt = stmt.order_by(column.desc().nulls_last() if descending else column.asc().nulls_last())
     return stmt.order_by(EmailCampaignEmail.campaign, EmailCampaignEmail.seq)
+
+
+async def campaign_emails_page(
+    session: AsyncSession,
+    campaign: uuid.UUID,
+    *,
+    start: int,
+    limit: int,
+    order: str | None,
+    associations: frozenset[str],
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of a campaign's recipient rows, and how many rows it has in all."""
+    query = campaign_emails_query([campaign], order).offset(start).limit(limit)
+    rows = [
+        campaign_email_out(row, contact, email, associations) for row, contact, email in await session.execute(query)
+    ]
+    total = await session.scalar(
+        select(func.count()).select_from(EmailCampaignEmail).where(EmailCampaignEmail.campaign == campaign)
+    )
+    return rows, int(total or 0)
 
 
 async def campaigns_out(

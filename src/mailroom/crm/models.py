@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, Index, LargeBinary, PrimaryKeyConstraint, Text, text
+from sqlalchemy import Index, LargeBinary, PrimaryKeyConstraint, Text, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mailroom.orm import Base, created_at, fk, timestamp, uuid_pk
+from mailroom.orm import Base, created_at, fk, one_of, timestamp, uuid_pk
 
 ROLES = ("Admin", "Agent")
 
@@ -51,7 +51,7 @@ class BrandMember(Base):
     created_at: Mapped[datetime] = created_at()
     __table_args__ = (
         PrimaryKeyConstraint("brand", "user"),
-        CheckConstraint("role in ('Admin', 'Agent')", name="role"),
+        one_of("role", ROLES, name="role"),
         Index("ix_brand_members_user", "user"),
     )
 

@@ -11,8 +11,8 @@ from sqlalchemy import RowMapping
 
 from mailroom.addresses import Address
 from mailroom.crm.models import Agent, Brand, GoogleCredential, MicrosoftCredential, User
-from mailroom.serialize import epoch
-from mailroom.validation import Strict, storable, utc
+from mailroom.serialize import epoch, full_name
+from mailroom.validation import Strict, Tag, storable, utc
 
 # One request may create this many contacts (or add this many list members): large enough for a
 # real import, small enough that one statement and one answer stay well under a second.
@@ -38,7 +38,6 @@ def _storable_secret(value: SecretStr) -> SecretStr:
 # Length limits come before the text check so they are enforced (and worded) as string limits.
 Name = Annotated[str, StringConstraints(max_length=200), AfterValidator(storable)]
 RequiredName = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(storable)]
-Tag = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(storable)]
 Url = Annotated[str, StringConstraints(max_length=2000), AfterValidator(storable)]
 MlsId = Annotated[str, StringConstraints(max_length=100), AfterValidator(storable)]
 Token = Annotated[SecretStr, AfterValidator(_storable_secret)]
@@ -136,7 +135,6 @@ def user_out(user: User, *, role: str | None = None) -> dict[str, Any]:
 def contact_out(row: RowMapping) -> dict[str, Any]:
     emails: list[str] = row["emails"]
     primary = emails[0] if emails else None
-    name = " ".join(p for p in (row["first_name"], row["last_name"]) if p)
     return {
         "id": row["id"],
         "brand": row["brand"],
@@ -145,7 +143,7 @@ def contact_out(row: RowMapping) -> dict[str, Any]:
         "partner_email": row["partner_email"],
         "first_name": row["first_name"],
         "last_name": row["last_name"],
-        "display_name": name or primary,
+        "display_name": full_name(row["first_name"], row["last_name"]) or primary,
         "profile_image_url": row["profile_image_url"],
         "tags": row["tags"],
         "parked": row["parked"],

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailroom.crm.models import Agent, ApiToken, Brand, BrandMember, User
 from mailroom.crypto import hash_api_token, new_api_token
 from mailroom.errors import NotFound
+from mailroom.serialize import full_name
 
 
 async def create_brand(session: AsyncSession, *, name: str, parent: uuid.UUID | None = None) -> Brand:
@@ -35,7 +36,7 @@ async def ensure_user(
     user = await session.scalar(select(User).where(User.email.ilike(email), User.deleted_at.is_(None)))
     if user is not None:
         return user
-    display = profile.pop("display_name", None) or " ".join(p for p in (first_name, last_name) if p) or None
+    display = profile.pop("display_name", None) or full_name(first_name, last_name)
     user = User(
         email=email,
         first_name=first_name,

@@ -28,6 +28,7 @@ from mailroom.sending.mime import build_message, make_message_id
 from mailroom.sending.ratelimit import RateLimiter
 from mailroom.sending.record import record, settle_counters
 from mailroom.sending.render import CompiledCampaign, RenderedMessage, TemplateError, compile_campaign
+from mailroom.serialize import full_name
 from mailroom.tracking.unsubscribe import unsubscribe_url
 from mailroom.transports.base import OutgoingMessage, PermanentSendError, SendResult, Transport
 from mailroom.transports.mailgun import MAX_BATCH_RECIPIENTS, MailgunTransport
@@ -39,7 +40,7 @@ CHUNK = 100
 
 CAMPAIGN = text(
     """
-    SELECT c.id, c.brand, c.subject, c.html, c.text, c.tags, c.individual, c.recipients_count, c.headers,
+    SELECT c.id, c.brand, c.subject, c.html, c.text, c.tags, c.individual, c.recipients_count,
            c.failed_at, c.deleted_at, c.updated_at,
            u.email AS sender_email, u.first_name AS sender_first_name, u.last_name AS sender_last_name,
            u.display_name AS sender_display_name, u.phone_number AS sender_phone_number
@@ -80,14 +81,17 @@ class SendContext:
     _templates: dict[tuple[uuid.UUID, Any], CompiledCampaign] = field(default_factory=dict)
     _parts: dict[tuple[uuid.UUID, Any], Parts] = field(default_factory=dict)
 
-    async def parts(self, session: AsyncSession, campaign: Any) -> Parts:
+    async def parts(self, campaign: Any) -> Parts:
         """The campaign's attachments, read (or fetched) once per worker, not once per batch."""
         key = (campaign.id, campaign.updated_at)
         parts = self._parts.get(key)
         if parts is None:
             if len(self._parts) > 16:
                 self._parts.clear()
-            parts = await load_parts(session, campaign.id, self.storage, allow_private_links=self.allow_private_links)
+            async with self.sessionmaker() as session:
+                parts = await load_parts(
+                    session, campaign.id, self.storage, allow_private_links=self.allow_private_links
+                )
             self._parts[key] = parts
         return parts
 
@@ -102,12 +106,8 @@ class SendContext:
         return compiled
 
 
-def _display(first: str | None, last: str | None, fallback: str | None = None) -> str | None:
-    return " ".join(p for p in (first, last) if p) or fallback
-
-
 def _sender(campaign: Any) -> dict[str, Any]:
-    display = campaign.sender_display_name or _display(campaign.sender_first_name, campaign.sender_last_name)
+    display = campaign.sender_display_name or full_name(campaign.sender_first_name, campaign.sender_last_name)
     return {
         "first_name": campaign.sender_first_name,
         "last_name": campaign.sender_last_name,
@@ -128,47 +128,35 @@ async def send_batch(ctx: SendContext, campaign_id: uuid.UUID, first: int, last:
         if campaign is None or campaign.failed_at is not None or campaign.deleted_at is not None:
             return
         rows = (await session.execute(PENDING, {"campaign": campaign_id, "first": first, "last": last})).all()
-        if not rows:
-            return
-        try:
-            parts = await ctx.parts(session, campaign)
-        except AttachmentError as exc:
-            parts = None
-            failure = str(exc)
-        except httpx.HTTPError as exc:
-            raise RetryLater(f"attachment could not be fetched yet: {exc}") from exc
-    if parts is None:
-        async with ctx.sessionmaker() as session, session.begin():
-            await fail_campaign(session, campaign_id, failure, job)
+    if not rows:
         return
     try:
-        templates = ctx.templates(campaign)
-    except TemplateError as exc:
+        pending = await _send_rows(ctx, campaign, rows)
+    except httpx.HTTPError as exc:
+        raise RetryLater(f"attachment could not be fetched yet: {exc}") from exc
+    except (AttachmentError, TemplateError, PermanentSendError) as exc:
+        # Nothing more of this campaign can go out; the reason is one a user can act on.
         async with ctx.sessionmaker() as session, session.begin():
             await fail_campaign(session, campaign_id, str(exc), job)
-        return
-    one_each = campaign.individual or (campaign.recipients_count or 0) >= SHARED_MESSAGE_LIMIT
-    try:
-        if one_each:
-            pending = 0
-            # A Mailgun chunk is one API call, and Mailgun takes up to 1,000 recipients in one.
-            chunk = MAX_BATCH_RECIPIENTS if isinstance(ctx.transport, MailgunTransport) else CHUNK
-            for start in range(0, len(rows), chunk):
-                pending += await _send_individually(ctx, campaign, templates, parts, rows[start : start + chunk])
-        else:
-            pending = await _send_shared(ctx, campaign, templates, parts, rows)
-    except TemplateError as exc:
-        async with ctx.sessionmaker() as session, session.begin():
-            await fail_campaign(session, campaign_id, str(exc), job)
-        return
-    except PermanentSendError as exc:
-        async with ctx.sessionmaker() as session, session.begin():
-            await fail_campaign(session, campaign_id, exc.reason, job)
         return
     if pending:
         raise RetryLater(f"{pending} recipients of campaign {campaign_id} met a temporary refusal")
     async with ctx.sessionmaker() as session, session.begin():
         await settle_counters(session, campaign_id)
+
+
+async def _send_rows(ctx: SendContext, campaign: Any, rows: Sequence[Any]) -> int:
+    """Send to the rows; returns how many met a temporary refusal."""
+    parts = await ctx.parts(campaign)
+    templates = ctx.templates(campaign)
+    if not (campaign.individual or (campaign.recipients_count or 0) >= SHARED_MESSAGE_LIMIT):
+        return await _send_shared(ctx, campaign, templates, parts, rows)
+    # A Mailgun chunk is one API call, and Mailgun takes up to 1,000 recipients in one.
+    chunk = MAX_BATCH_RECIPIENTS if isinstance(ctx.transport, MailgunTransport) else CHUNK
+    pending = 0
+    for start in range(0, len(rows), chunk):
+        pending += await _send_individually(ctx, campaign, templates, parts, rows[start : start + chunk])
+    return pending
 
 
 def _headers(ctx: SendContext, campaign: Any, address: str | None) -> dict[str, str]:
@@ -218,7 +206,7 @@ def _recipient(row: Any) -> dict[str, Any]:
     return {
         "first_name": row.first_name,
         "last_name": row.last_name,
-        "display_name": _display(row.first_name, row.last_name, row.full_name),
+        "display_name": full_name(row.first_name, row.last_name) or row.full_name,
         "email": row.email_address,
     }
 

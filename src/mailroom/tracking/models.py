@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import CheckConstraint, DateTime, Index, PrimaryKeyConstraint, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mailroom.orm import Base, created_at, fk
+from mailroom.orm import Base, created_at, fk, one_of
 
 SUPPRESSION_REASONS = ("unsubscribed", "complained", "bounced")
 
@@ -22,7 +22,7 @@ class Suppression(Base):
     created_at: Mapped[datetime] = created_at()
     __table_args__ = (
         PrimaryKeyConstraint("brand", "email"),
-        CheckConstraint("reason in ('unsubscribed', 'complained', 'bounced')", name="reason"),
+        one_of("reason", SUPPRESSION_REASONS, name="reason"),
         CheckConstraint("email = lower(btrim(email))", name="normalised"),
         Index("ix_suppressions_email", text("email")),
     )
