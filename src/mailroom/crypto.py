@@ -9,9 +9,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import secrets
+import time
+from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 TOKEN_PREFIX = "mr_"
 
@@ -24,6 +31,18 @@ def hash_api_token(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+class InvalidToken(Exception):
+    """A sealed token that is forged, tampered with, expired or made for another purpose."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
 class SecretBox:
     """Encrypts and decrypts provider tokens, and signs values for public links."""
 
@@ -31,6 +50,40 @@ class SecretBox:
         enc_key = hashlib.sha256(b"mailroom-encryption:" + secret_key.encode()).digest()
         self._fernet = Fernet(base64.urlsafe_b64encode(enc_key))
         self._sign_key = hashlib.sha256(b"mailroom-signing:" + secret_key.encode()).digest()
+        self._secret = secret_key.encode()
+        self._purpose_keys: dict[str, bytes] = {}
+
+    def key_for(self, purpose: str) -> bytes:
+        """A 256-bit key for one purpose, derived with HKDF: a key leaked or misused in one place
+        cannot forge tokens of another."""
+        key = self._purpose_keys.get(purpose)
+        if key is None:
+            hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"mailroom", info=b"mailroom:" + purpose.encode())
+            key = self._purpose_keys[purpose] = hkdf.derive(self._secret)
+        return key
+
+    def seal(self, purpose: str, payload: dict[str, Any], *, ttl: float) -> str:
+        """An opaque, URL-safe token that carries ``payload`` for ``ttl`` seconds.
+
+        AES-GCM under the purpose's key: nobody can read the payload from the token, change it, or
+        use a token made for one purpose (an invitation) as another (an email confirmation).
+        """
+        body = json.dumps({"p": payload, "exp": int(time.time() + ttl)}, separators=(",", ":")).encode()
+        nonce = secrets.token_bytes(12)
+        return _b64(nonce + AESGCM(self.key_for(purpose)).encrypt(nonce, body, purpose.encode()))
+
+    def unseal(self, purpose: str, token: str) -> dict[str, Any]:
+        """The payload of a token made by :meth:`seal` for ``purpose``; InvalidToken otherwise."""
+        try:
+            raw = _unb64(token)
+            body = AESGCM(self.key_for(purpose)).decrypt(raw[:12], raw[12:], purpose.encode())
+            sealed = json.loads(body)
+        except (ValueError, InvalidTag):
+            raise InvalidToken("invalid token") from None
+        if not isinstance(sealed, dict) or not isinstance(sealed.get("p"), dict) or sealed.get("exp", 0) < time.time():
+            raise InvalidToken("expired token")
+        payload: dict[str, Any] = sealed["p"]
+        return payload
 
     def encrypt(self, value: str | None) -> bytes | None:
         return None if value is None else self._fernet.encrypt(value.encode())
