@@ -19,7 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.support.world import Actor, World
 
-EXAMPLES = json.loads((Path(__file__).parents[3] / "shared/spec/examples.json").read_text())
+EXAMPLES = json.loads((Path(__file__).parents[1] / "fixtures/api_examples.json").read_text())
+# Fields this service adds to the document's objects, by object type.
+ADDED_FIELDS = {"email_campaign": {"from_address_verified"}}
 BY_TITLE = {e["title"]: e for e in EXAMPLES}
 
 # Sending domains, uploads and mailbox actions belong to other parts of the service.
@@ -86,7 +88,8 @@ def assert_same_shape(example: Any, actual: Any, path: str = "data") -> None:
     assert actual is not None, f"{path}: null where the document has {example!r}"
     assert kind(actual) == kind(example), f"{path}: {kind(actual)} where the document has {kind(example)}"
     if isinstance(example, dict):
-        assert set(actual) == set(example), (
+        added = ADDED_FIELDS.get(str(example.get("type")), set())
+        assert set(actual) - added == set(example), (
             f"{path}: missing {sorted(set(example) - set(actual))}, extra {sorted(set(actual) - set(example))}"
         )
         for key, value in example.items():
