@@ -22,6 +22,15 @@ class Settings(BaseSettings):
     # in data_dir/secret.key so restarts keep reading what was encrypted before.
     secret_key: str | None = None
     public_url: str = "http://127.0.0.1:8000"
+    # The From of mail whose user has not confirmed their address, and of the service's own mail
+    # (address confirmations). Unset: no-reply@ the sending domain (see transports.factory).
+    default_from: str | None = None
+
+    # Request bodies (bytes), checked before they are read; a body must arrive within body_timeout seconds.
+    max_body: int = 2 * 1024 * 1024
+    # A CSV of 10,000 contacts of a generous width fits; anything larger is not a list to buffer.
+    max_import_body: int = 16 * 1024 * 1024
+    body_timeout: float = 30.0
 
     # Sending (used by the worker).
     transport: str | None = Field(default=None, description="outbox | smtp | mailgun; default: inferred")

@@ -12,7 +12,7 @@ from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailroom.crm import service
-from mailroom.crm.models import Contact
+from mailroom.crm.models import Contact, User
 
 
 @dataclass
@@ -64,14 +64,26 @@ class World:
             )
         return Actor(brand=brand.id, user=user.id, token=token, client=self.client)
 
-    async def member(self, admin: Actor, *, role: str = "Agent", email: str | None = None) -> Actor:
-        """Another user of admin's brand, added through the API, with a token of their own."""
+    async def member(
+        self, admin: Actor, *, role: str = "Agent", email: str | None = None, confirmed: bool = True
+    ) -> Actor:
+        """Another user of admin's brand, added through the API, with a token of their own; by default
+        they have confirmed their address (as if they had followed the link mailed to them)."""
         self._n += 1
         email = email or f"member{self._n}-{uuid.uuid4().hex[:6]}@example.com"
         user = admin.data(await admin.post(f"/brands/{admin.brand}/users", {"email": email, "role": role}))
+        if confirmed:
+            await self.confirm(email)
         async with self.sessionmaker() as s, s.begin():
             token = await service.create_token(s, user=uuid.UUID(user["id"]))
         return Actor(brand=admin.brand, user=uuid.UUID(user["id"]), token=token, client=self.client)
+
+    async def confirm(self, *emails: str) -> None:
+        """Mark users' addresses confirmed, as following the mailed link does (that link has its own tests)."""
+        async with self.sessionmaker() as s, s.begin():
+            await s.execute(
+                update(User).where(func.lower(User.email).in_([e.lower() for e in emails])).values(email_confirmed=True)
+            )
 
     async def contacts(self, actor: Actor, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Contacts created in actor's brand through the bulk endpoint, in the order given."""

@@ -1,8 +1,7 @@
 """Who is calling, and which brand they act in.
 
 A bearer token identifies the user. The brand comes from the path, the X-Rechat-Brand header or the
-body; the caller must be a member of it or of one of its ancestors (a brokerage's members see its
-teams). A brand the caller cannot reach answers 403 whether or not it exists.
+body; whether the caller may act in it is a domain rule (``mailroom.crm.membership``).
 """
 
 from __future__ import annotations
@@ -12,29 +11,15 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.api.deps import Session
 from mailroom.crm.models import ApiToken, User
 from mailroom.crypto import hash_api_token
-from mailroom.errors import BadRequest, Forbidden, Unauthorized
+from mailroom.errors import BadRequest, Unauthorized
 
 BRAND_HEADER = "X-Rechat-Brand"
-
-# The role the user holds in the brand itself or in its nearest ancestor that has them.
-MEMBER_ROLE_SQL = text(
-    """
-    WITH RECURSIVE lineage(id, depth) AS (
-        SELECT id, 0 FROM brands WHERE id = :brand AND deleted_at IS NULL
-        UNION ALL
-        SELECT b.parent, l.depth + 1 FROM lineage l JOIN brands b ON b.id = l.id
-        WHERE b.parent IS NOT NULL AND l.depth < 32
-    )
-    SELECT m.role FROM lineage l JOIN brand_members m ON m.brand = l.id AND m.user = :user
-    ORDER BY l.depth LIMIT 1
-    """
-)
 
 
 @dataclass(frozen=True)
@@ -42,12 +27,9 @@ class Caller:
     user: User
 
 
-async def current_caller(request: Request, session: Session) -> Caller:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("a valid bearer token is required", field="Authorization")
-    user = await session.scalar(
+async def token_user(session: AsyncSession, token: str) -> User | None:
+    """The live user a live API token belongs to, or None."""
+    user: User | None = await session.scalar(
         select(User)
         .join(ApiToken, ApiToken.user == User.id)
         .where(
@@ -56,29 +38,25 @@ async def current_caller(request: Request, session: Session) -> Caller:
             User.deleted_at.is_(None),
         )
     )
+    return user
+
+
+async def token_is_valid(session: AsyncSession, token: str) -> bool:
+    return await token_user(session, token) is not None
+
+
+async def current_caller(request: Request, session: Session) -> Caller:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("a valid bearer token is required", field="Authorization")
+    user = await token_user(session, token)
     if user is None:
         raise Unauthorized("a valid bearer token is required", field="Authorization")
     return Caller(user=user)
 
 
 CurrentCaller = Annotated[Caller, Depends(current_caller)]
-
-
-async def member_role(session: AsyncSession, user: uuid.UUID, brand: uuid.UUID) -> str | None:
-    role: str | None = await session.scalar(MEMBER_ROLE_SQL, {"brand": brand, "user": user})
-    return role
-
-
-async def require_member(session: AsyncSession, user: uuid.UUID, brand: uuid.UUID, *, field: str = "brand") -> str:
-    role = await member_role(session, user, brand)
-    if role is None:
-        raise Forbidden("you are not a member of this brand", field=field)
-    return role
-
-
-async def require_admin(session: AsyncSession, user: uuid.UUID, brand: uuid.UUID) -> None:
-    if await require_member(session, user, brand) != "Admin":
-        raise Forbidden("only an Admin of this brand may do this", field="brand")
 
 
 def brand_from_request(request: Request, body_brand: uuid.UUID | None) -> uuid.UUID:

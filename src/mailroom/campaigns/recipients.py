@@ -8,8 +8,6 @@ Unsubscribed and a suppressed address are left out.
 
 from __future__ import annotations
 
-from sqlalchemy import text
-
 # :campaigns is an array of campaign ids; each row is one (campaign, address) to send to.
 EXPANSION_CTE = """
 items AS (
@@ -95,5 +93,3 @@ expanded AS (
       AND NOT EXISTS (SELECT 1 FROM unsubscribed u WHERE u.brand = r.brand AND u.address = r.address)
 )
 """
-
-COUNT_RECIPIENTS = text(f"WITH {EXPANSION_CTE} SELECT count(*) FROM expanded")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from mailroom.api.auth import CurrentCaller, brand_from_request, require_member
+from mailroom.api.auth import CurrentCaller, brand_from_request
 from mailroom.api.deps import Session
 from mailroom.api.envelope import ORJSONResponse, ok, ok_list
 from mailroom.api.paging import Limit, Start
@@ -15,6 +15,7 @@ from mailroom.campaigns import listing, quota, service
 from mailroom.campaigns.models import EmailCampaign
 from mailroom.campaigns.schemas import CampaignIn, NotificationsIn
 from mailroom.campaigns.views import campaign_emails_page, campaigns_out, parse_associations
+from mailroom.crm.membership import require_member
 
 router = APIRouter(tags=["email campaigns"])
 
@@ -144,7 +145,9 @@ async def brand_campaigns(
     return ok_list(await campaigns_out(session, campaigns, associations), total=total)
 
 
-@router.get("/brands/{brand}/emails/quota", summary="The caller's monthly quota of individual email in a brand")
+@router.get(
+    "/brands/{brand}/emails/quota", summary="The caller's monthly quota of individual email (across all their brands)"
+)
 async def email_quota(brand: uuid.UUID, caller: CurrentCaller, session: Session) -> ORJSONResponse:
     await require_member(session, caller.user.id, brand)
-    return ok(await quota.quota(session, caller.user.id, brand))
+    return ok(await quota.quota(session, caller.user.id))

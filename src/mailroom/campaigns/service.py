@@ -10,11 +10,11 @@ from typing import Any, cast
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailroom.api.auth import member_role
 from mailroom.campaigns.models import EmailCampaign, EmailCampaignAttachment, EmailCampaignRecipient
 from mailroom.campaigns.schemas import CampaignIn, field_path
+from mailroom.crm.membership import member_role
 from mailroom.crm.models import Agent, Contact, CrmList, GoogleCredential, MicrosoftCredential
-from mailroom.errors import BadRequest, Conflict, NotFound
+from mailroom.errors import BadRequest, Conflict, Forbidden, NotFound
 from mailroom.files.models import File
 from mailroom.sending.render import TemplateError, check_template, html_to_text, uses_variable
 
@@ -30,12 +30,25 @@ class Actor:
     brand: uuid.UUID
 
 
-async def _check_from(session: AsyncSession, brand: uuid.UUID, from_user: uuid.UUID) -> None:
-    if await member_role(session, from_user, brand) is None:
+async def _check_from(session: AsyncSession, actor: Actor, from_user: uuid.UUID) -> None:
+    """Mail goes out as the caller, or as another member of the brand when the caller is its Admin."""
+    if from_user == actor.user:
+        return
+    if await member_role(session, actor.user, actor.brand) != "Admin":
+        raise Forbidden("must be you: only an Admin of the brand may send as another member", field="from")
+    if await member_role(session, from_user, actor.brand) is None:
         raise BadRequest("must be a user who is a member of the campaign's brand", field="from")
 
 
-async def _check_credential(session: AsyncSession, body: CampaignIn, from_user: uuid.UUID) -> None:
+async def _check_may_change(session: AsyncSession, campaign: EmailCampaign, user: uuid.UUID) -> None:
+    """An Agent changes only its own campaigns: created by it and sent as it. An Admin changes any."""
+    if campaign.from_ == user and campaign.created_by == user:
+        return
+    if await member_role(session, user, campaign.brand) != "Admin":
+        raise Forbidden("only an Admin of the brand may change a campaign someone else created or sends", field="id")
+
+
+async def _check_credential(session: AsyncSession, body: CampaignIn, from_user: uuid.UUID, caller: uuid.UUID) -> None:
     checks: tuple[tuple[str, type[GoogleCredential] | type[MicrosoftCredential], set[str]], ...] = (
         ("google_credential", GoogleCredential, GOOGLE_SEND_SCOPES),
         ("microsoft_credential", MicrosoftCredential, MICROSOFT_SEND_SCOPES),
@@ -47,6 +60,9 @@ async def _check_credential(session: AsyncSession, body: CampaignIn, from_user: 
         credential = cast(GoogleCredential | MicrosoftCredential | None, await session.get(model, credential_id))
         if credential is None or credential.user != from_user:
             raise BadRequest("no such credential of the from user", field=field)
+        if credential.user != caller:
+            # A mailbox is its owner's: not even an Admin sends through someone else's Gmail or Outlook.
+            raise Forbidden("only the owner of a mailbox credential may attach it to a campaign", field=field)
         if credential.deleted_at is not None or credential.revoked:
             raise BadRequest("this credential is revoked or deleted", field=field)
         missing = needed - set(credential.scope_summary or [])
@@ -140,10 +156,10 @@ async def _values(
     session: AsyncSession, body: CampaignIn, actor: Actor, *, from_user: uuid.UUID, force_individual: bool
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """Everything a campaign row, its recipients and its attachments will hold; raises on bad input."""
-    await _check_from(session, actor.brand, from_user)
+    await _check_from(session, actor, from_user)
     individual = bool(force_individual or body.individual or _check_templates(body))
     if not individual:
-        await _check_credential(session, body, from_user)
+        await _check_credential(session, body, from_user, actor.user)
     await _check_recipients(session, body, actor)
     attachments = await _attachment_rows(session, body, actor)
     html, text = body.html, body.text
@@ -201,8 +217,13 @@ async def create_campaign(
     values, recipients, attachments = await _values(
         session, body, actor, from_user=from_user, force_individual=force_individual
     )
-    if body.id is not None and await session.get(EmailCampaign, body.id) is not None:
-        raise Conflict("a campaign with this id already exists", field="id")
+    if body.id is not None:
+        existing = await session.get(EmailCampaign, body.id)
+        if existing is not None and await member_role(session, actor.user, existing.brand) is None:
+            # Answered like any other unusable id: nothing tells the caller another brand holds it.
+            raise BadRequest("cannot be used for a new campaign", field="id")
+        if existing is not None:
+            raise Conflict("a campaign with this id already exists", field="id")
     campaign = EmailCampaign(**values, created_by=actor.user)
     if body.id is not None:
         campaign.id = body.id
@@ -226,6 +247,7 @@ async def update_campaign(session: AsyncSession, campaign_id: uuid.UUID, body: C
     # Re-read under the row lock the sender claims due campaigns with: an edit and an execution
     # cannot interleave.
     await session.refresh(campaign, with_for_update=True)
+    await _check_may_change(session, campaign, user)
     if campaign.executed_at is not None:
         raise Conflict("an executed campaign cannot be changed", field="id")
     if body.id is not None and body.id != campaign.id:
@@ -246,6 +268,11 @@ async def update_campaign(session: AsyncSession, campaign_id: uuid.UUID, body: C
 
 async def set_notifications(session: AsyncSession, campaign_id: uuid.UUID, user: uuid.UUID, enabled: bool) -> None:
     campaign = await live_campaign(session, campaign_id, user)
+    if (
+        user not in (campaign.from_, campaign.created_by)
+        and await member_role(session, user, campaign.brand) != "Admin"
+    ):
+        raise Forbidden("only the sender, the author or an Admin may change a campaign's notifications", field="id")
     campaign.notifications_enabled = enabled
     campaign.updated_at = datetime.now(UTC)
 
@@ -253,4 +280,5 @@ async def set_notifications(session: AsyncSession, campaign_id: uuid.UUID, user:
 async def delete_campaign(session: AsyncSession, campaign_id: uuid.UUID, user: uuid.UUID) -> None:
     """Soft delete. The sender only picks live campaigns, so a deleted scheduled one is never sent."""
     campaign = await live_campaign(session, campaign_id, user)
+    await _check_may_change(session, campaign, user)
     campaign.deleted_at = datetime.now(UTC)

@@ -199,6 +199,16 @@ def campaign_emails_query(
     return stmt.order_by(EmailCampaignEmail.campaign, EmailCampaignEmail.seq)
 
 
+# `email_campaign.emails` on a campaign (or a page of campaigns) holds at most this many rows each, in
+# position order; `recipients_count` tells how many there are and GET /emails/:id/emails pages them.
+EMAILS_ASSOCIATION_CAP = 250
+
+
+def _first_emails(campaigns: Sequence[uuid.UUID]) -> Select[EmailCampaignEmail, Contact, Email]:
+    """The first EMAILS_ASSOCIATION_CAP rows of each campaign, read through the (campaign, seq) index."""
+    return campaign_emails_query(campaigns).where(EmailCampaignEmail.seq <= EMAILS_ASSOCIATION_CAP)
+
+
 async def campaign_emails_page(
     session: AsyncSession,
     campaign: uuid.UUID,
@@ -240,11 +250,15 @@ async def campaigns_out(
         )
         by_campaign["attachments"] = _group((a.campaign, attachment_out(a)) for a in rows_a)
     if "email_campaign.emails" in associations:
-        result = await session.execute(campaign_emails_query(ids))
+        result = await session.execute(_first_emails(ids))
         by_campaign["emails"] = _group(
             (row.campaign, campaign_email_out(row, contact, email, associations))
             for row, contact, email in result.all()
         )
+    senders_confirmed = await session.execute(
+        select(User.id, User.email_confirmed).where(User.id.in_({c.from_ for c in campaigns}))
+    )
+    confirmed = {row.id: row.email_confirmed for row in senders_confirmed}
     senders: dict[uuid.UUID, dict[str, Any]] = {}
     if "email_campaign.from" in associations:
         users = await session.scalars(select(User).where(User.id.in_({c.from_ for c in campaigns})))
@@ -252,6 +266,9 @@ async def campaigns_out(
     out = []
     for c in campaigns:
         data = campaign_fields(c)
+        # Mail leaves From the user's address only once they have confirmed it, or through their own
+        # connected mailbox; until then From is the service's address and theirs is the Reply-To.
+        data["from_address_verified"] = bool(confirmed.get(c.from_) or c.google_credential or c.microsoft_credential)
         for name in CAMPAIGN_ASSOCIATIONS:
             if f"email_campaign.{name}" not in associations:
                 continue

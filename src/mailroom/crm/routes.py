@@ -6,17 +6,20 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Path, Query, Request, Response, UploadFile
+from fastapi.responses import HTMLResponse
 
-from mailroom.api.auth import BRAND_HEADER, CurrentCaller, brand_from_request, require_admin, require_member
-from mailroom.api.deps import Secrets, Session
+from mailroom.api.auth import BRAND_HEADER, CurrentCaller, brand_from_request
+from mailroom.api.deps import AppSettings, Secrets, Session
 from mailroom.api.envelope import ORJSONResponse, ok, ok_list
 from mailroom.api.paging import Limit, Start
-from mailroom.crm import contacts, credentials, lists, service
+from mailroom.crm import contacts, credentials, invitations, lists, service
+from mailroom.crm.membership import require_admin, require_member
 from mailroom.crm.schemas import (
     AgentIn,
     BrandIn,
     ContactsIn,
     CredentialIn,
+    InvitationIn,
     ListIn,
     MembersIn,
     UserIn,
@@ -27,13 +30,12 @@ from mailroom.crm.schemas import (
     list_out,
     user_out,
 )
-from mailroom.errors import BadRequest, PayloadTooLarge
+from mailroom.errors import BadRequest, Conflict, PayloadTooLarge
+from mailroom.sending.notices import queue_confirmation
 from mailroom.validation import PlainText
 
 router = APIRouter(tags=["crm"])
 
-# 10,000 rows of a generous width; anything larger is not a contact list this endpoint should buffer.
-MAX_CSV_BYTES = 16 * 1024 * 1024
 CSV_TYPES = ("text/csv", "application/csv", "text/plain")
 
 
@@ -55,15 +57,79 @@ async def create_brand(body: BrandIn, caller: CurrentCaller, session: Session) -
     return ok(brand_out(brand))
 
 
-@router.post("/brands/{brand}/users", summary="Create a user, or add an existing one, with a role in the brand")
+@router.post(
+    "/brands/{brand}/users",
+    summary="Create a user in the brand, or change a member's role",
+    description="A new user's address is unconfirmed until they open the link mailed to it; until then their "
+    "campaigns go out From the service's address with theirs as Reply-To. An address that already has an account "
+    "answers 409: invite it instead (`POST /brands/{brand}/invitations`).",
+)
 async def add_user(brand: uuid.UUID, body: UserIn, caller: CurrentCaller, session: Session) -> ORJSONResponse:
     await require_admin(session, caller.user.id, brand)
-    profile = body.model_dump(exclude={"email", "role", "first_name", "last_name"}, exclude_none=True)
-    user = await service.ensure_user(
-        session, email=body.email, first_name=body.first_name, last_name=body.last_name, **profile
-    )
-    await service.set_membership(session, brand=brand, user=user.id, role=body.role)
+    profile = body.model_dump(exclude={"email", "role"}, exclude_none=True)
+    user = await service.add_user_to_brand(session, brand=brand, email=body.email, role=body.role, profile=profile)
     return ok(user_out(user, role=body.role))
+
+
+# Sealed tokens are about 100-300 characters; the bound keeps junk paths cheap to refuse.
+TokenPath = Annotated[str, Path(min_length=16, max_length=1024)]
+
+
+@router.post(
+    "/brands/{brand}/invitations",
+    summary="Invite an existing user (by address) to the brand; they join by accepting",
+    description="Answers a signed invitation token that expires in 7 days. Give it to the invited person; "
+    "they accept it with `POST /invitations/{token}/accept` using their own API token. The answer is the same "
+    "whether or not the address has an account.",
+)
+async def create_invitation(
+    brand: uuid.UUID, body: InvitationIn, caller: CurrentCaller, session: Session, box: Secrets
+) -> ORJSONResponse:
+    await require_admin(session, caller.user.id, brand)
+    return ok(invitations.invite(box, brand=brand, email=body.email, role=body.role, inviter=caller.user.id))
+
+
+@router.post("/invitations/{token}/accept", summary="Join the brand an invitation to your address names")
+async def accept_invitation(token: TokenPath, caller: CurrentCaller, session: Session, box: Secrets) -> ORJSONResponse:
+    return ok(await invitations.accept(session, box, token, caller.user))
+
+
+@router.post(
+    "/users/self/email-confirmation",
+    status_code=202,
+    summary="Mail the caller a new link that confirms their address",
+)
+async def resend_confirmation(caller: CurrentCaller, session: Session) -> Response:
+    if caller.user.email_confirmed:
+        raise Conflict("is confirmed already", field="email")
+    await queue_confirmation(session, caller.user.id)
+    return Response(status_code=202)
+
+
+_CONFIRM_PAGE = (
+    "<!doctype html><title>Confirm your address</title><form method=post>"
+    "<p>Confirm that this email address is yours?</p><button type=submit>Confirm</button></form>"
+)
+
+
+@router.get(
+    "/users/confirm/{token}", summary="The page an address-confirmation link opens", response_class=HTMLResponse
+)
+async def confirmation_page(token: TokenPath, box: Secrets) -> HTMLResponse:
+    try:
+        invitations.read_confirmation(box, token)
+    except (invitations.InvalidToken, KeyError, ValueError):
+        return HTMLResponse("<!doctype html><title>Link expired</title><p>This link is not valid.</p>", 404)
+    # A GET only shows the page (mail scanners follow links); the button confirms.
+    return HTMLResponse(_CONFIRM_PAGE)
+
+
+@router.post(
+    "/users/confirm/{token}", summary="Confirm the address the link was mailed to", response_class=HTMLResponse
+)
+async def confirm_address(token: TokenPath, session: Session, box: Secrets) -> HTMLResponse:
+    await invitations.confirm_address(session, box, token)
+    return HTMLResponse("<!doctype html><title>Confirmed</title><p>Your email address is confirmed.</p>")
 
 
 @router.post("/brands/{brand}/contacts", summary="Create up to 10,000 contacts in one call")
@@ -96,19 +162,20 @@ async def import_contacts(
     brand: MemberBrand,
     request: Request,
     session: Session,
+    settings: AppSettings,
     file: Annotated[UploadFile | None, File(description="The CSV file")] = None,
 ) -> ORJSONResponse:
-    items = contacts.parse_csv(await _csv_text(request, file))
+    items = contacts.parse_csv(await _csv_text(request, file, settings.max_import_body))
     rows = await contacts.create_contacts(session, brand=brand, items=items)
     return ok([contact_out(row) for row in rows])
 
 
-async def _csv_text(request: Request, file: UploadFile | None) -> str:
+async def _csv_text(request: Request, file: UploadFile | None, limit: int) -> str:
     """The uploaded file or the raw body, decoded; bounded so a huge upload is refused, not buffered."""
     data = bytearray()
     if file is not None:
         field = "file"
-        data += await file.read(MAX_CSV_BYTES + 1)
+        data += await file.read(limit + 1)
     else:
         content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         if content_type == "multipart/form-data":
@@ -118,10 +185,10 @@ async def _csv_text(request: Request, file: UploadFile | None) -> str:
         field = "body"
         async for chunk in request.stream():
             data += chunk
-            if len(data) > MAX_CSV_BYTES:
+            if len(data) > limit:
                 break
-    if len(data) > MAX_CSV_BYTES:
-        raise PayloadTooLarge(f"must be at most {MAX_CSV_BYTES} bytes", field=field)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"must be at most {limit} bytes", field=field)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:

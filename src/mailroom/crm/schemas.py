@@ -60,6 +60,11 @@ class UserIn(Strict):
     email_signature: Annotated[str, StringConstraints(max_length=20000), AfterValidator(storable)] | None = None
 
 
+class InvitationIn(Strict):
+    email: Address
+    role: Literal["Admin", "Agent"] = "Agent"
+
+
 class ContactIn(Strict):
     emails: list[Address] = Field(default_factory=list, max_length=50, description="In order; the first is primary")
     first_name: Name | None = None

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailroom.addresses import normalize
+from mailroom.crm.membership import is_direct_member
 from mailroom.crm.models import Agent, ApiToken, Brand, BrandMember, User
 from mailroom.crypto import hash_api_token, new_api_token
-from mailroom.errors import NotFound
+from mailroom.errors import Conflict, NotFound
+from mailroom.sending.notices import queue_confirmation
 from mailroom.serialize import full_name
 
 
@@ -22,7 +25,15 @@ async def create_brand(session: AsyncSession, *, name: str, parent: uuid.UUID | 
     return brand
 
 
-async def ensure_user(
+async def find_user(session: AsyncSession, email: str) -> User | None:
+    """The live user with exactly this address (case-insensitive equality, never a pattern)."""
+    user: User | None = await session.scalar(
+        select(User).where(func.lower(User.email) == normalize(email), User.deleted_at.is_(None))
+    )
+    return user
+
+
+async def create_user(
     session: AsyncSession,
     *,
     email: str,
@@ -31,23 +42,47 @@ async def ensure_user(
     email_confirmed: bool = False,
     **profile: str | None,
 ) -> User:
-    """The user with this address (case-insensitive), created when there is none."""
-    email = email.strip()
-    user = await session.scalar(select(User).where(User.email.ilike(email), User.deleted_at.is_(None)))
-    if user is not None:
-        return user
+    """A new user; Conflict when the address already has an account (checked by the unique index,
+    so two requests racing for one address cannot both create it)."""
     display = profile.pop("display_name", None) or full_name(first_name, last_name)
-    user = User(
-        email=email,
-        first_name=first_name,
-        last_name=last_name,
-        display_name=display,
-        email_confirmed=email_confirmed,
+    values = {
+        "email": email.strip(),
+        "first_name": first_name,
+        "last_name": last_name,
+        "display_name": display,
+        "email_confirmed": email_confirmed,
         **profile,
-    )
-    session.add(user)
-    await session.flush()
-    await session.refresh(user)
+    }
+    user_id = await session.scalar(insert(User).values(**values).on_conflict_do_nothing().returning(User.id))
+    if user_id is None:
+        raise Conflict("an account with this address exists already", field="email")
+    user = await session.get(User, user_id)
+    assert user is not None
+    return user
+
+
+async def add_user_to_brand(
+    session: AsyncSession, *, brand: uuid.UUID, email: str, role: str, profile: dict[str, str | None]
+) -> User:
+    """A new user made a member of the brand, or a member's role changed.
+
+    An address that belongs to someone who is not a member already is refused: an existing user
+    joins a brand only by accepting an invitation, and nobody learns another brand's people here.
+    A new user's address is unconfirmed until they follow the link mailed to it.
+    """
+    existing = await find_user(session, email)
+    if existing is not None:
+        if not await is_direct_member(session, existing.id, brand):
+            raise Conflict(
+                "belongs to an existing account: invite it (POST /brands/{brand}/invitations) and it joins "
+                "when its owner accepts",
+                field="email",
+            )
+        await set_membership(session, brand=brand, user=existing.id, role=role)
+        return existing
+    user = await create_user(session, email=email, email_confirmed=False, **profile)
+    await set_membership(session, brand=brand, user=user.id, role=role)
+    await queue_confirmation(session, user.id)
     return user
 
 
@@ -73,7 +108,9 @@ async def bootstrap(
 ) -> tuple[Brand, User, str]:
     """A brand with a confirmed Admin and a token for them: the first step on a new install."""
     brand = await create_brand(session, name=brand_name)
-    user = await ensure_user(session, email=email, first_name=first_name, last_name=last_name, email_confirmed=True)
+    user = await find_user(session, email) or await create_user(
+        session, email=email, first_name=first_name, last_name=last_name, email_confirmed=True
+    )
     await set_membership(session, brand=brand.id, user=user.id, role="Admin")
     token = await create_token(session, user=user.id)
     return brand, user, token

@@ -43,7 +43,8 @@ CAMPAIGN = text(
     SELECT c.id, c.brand, c.subject, c.html, c.text, c.tags, c.individual, c.recipients_count,
            c.failed_at, c.deleted_at, c.updated_at,
            u.email AS sender_email, u.first_name AS sender_first_name, u.last_name AS sender_last_name,
-           u.display_name AS sender_display_name, u.phone_number AS sender_phone_number
+           u.display_name AS sender_display_name, u.phone_number AS sender_phone_number,
+           u.email_confirmed AS sender_confirmed
     FROM email_campaigns c JOIN users u ON u.id = c."from"
     WHERE c.id = :id
     """
@@ -78,6 +79,8 @@ class SendContext:
     message_domain: str
     storage: LocalStorage
     allow_private_links: bool = False
+    # From for users who have not confirmed their address (their own goes in Reply-To).
+    default_from: str = "no-reply@localhost"
     _templates: dict[tuple[uuid.UUID, Any], CompiledCampaign] = field(default_factory=dict)
     _parts: dict[tuple[uuid.UUID, Any], Parts] = field(default_factory=dict)
 
@@ -117,9 +120,14 @@ def _sender(campaign: Any) -> dict[str, Any]:
     }
 
 
-def _from_header(sender: dict[str, Any]) -> str:
+def _from_header(sender: dict[str, Any], address: str) -> str:
     name = (sender["display_name"] or "").replace('"', "'")
-    return f'"{name}" <{sender["email"]}>' if name else sender["email"]
+    return f'"{name}" <{address}>' if name else address
+
+
+def _from_address(ctx: SendContext, campaign: Any) -> str:
+    """The user's own address once they have confirmed it; until then the service's (see _headers)."""
+    return str(campaign.sender_email) if campaign.sender_confirmed else ctx.default_from
 
 
 async def send_batch(ctx: SendContext, campaign_id: uuid.UUID, first: int, last: int, *, job: str) -> None:
@@ -161,6 +169,10 @@ async def _send_rows(ctx: SendContext, campaign: Any, rows: Sequence[Any]) -> in
 
 def _headers(ctx: SendContext, campaign: Any, address: str | None) -> dict[str, str]:
     headers = {"Feedback-ID": f"rechat:{campaign.brand}:rechat"}
+    if not campaign.sender_confirmed:
+        # Replies still reach the user, but nobody can make mail appear to come From an address
+        # they have not shown they control.
+        headers["Reply-To"] = campaign.sender_email
     if address is not None:
         url = unsubscribe_url(ctx.public_url, ctx.box, campaign.brand, address)
         headers["List-Unsubscribe"] = f"<{url}>"
@@ -168,10 +180,17 @@ def _headers(ctx: SendContext, campaign: Any, address: str | None) -> dict[str, 
     return headers
 
 
-def _identity(campaign: Any) -> tuple[dict[str, Any], str, list[str]]:
-    """The sender as templates see it, the From header, and the ESP tags (brand, campaign, own tags)."""
+def _identity(ctx: SendContext, campaign: Any) -> tuple[dict[str, Any], str, str, list[str]]:
+    """The sender as templates see it, the From header, the envelope sender, and the ESP tags
+    (brand, campaign, own tags)."""
     sender = _sender(campaign)
-    return sender, _from_header(sender), [str(campaign.brand), str(campaign.id), *(campaign.tags or [])]
+    address = _from_address(ctx, campaign)
+    return (
+        sender,
+        _from_header(sender, address),
+        address,
+        [str(campaign.brand), str(campaign.id), *(campaign.tags or [])],
+    )
 
 
 def _mime(
@@ -214,7 +233,7 @@ def _recipient(row: Any) -> dict[str, Any]:
 async def _send_individually(
     ctx: SendContext, campaign: Any, templates: CompiledCampaign, parts: Parts, rows: Sequence[Any]
 ) -> int:
-    sender, from_header, tags = _identity(campaign)
+    sender, from_header, envelope_from, tags = _identity(ctx, campaign)
     rendered = [
         templates.render({"recipient": _recipient(row), "sender": sender, "email": {"url": ""}}) for row in rows
     ]
@@ -238,7 +257,7 @@ async def _send_individually(
         messages = [
             OutgoingMessage(
                 str(row.id),
-                sender["email"],
+                envelope_from,
                 [row.email_address],
                 _mime(
                     ctx,
@@ -275,7 +294,7 @@ async def _send_shared(
     ctx: SendContext, campaign: Any, templates: CompiledCampaign, parts: Parts, rows: Sequence[Any]
 ) -> int:
     """One message To/Cc/Bcc for the whole campaign, as a person would send it."""
-    sender, from_header, tags = _identity(campaign)
+    sender, from_header, envelope_from, tags = _identity(ctx, campaign)
     by_type: dict[str, list[str]] = {"To": [], "CC": [], "BCC": []}
     for row in rows:
         by_type[row.send_type].append(row.email_address)
@@ -295,7 +314,7 @@ async def _send_shared(
     everyone = [row.email_address for row in rows]
     await ctx.limiter.acquire(1)
     (result,) = await ctx.transport.send_batch(
-        [OutgoingMessage(str(rows[0].id), sender["email"], everyone, message, tags)]
+        [OutgoingMessage(str(rows[0].id), envelope_from, everyone, message, tags)]
     )
     # Every recipient row shares the one message's outcome.
     results = [SendResult(str(row.id), result.provider_id, result.error, result.permanent) for row in rows]

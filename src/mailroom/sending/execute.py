@@ -15,7 +15,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailroom.campaigns.quota import executed_this_month
+from mailroom.campaigns.quota import SHARED_MESSAGE_LIMIT, executed_this_month
 from mailroom.campaigns.recipients import EXPANSION_CTE
 
 log = logging.getLogger(__name__)
@@ -23,14 +23,12 @@ log = logging.getLogger(__name__)
 QUEUE = "mailroom"
 SEND_TASK = "mailroom.send_batch"
 QUOTA_EXCEEDED = "Maximum marketing email quota per month exceeded."
-# A campaign that is not individual goes out as one message To/Cc/Bcc up to this many recipients.
-SHARED_MESSAGE_LIMIT = 1000
 
 # Mailbox (Gmail/Outlook) sending is not part of this sender: those campaigns wait for it rather than
 # going out through the ESP under another From.
 CLAIM_DUE = text(
     """
-    SELECT id, brand, "from", individual FROM email_campaigns
+    SELECT id, "from", individual FROM email_campaigns
     WHERE due_at <= now() AND executed_at IS NULL AND deleted_at IS NULL
       AND google_credential IS NULL AND microsoft_credential IS NULL
     ORDER BY due_at
@@ -72,6 +70,8 @@ DEFER_BATCHES = text(
     """
 )
 
+USER_QUOTA_LOCKED = text("SELECT email_quota FROM users WHERE id = :u FOR NO KEY UPDATE")
+
 
 @dataclass(frozen=True)
 class Execution:
@@ -103,18 +103,23 @@ async def execute_next_due(session: AsyncSession, *, batch_size: int) -> Executi
     row = (await session.execute(CLAIM_DUE)).first()
     if row is None:
         return None
-    campaign, brand, sender, individual = row
+    campaign, sender, individual = row
     await session.execute(text("UPDATE email_campaigns SET executed_at = now() WHERE id = :id"), {"id": campaign})
     inserted = await session.execute(INSERT_RECIPIENTS, {"campaigns": [campaign]})
     count = cast(CursorResult[Any], inserted).rowcount
     await session.execute(
         text("UPDATE email_campaigns SET recipients_count = :n WHERE id = :id"), {"n": count, "id": campaign}
     )
-    if individual:
+    if individual or count >= SHARED_MESSAGE_LIMIT:
+        # Two workers executing two campaigns of one user at once would each see the other's rows
+        # uncommitted and both pass: the check is serialised per user.
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(CAST(:u AS text), 7))"), {"u": sender}
+        )
         quota = int(
             (await session.execute(text("SELECT email_quota FROM users WHERE id = :u"), {"u": sender})).scalar_one()
         )
-        used = await executed_this_month(session, sender, brand, datetime.now(UTC))
+        used = await executed_this_month(session, sender, datetime.now(UTC))
         if used > quota:
             await fail_campaign(session, campaign, QUOTA_EXCEEDED, "execute")
             log.info("campaign %s refused: quota %d, would reach %d", campaign, quota, used)

@@ -29,10 +29,11 @@ from mailroom.db import libpq_url, make_engine, make_sessionmaker, resolve_datab
 from mailroom.files.storage import LocalStorage
 from mailroom.sending.batch import RetryLater, SendContext, send_batch
 from mailroom.sending.execute import NEXT_DUE, QUEUE, SEND_TASK, execute_next_due
+from mailroom.sending.notices import NOTICE_TASK, send_notice
 from mailroom.sending.ratelimit import RateLimiter
 from mailroom.sending.record import give_up
 from mailroom.transports.base import TransientSendError
-from mailroom.transports.factory import make_transport, message_domain, transport_name
+from mailroom.transports.factory import default_from, make_transport, message_domain, transport_name
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,20 @@ def build_job_app(conninfo: str, ctx: SendContext) -> procrastinate.App:
             async with ctx.sessionmaker() as session, session.begin():
                 await give_up(session, uuid.UUID(campaign), first, last, f"gave up after repeated failures: {exc}")
 
+    @app.task(name=NOTICE_TASK, queue=QUEUE, retry=SEND_RETRY)
+    async def send_notice_job(kind: str, user: str) -> None:
+        async with ctx.sessionmaker() as session:
+            await send_notice(
+                session,
+                ctx.transport,
+                ctx.box,
+                kind=kind,
+                user=uuid.UUID(user),
+                public_url=ctx.public_url,
+                sender=ctx.default_from,
+                domain=ctx.message_domain,
+            )
+
     return app
 
 
@@ -160,6 +175,7 @@ async def run_worker(settings: Settings, *, concurrency: int = 8) -> None:
         message_domain=message_domain(settings),
         storage=LocalStorage(settings.data_dir / "files"),
         allow_private_links=settings.allow_private_attachment_links,
+        default_from=default_from(settings),
     )
     app = build_job_app(conninfo, ctx)
     log.info("worker started: transport %s, concurrency %d", transport_name(settings), concurrency)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urlsplit
 
 from mailroom.config import Settings
@@ -42,3 +43,20 @@ def message_domain(settings: Settings) -> str:
     if transport_name(settings) == "mailgun" and settings.mailgun_domain:
         return settings.mailgun_domain
     return urlsplit(settings.public_url).hostname or "mailroom.invalid"
+
+
+def default_from(settings: Settings) -> str:
+    """The service's own sender: MAILROOM_DEFAULT_FROM, else no-reply@ the sending domain.
+
+    An IP address or a bare host name (the quick start's 127.0.0.1) is no mail domain, so mail then
+    comes from no-reply@localhost until the operator configures one.
+    """
+    if settings.default_from:
+        return settings.default_from
+    domain = message_domain(settings)
+    try:
+        ipaddress.ip_address(domain)
+    except ValueError:
+        if "." in domain:
+            return f"no-reply@{domain}"
+    return "no-reply@localhost"

@@ -1,0 +1,55 @@
+"""Who belongs to which brand, and what that lets them do.
+
+A brand is a tenant. A user reaches a brand as its member or as a member of one of its ancestors
+(a brokerage's people see its teams); the role that counts is the one held nearest the brand.
+These checks are domain rules: HTTP routes, campaign rules and the CLI all ask here.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailroom.errors import Forbidden
+
+# The role the user holds in the brand itself or in its nearest ancestor that has them. The depth
+# bound keeps a corrupted parent cycle from recursing forever.
+MEMBER_ROLE_SQL = text(
+    """
+    WITH RECURSIVE lineage(id, depth) AS (
+        SELECT id, 0 FROM brands WHERE id = :brand AND deleted_at IS NULL
+        UNION ALL
+        SELECT b.parent, l.depth + 1 FROM lineage l JOIN brands b ON b.id = l.id
+        WHERE b.parent IS NOT NULL AND l.depth < 32
+    )
+    SELECT m.role FROM lineage l JOIN brand_members m ON m.brand = l.id AND m.user = :user
+    ORDER BY l.depth LIMIT 1
+    """
+)
+
+
+async def member_role(session: AsyncSession, user: uuid.UUID, brand: uuid.UUID) -> str | None:
+    role: str | None = await session.scalar(MEMBER_ROLE_SQL, {"brand": brand, "user": user})
+    return role
+
+
+async def require_member(session: AsyncSession, user: uuid.UUID, brand: uuid.UUID, *, field: str = "brand") -> str:
+    """The user's role in the brand; 403 when they have none (whether or not the brand exists)."""
+    role = await member_role(session, user, brand)
+    if role is None:
+        raise Forbidden("you are not a member of this brand", field=field)
+    return role
+
+
+async def require_admin(session: AsyncSession, user: uuid.UUID, brand: uuid.UUID, *, field: str = "brand") -> None:
+    if await require_member(session, user, brand, field=field) != "Admin":
+        raise Forbidden("only an Admin of this brand may do this", field=field)
+
+
+async def is_direct_member(session: AsyncSession, user: uuid.UUID, brand: uuid.UUID) -> bool:
+    found = await session.scalar(
+        text('SELECT true FROM brand_members WHERE brand = :brand AND "user" = :user'), {"brand": brand, "user": user}
+    )
+    return bool(found)

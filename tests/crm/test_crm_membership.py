@@ -1,0 +1,169 @@
+"""Who belongs to a brand: nobody pulls another brand's user in, an existing user joins by invitation,
+and a new user's address counts as theirs only once they have confirmed it."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailroom.config import Settings
+from mailroom.crypto import SecretBox
+from mailroom.sending.notices import confirmation_token
+from tests.support.sender import running_worker
+from tests.support.smtp_server import smtp_server
+from tests.support.world import Actor, World
+
+
+async def memberships(session: AsyncSession, brand: uuid.UUID) -> set[str]:
+    rows = await session.execute(
+        text('SELECT u.email FROM brand_members m JOIN users u ON u.id = m."user" WHERE m.brand = :b'), {"b": brand}
+    )
+    await session.commit()
+    return {r.email for r in rows}
+
+
+async def test_an_existing_users_address_neither_joins_nor_reveals_them(world: World, session: AsyncSession) -> None:
+    victim_admin = await world.brand_admin()
+    victim = await world.member(victim_admin, email="carol@other.example")
+    attacker = await world.brand_admin()
+    for email in ("carol@other.example", "CAROL@Other.Example"):
+        response = await attacker.post(f"/brands/{attacker.brand}/users", {"email": email, "role": "Agent"})
+        assert response.status_code == 409, response.text
+        assert str(victim.user) not in response.text and "Ann" not in response.text
+    for pattern in ("%@other.example", "ca%@other.example", "c_rol@other.example"):
+        # A pattern is never a lookup: at most it is a new, unrelated user's literal address.
+        response = await attacker.post(f"/brands/{attacker.brand}/users", {"email": pattern, "role": "Agent"})
+        assert response.status_code == 200, response.text
+        assert response.json()["data"]["id"] != str(victim.user) and response.json()["data"]["email"] == pattern
+    assert "carol@other.example" not in await memberships(session, attacker.brand)
+    # So a campaign cannot be sent as them from the attacker's brand.
+    response = await attacker.post(
+        "/emails",
+        {"from": str(victim.user), "subject": "Wire the deposit", "html": "<p>now</p>",
+         "to": [{"recipient_type": "Email", "email": "buyer@example.com"}], "due_at": None},
+    )  # fmt: skip
+    assert response.status_code == 400 and "from" in response.json()["message"]
+
+
+async def test_an_existing_user_joins_another_brand_by_accepting_an_invitation(
+    world: World, session: AsyncSession
+) -> None:
+    home = await world.brand_admin()
+    dan = await world.member(home, email="dan@example.com")
+    other = await world.brand_admin()
+    invitation = other.data(await other.post(f"/brands/{other.brand}/invitations", {"email": "Dan@Example.com"}))
+    token = invitation["token"]
+    assert "dan" not in token.lower() and invitation["role"] == "Agent"
+
+    # Nobody but Dan can use it: not the inviting Admin, not a stranger, not a forged or altered token.
+    assert (await other.post(f"/invitations/{token}/accept")).status_code == 403
+    stranger = await world.brand_admin()
+    assert (await stranger.post(f"/invitations/{token}/accept")).status_code == 403
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    assert (await dan.post(f"/invitations/{forged}/accept")).status_code == 404
+    assert "dan@example.com" not in await memberships(session, other.brand)
+
+    accepted = dan.data(await dan.post(f"/invitations/{token}/accept"))
+    assert accepted["brand"] == str(other.brand) and accepted["role"] == "Agent"
+    assert "dan@example.com" in await memberships(session, other.brand)
+    # Accepting again changes nothing; an Agent cannot invite.
+    assert (await dan.post(f"/invitations/{token}/accept")).status_code == 200
+    agent_invite = await dan.post(f"/brands/{other.brand}/invitations", {"email": "x@example.com"})
+    assert agent_invite.status_code == 403
+
+
+async def test_an_invitation_dies_with_its_admins_role_and_its_expiry(
+    world: World, session: AsyncSession, app: FastAPI
+) -> None:
+    home = await world.brand_admin()
+    erin = await world.member(home, email="erin@example.com")
+    other = await world.brand_admin()
+    token = other.data(await other.post(f"/brands/{other.brand}/invitations", {"email": "erin@example.com"}))["token"]
+    await session.execute(text("UPDATE brand_members SET role = 'Agent' WHERE \"user\" = :u"), {"u": other.user})
+    await session.commit()
+    assert (await erin.post(f"/invitations/{token}/accept")).status_code == 404
+    box: SecretBox = app.state.secret_box
+    payload = {"brand": str(other.brand), "email": "erin@example.com", "role": "Admin", "by": str(other.user)}
+    expired = box.seal("invitation", payload, ttl=-1)
+    assert (await erin.post(f"/invitations/{expired}/accept")).status_code == 404
+    assert "erin@example.com" not in await memberships(session, other.brand)
+
+
+async def test_a_top_level_brand_gives_no_reach_into_others(world: World) -> None:
+    victim = await world.brand_admin()
+    newcomer = await world.brand_admin()
+    child = await newcomer.post("/brands", {"name": "Sneaky", "parent": str(victim.brand)})
+    assert child.status_code == 403
+    assert (await newcomer.get(f"/brands/{victim.brand}/contacts")).status_code == 403
+    invite = await newcomer.post(f"/brands/{victim.brand}/invitations", {"email": "me@example.com"})
+    assert invite.status_code == 403
+
+
+async def test_a_new_user_confirms_their_address_by_the_mailed_link(
+    world: World, app: FastAPI, settings: Settings, session: AsyncSession
+) -> None:
+    admin = await world.brand_admin()
+    created = admin.data(await admin.post(f"/brands/{admin.brand}/users", {"email": "fay@example.com"}))
+    assert created["email_confirmed"] is False
+    with smtp_server() as server:
+        async with running_worker(settings, transport="smtp", smtp_url=server.url):
+            for _ in range(200):
+                if server.messages:
+                    break
+                await asyncio.sleep(0.05)
+    (message,) = server.messages
+    assert message.rcpt_tos == ["fay@example.com"]
+    body = message.raw.decode()
+    assert "Subject: Confirm your email address" in body
+    link = re.search(r"http://mailroom\.test(/users/confirm/\S+)", body)
+    assert link is not None
+    path = link.group(1)
+
+    client = admin.client
+    page = await client.get(path)  # a mail scanner following the link confirms nothing
+    assert page.status_code == 200 and "<form method=post>" in page.text
+    assert (await client.post(path[:-3] + "xyz")).status_code == 404
+    confirmed = await session.scalar(text("SELECT email_confirmed FROM users WHERE id = :u"), {"u": created["id"]})
+    await session.commit()
+    assert confirmed is False
+
+    assert (await client.post(path)).status_code == 200
+    confirmed = await session.scalar(text("SELECT email_confirmed FROM users WHERE id = :u"), {"u": created["id"]})
+    await session.commit()
+    assert confirmed is True
+
+
+async def test_a_confirmation_link_is_for_the_address_it_was_mailed_to(
+    world: World, app: FastAPI, session: AsyncSession
+) -> None:
+    admin = await world.brand_admin()
+    user = admin.data(await admin.post(f"/brands/{admin.brand}/users", {"email": "gil@example.com"}))
+    box: SecretBox = app.state.secret_box
+    stale = confirmation_token(box, user["id"], "gil@old.example")
+    assert (await admin.client.post(f"/users/confirm/{stale}")).status_code == 404
+    expired = box.seal("email-confirmation", {"user": user["id"], "email": "gil@example.com"}, ttl=-1)
+    assert (await admin.client.post(f"/users/confirm/{expired}")).status_code == 404
+    # A token of another purpose (an invitation) is no confirmation.
+    other = box.seal("invitation", {"user": user["id"], "email": "gil@example.com"}, ttl=60)
+    assert (await admin.client.post(f"/users/confirm/{other}")).status_code == 404
+    confirmed = await session.scalar(text("SELECT email_confirmed FROM users WHERE id = :u"), {"u": user["id"]})
+    await session.commit()
+    assert confirmed is False
+
+
+async def test_a_user_asks_for_a_new_confirmation_link(world: World, session: AsyncSession) -> None:
+    admin = await world.brand_admin()
+    fresh: Actor = await world.member(admin, confirmed=False)
+    assert (await fresh.post("/users/self/email-confirmation")).status_code == 202
+    jobs = await session.scalar(
+        text("SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'mailroom.send_notice' AND args->>'user' = :u"),
+        {"u": str(fresh.user)},
+    )
+    await session.commit()
+    assert jobs == 2  # the one queued when the Admin created them, and this one
+    assert (await admin.post("/users/self/email-confirmation")).status_code == 409  # bootstrap Admins are confirmed
