@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,8 +11,10 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from sqlalchemy import text
 
+from mailroom.api.auth import token_is_valid
 from mailroom.api.envelope import ORJSONResponse
 from mailroom.api.errors import document_errors, install_error_handlers
+from mailroom.api.limits import BodyLimitMiddleware, BodyLimits
 from mailroom.campaigns.routes import router as campaigns_router
 from mailroom.config import Settings
 from mailroom.crm.routes import router as crm_router
@@ -40,6 +43,18 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.secret_box = SecretBox(settings.resolved_secret_key())
     install_error_handlers(app)
+    # Multipart framing around an imported file is a few hundred bytes; 64 KiB leaves room for any client.
+    import_limit = settings.max_import_body + 64 * 1024
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limits=BodyLimits(
+            default=settings.max_body,
+            larger=((re.compile(r"/brands/[^/]+/contacts/import\Z"), import_limit),),
+            deadline=settings.body_timeout,
+        ),
+        sessionmaker=app.state.sessionmaker,
+        authenticate=token_is_valid,
+    )
 
     @app.get("/health", tags=["service"])
     async def health() -> dict[str, str]:

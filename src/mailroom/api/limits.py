@@ -1,0 +1,163 @@
+"""Request bodies are bounded before any route sees them.
+
+An ASGI middleware, so the checks run before FastAPI reads or parses a byte of the body:
+- a declared Content-Length over the path's limit is refused at once (413);
+- a request with a body to a path that needs a token is refused (401) unless its bearer token is
+  valid, so an anonymous client cannot make the server read or parse megabytes;
+- the body is read with a running count (413 past the limit, whatever Content-Length said) and an
+  overall deadline (408), so a client trickling a byte a second cannot hold a request open.
+The body is buffered (it is at most the limit) and replayed to the application.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mailroom.api.envelope import error_body
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Authenticate = Callable[[AsyncSession, str], Awaitable[bool]]
+
+# Links opened from an email carry their own signed token instead of an API token; their bodies are tiny.
+PUBLIC_PREFIXES = ("/unsubscribe/", "/users/confirm/")
+PUBLIC_BODY_LIMIT = 64 * 1024
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    default: int
+    # (path pattern, limit) for endpoints that take files, checked in order.
+    larger: tuple[tuple[re.Pattern[str], int], ...]
+    deadline: float
+
+    def for_path(self, path: str) -> int:
+        if path.startswith(PUBLIC_PREFIXES):
+            return PUBLIC_BODY_LIMIT
+        for pattern, limit in self.larger:
+            if pattern.match(path):
+                return limit
+        return self.default
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        self.status, self.code, self.message = status, code, message
+
+
+def _bearer(headers: dict[bytes, bytes]) -> str | None:
+    scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+class BodyLimitMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limits: BodyLimits,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        authenticate: Authenticate,
+    ) -> None:
+        self.app = app
+        self.limits = limits
+        self.sessionmaker = sessionmaker
+        self.authenticate = authenticate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is None and b"transfer-encoding" not in headers:
+            await self.app(scope, receive, send)  # no body: nothing to bound
+            return
+        try:
+            body = await self._checked_body(scope, headers, declared, receive)
+        except _Refused as refused:
+            await _answer(send, refused)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _checked_body(
+        self, scope: Scope, headers: dict[bytes, bytes], declared: bytes | None, receive: Receive
+    ) -> bytes:
+        path: str = scope["path"]
+        limit = self.limits.for_path(path)
+        too_large = _Refused(413, "PayloadTooLarge", f"body: must be at most {limit} bytes")
+        if declared is not None:
+            try:
+                length = int(declared)
+            except ValueError:
+                raise _Refused(400, "BadRequest", "Content-Length: must be a number") from None
+            if length > limit:
+                raise too_large
+        if not path.startswith(PUBLIC_PREFIXES):
+            token = _bearer(headers)
+            valid = False
+            if token is not None and len(token) <= 200:
+                async with self.sessionmaker() as session:
+                    valid = await self.authenticate(session, token)
+            if not valid:
+                raise _Refused(401, "Unauthorized", "Authorization: a valid bearer token is required")
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.limits.deadline):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise _Refused(400, "BadRequest", "body: the client went away")
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        raise too_large
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            raise _Refused(
+                408, "RequestTimeout", f"body: must arrive within {self.limits.deadline:g} seconds"
+            ) from None
+        return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # later calls wait for the disconnect, as the server would answer
+
+    return replay
+
+
+async def _answer(send: Send, refused: _Refused) -> None:
+    payload = orjson.dumps(error_body(refused.code, refused.message))
+    await send(
+        {
+            "type": "http.response.start",
+            "status": refused.status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                # The rest of an unread body is still on the wire: the connection cannot be reused.
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
