@@ -76,6 +76,8 @@ class SecretBox:
         """The payload of a token made by :meth:`seal` for ``purpose``; InvalidToken otherwise."""
         try:
             raw = _unb64(token)
+            if _b64(raw) != token:
+                raise ValueError("not the canonical encoding")  # one token per sealing, no look-alikes
             body = AESGCM(self.key_for(purpose)).decrypt(raw[:12], raw[12:], purpose.encode())
             sealed = json.loads(body)
         except (ValueError, InvalidTag):
