@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from mailroom.config import Settings
+from tests.support.workers import clean_env
 
 MAILROOM = str(Path(sys.executable).with_name("mailroom"))
 
@@ -65,3 +67,21 @@ def test_bad_arguments_are_refused_without_a_traceback(settings: Settings) -> No
     done = run(settings, "token", "create", "--user", "00000000-0000-0000-0000-000000000000")
     assert done.returncode != 0
     assert "no such user" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["serve", "--port", "0"], ["worker"]])
+def test_a_weak_secret_key_stops_the_service_at_start_with_one_line(settings: Settings, command: list[str]) -> None:
+    env = {**clean_env(), "MAILROOM_DATABASE_URL": str(settings.database_url), "MAILROOM_SECRET_KEY": "changeme"}
+    done = subprocess.run([MAILROOM, *command], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "MAILROOM_SECRET_KEY" in lines[0] and "32 random bytes" in lines[0], done.stderr
+
+
+def test_a_damaged_generated_key_file_stops_the_worker_with_one_line(settings: Settings, tmp_path: Path) -> None:
+    (tmp_path / "secret.key").write_text("")
+    env = {**clean_env(), "MAILROOM_DATABASE_URL": str(settings.database_url), "MAILROOM_DATA_DIR": str(tmp_path)}
+    done = subprocess.run([MAILROOM, "worker"], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "secret.key" in lines[0], done.stderr

@@ -21,6 +21,25 @@ token_cli = typer.Typer(no_args_is_help=True, help="API tokens.")
 cli.add_typer(token_cli, name="token")
 
 
+def _settings(*, resolve_key: bool = True) -> Settings:
+    """Settings from the environment; a bad value ends the command with one line naming the variable."""
+    from pydantic import ValidationError
+
+    try:
+        settings = Settings()
+        if resolve_key:
+            settings.resolved_secret_key()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "MAILROOM_" + "_".join(str(part) for part in first["loc"]).upper()
+        typer.echo(f"error: {name}: {str(first['msg']).removeprefix('Value error, ')}", err=True)
+        raise typer.Exit(1) from None
+    except (ValueError, OSError) as exc:  # the generated key file is unreadable or was altered
+        typer.echo(f"error: MAILROOM_SECRET_KEY is unset and the generated key cannot be used: {exc}", err=True)
+        raise typer.Exit(1) from None
+    return settings
+
+
 def _prepare(settings: Settings) -> str:
     """Resolve (or start) the database and bring its schema up to date."""
     from mailroom.migrate import migrate
@@ -35,7 +54,7 @@ def _prepare(settings: Settings) -> str:
 @cli.command()
 def migrate() -> None:
     """Apply database migrations."""
-    _prepare(Settings())
+    _prepare(_settings(resolve_key=False))
     typer.echo("database is up to date", err=True)
 
 
@@ -55,7 +74,7 @@ def serve(
     from mailroom.app import create_app
     from mailroom.sending.jobs import run_worker
 
-    settings = Settings()
+    settings = _settings()
     _prepare(settings)
     _logging()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port, log_level="info"))
@@ -80,7 +99,7 @@ def worker_command(
     """Execute due campaigns and send their mail. Run as many as needed, on as many machines."""
     from mailroom.sending.jobs import run_worker
 
-    settings = Settings()
+    settings = _settings()
     _prepare(settings)
     _logging()
     with contextlib.suppress(KeyboardInterrupt):
@@ -114,7 +133,7 @@ def bootstrap(
 
     if not is_address(email.strip()):
         raise typer.BadParameter("is not a valid email address", param_hint="--email")
-    settings = Settings()
+    settings = _settings()
     _prepare(settings)
 
     async def work(session):  # type: ignore[no-untyped-def]
@@ -129,7 +148,7 @@ def token_create(user: Annotated[uuid.UUID, typer.Option(help="The user's id.")]
     """Print a new API token for a user."""
     from mailroom.crm.service import create_token
 
-    settings = Settings()
+    settings = _settings()
     _prepare(settings)
 
     async def work(session):  # type: ignore[no-untyped-def]
