@@ -1,4 +1,4 @@
-"""The `mailroom` command: serve | migrate | bootstrap | token create."""
+"""The `mailroom` command: serve | worker | migrate | bootstrap | token create | list | revoke."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
@@ -144,17 +145,57 @@ def bootstrap(
 
 
 @token_cli.command("create")
-def token_create(user: Annotated[uuid.UUID, typer.Option(help="The user's id.")]) -> None:
+def token_create(
+    user: Annotated[uuid.UUID, typer.Option(help="The user's id.")],
+    name: Annotated[str | None, typer.Option(help="A name to tell the token apart.")] = None,
+    expires_in_days: Annotated[int | None, typer.Option(help="Days until it stops working; default: never.")] = None,
+) -> None:
     """Print a new API token for a user."""
-    from mailroom.crm.service import create_token
+    from mailroom.crm.tokens import MAX_TOKEN_DAYS, issue_token
+
+    if name is not None and not 0 < len(name.strip()) <= 200:
+        raise typer.BadParameter("must be 1 to 200 characters", param_hint="--name")
+    if expires_in_days is not None and not 1 <= expires_in_days <= MAX_TOKEN_DAYS:
+        raise typer.BadParameter(f"must be 1 to {MAX_TOKEN_DAYS}", param_hint="--expires-in-days")
+    settings = _settings()
+    _prepare(settings)
+    expires_at = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
+
+    async def work(session):  # type: ignore[no-untyped-def]
+        return (await issue_token(session, user=user, name=name and name.strip(), expires_at=expires_at))[1]
+
+    typer.echo(asyncio.run(_in_transaction(settings, work)))
+
+
+@token_cli.command("list")
+def token_list(user: Annotated[uuid.UUID, typer.Option(help="The user's id.")]) -> None:
+    """Print a user's API tokens, one JSON object a line (never the tokens themselves)."""
+    from mailroom.crm.schemas import token_out
+    from mailroom.crm.tokens import list_tokens
 
     settings = _settings()
     _prepare(settings)
 
     async def work(session):  # type: ignore[no-untyped-def]
-        return await create_token(session, user=user)
+        return [token_out(row) for row in await list_tokens(session, user=user)]
 
-    typer.echo(asyncio.run(_in_transaction(settings, work)))
+    for row in asyncio.run(_in_transaction(settings, work)):
+        typer.echo(json.dumps(row, default=str))
+
+
+@token_cli.command("revoke")
+def token_revoke(token: Annotated[uuid.UUID, typer.Argument(help="The token's id (from token list).")]) -> None:
+    """Revoke an API token: it stops working at once."""
+    from mailroom.crm.tokens import revoke_token
+
+    settings = _settings()
+    _prepare(settings)
+
+    async def work(session):  # type: ignore[no-untyped-def]
+        await revoke_token(session, token_id=token, user=None)
+
+    asyncio.run(_in_transaction(settings, work))
+    typer.echo("revoked", err=True)
 
 
 def main() -> None:

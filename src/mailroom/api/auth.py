@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy import select, text
+from sqlalchemy import func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.api.deps import Session
@@ -37,6 +38,21 @@ MEMBER_ROLE_SQL = text(
 )
 
 
+# When a token was last used is worth knowing to the minute; writing it on every request is not.
+LAST_USED_EVERY = timedelta(minutes=1)
+# SKIP LOCKED: concurrent requests with one token never wait for each other's transaction over this.
+TOUCH_TOKEN_SQL = text(
+    """
+    UPDATE api_tokens SET last_used_at = now()
+    WHERE id = (
+        SELECT id FROM api_tokens
+        WHERE id = :id AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
+        FOR UPDATE SKIP LOCKED
+    )
+    """
+)
+
+
 @dataclass(frozen=True)
 class Caller:
     user: User
@@ -47,17 +63,23 @@ async def current_caller(request: Request, session: Session) -> Caller:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("a valid bearer token is required", field="Authorization")
-    user = await session.scalar(
-        select(User)
-        .join(ApiToken, ApiToken.user == User.id)
-        .where(
-            ApiToken.token_hash == hash_api_token(token.strip()),
-            ApiToken.revoked_at.is_(None),
-            User.deleted_at.is_(None),
+    found = (
+        await session.execute(
+            select(User, ApiToken.id, ApiToken.last_used_at)
+            .join(ApiToken, ApiToken.user == User.id)
+            .where(
+                ApiToken.token_hash == hash_api_token(token.strip()),
+                ApiToken.revoked_at.is_(None),
+                or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > func.now()),
+                User.deleted_at.is_(None),
+            )
         )
-    )
-    if user is None:
+    ).one_or_none()
+    if found is None:
         raise Unauthorized("a valid bearer token is required", field="Authorization")
+    user, token_id, last_used_at = found
+    if last_used_at is None or last_used_at < datetime.now(UTC) - LAST_USED_EVERY:
+        await session.execute(TOUCH_TOKEN_SQL, {"id": token_id})
     return Caller(user=user)
 
 

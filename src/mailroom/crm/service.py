@@ -8,9 +8,8 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailroom.crm.models import Agent, ApiToken, Brand, BrandMember, User
-from mailroom.crypto import hash_api_token, new_api_token
-from mailroom.errors import NotFound
+from mailroom.crm import tokens
+from mailroom.crm.models import Agent, Brand, BrandMember, User
 from mailroom.serialize import full_name
 
 
@@ -60,12 +59,7 @@ async def set_membership(session: AsyncSession, *, brand: uuid.UUID, user: uuid.
 
 async def create_token(session: AsyncSession, *, user: uuid.UUID) -> str:
     """A new API token for the user; only its hash is stored, so this is the one time it is seen."""
-    if await session.get(User, user) is None:
-        raise NotFound("no such user", field="user")
-    token = new_api_token()
-    session.add(ApiToken(user=user, token_hash=hash_api_token(token)))
-    await session.flush()
-    return token
+    return (await tokens.issue_token(session, user=user))[1]
 
 
 async def bootstrap(
