@@ -25,6 +25,7 @@ from mailroom.config import Settings
 from mailroom.db import libpq_url, start_embedded_postgres
 from mailroom.migrate import migrate
 from mailroom.models import metadata
+from tests.support.keys import TEST_SECRET_KEY
 from tests.support.world import World
 
 
@@ -70,7 +71,7 @@ def settings(database_url: str, tmp_root: Path) -> Settings:
     return Settings(
         database_url=database_url,
         data_dir=tmp_root / "data",
-        secret_key="test-secret",
+        secret_key=TEST_SECRET_KEY,
         public_url="http://mailroom.test",
     )
 

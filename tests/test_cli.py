@@ -6,11 +6,15 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from mailroom.config import Settings
+from tests.support.workers import clean_env
+from tests.support.world import World
 
 MAILROOM = str(Path(sys.executable).with_name("mailroom"))
 
@@ -65,3 +69,51 @@ def test_bad_arguments_are_refused_without_a_traceback(settings: Settings) -> No
     done = run(settings, "token", "create", "--user", "00000000-0000-0000-0000-000000000000")
     assert done.returncode != 0
     assert "no such user" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["serve", "--port", "0"], ["worker"]])
+def test_a_weak_secret_key_stops_the_service_at_start_with_one_line(settings: Settings, command: list[str]) -> None:
+    env = {**clean_env(), "MAILROOM_DATABASE_URL": str(settings.database_url), "MAILROOM_SECRET_KEY": "changeme"}
+    done = subprocess.run([MAILROOM, *command], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "MAILROOM_SECRET_KEY" in lines[0] and "32 random bytes" in lines[0], done.stderr
+
+
+def test_a_damaged_generated_key_file_stops_the_worker_with_one_line(settings: Settings, tmp_path: Path) -> None:
+    (tmp_path / "secret.key").write_text("")
+    env = {**clean_env(), "MAILROOM_DATABASE_URL": str(settings.database_url), "MAILROOM_DATA_DIR": str(tmp_path)}
+    done = subprocess.run([MAILROOM, "worker"], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "secret.key" in lines[0], done.stderr
+
+
+async def test_tokens_are_created_listed_and_revoked_from_the_command_line(
+    settings: Settings, world: World, client: httpx.AsyncClient
+) -> None:
+    ann = await world.brand_admin()
+    made = run(settings, "token", "create", "--user", str(ann.user), "--name", "backup job", "--expires-in-days", "7")
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    assert (await client.get("/users/self/tokens", headers={"Authorization": f"Bearer {token}"})).status_code == 200
+
+    listed = run(settings, "token", "list", "--user", str(ann.user))
+    assert listed.returncode == 0, listed.stderr
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert len(rows) == 2 and token not in listed.stdout
+    (backup,) = [row for row in rows if row["name"] == "backup job"]
+    assert backup["hint"] == token[:7] and backup["revoked_at"] is None
+    assert 6.9 * 86400 < backup["expires_at"] - time.time() < 7.1 * 86400
+
+    revoked = run(settings, "token", "revoke", backup["id"])
+    assert revoked.returncode == 0, revoked.stderr
+    assert (await client.get("/users/self/tokens", headers={"Authorization": f"Bearer {token}"})).status_code == 401
+    assert (await client.get("/users/self/tokens", headers={"Authorization": f"Bearer {ann.token}"})).status_code == 200
+
+    for args in (
+        ["token", "revoke", "00000000-0000-0000-0000-000000000000"],
+        ["token", "create", "--user", str(ann.user), "--expires-in-days", "0"],
+    ):
+        done = run(settings, *args)
+        assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
+from cryptography.fernet import InvalidToken as InvalidFernet
 
 from mailroom.crypto import InvalidToken, SecretBox
 
@@ -40,3 +43,43 @@ def test_a_token_is_refused_for_another_purpose_another_key_or_after_expiry() ->
         SecretBox("j" * 48).unseal("invitation", token)
     with pytest.raises(InvalidToken):
         box.unseal("invitation", box.seal("invitation", {"a": 1}, ttl=-1))
+
+
+def test_a_fixed_token_is_the_same_each_time_hides_its_data_and_never_expires() -> None:
+    box = SecretBox(KEY)
+    data = b"brand-id|ann@example.com"
+    token = box.seal_fixed("unsubscribe", data)
+    assert token == SecretBox(KEY).seal_fixed("unsubscribe", data)
+    assert box.unseal_fixed("unsubscribe", token) == data
+    assert b"ann" not in base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)) and "ann" not in token
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: t[:-1] + ("A" if t[-1] != "A" else "B"),
+        lambda t: ("A" if t[0] != "A" else "B") + t[1:],
+        lambda t: t[:20],
+        lambda t: t + "A",
+        lambda t: "",
+        lambda t: "not base64 !!",
+    ],
+)
+def test_a_tampered_fixed_token_is_refused(mangle) -> None:  # type: ignore[no-untyped-def]
+    box = SecretBox(KEY)
+    with pytest.raises(InvalidToken):
+        box.unseal_fixed("unsubscribe", mangle(box.seal_fixed("unsubscribe", b"some data")))
+
+
+def test_each_use_of_the_secret_has_its_own_key() -> None:
+    box, other = SecretBox(KEY), SecretBox("j" * 48)
+    with pytest.raises(InvalidToken):
+        box.unseal_fixed("file-link", box.seal_fixed("unsubscribe", b"x"))
+    with pytest.raises(InvalidToken):
+        other.unseal_fixed("unsubscribe", box.seal_fixed("unsubscribe", b"x"))
+    assert box.sign("v") != box.sign("v", purpose="file-link")
+    assert box.verify("v", box.sign("v")) and not other.verify("v", box.sign("v"))
+    stored = box.encrypt("provider refresh token")
+    assert box.decrypt(stored) == "provider refresh token"
+    with pytest.raises(InvalidFernet):
+        other.decrypt(stored)

@@ -20,6 +20,7 @@ from mailroom.config import Settings
 from mailroom.crm.routes import router as crm_router
 from mailroom.crypto import SecretBox
 from mailroom.db import make_engine, make_sessionmaker, resolve_database_url
+from mailroom.links import install_access_log_filter
 from mailroom.tracking.unsubscribe import router as unsubscribe_router
 
 
@@ -55,6 +56,8 @@ def create_app(settings: Settings) -> FastAPI:
         sessionmaker=app.state.sessionmaker,
         authenticate=token_is_valid,
     )
+    # Public links carry bearer tokens in their path; uvicorn's access log must not keep them.
+    install_access_log_filter()
 
     @app.get("/health", tags=["service"])
     async def health() -> dict[str, str]:

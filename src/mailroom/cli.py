@@ -1,4 +1,4 @@
-"""The `mailroom` command: serve | migrate | bootstrap | token create."""
+"""The `mailroom` command: serve | worker | migrate | bootstrap | token create | list | revoke."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
@@ -19,6 +20,25 @@ from mailroom.db import make_engine, make_sessionmaker, resolve_database_url
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help="mailroom: email campaigns for your CRM.")
 token_cli = typer.Typer(no_args_is_help=True, help="API tokens.")
 cli.add_typer(token_cli, name="token")
+
+
+def _settings(*, resolve_key: bool = True) -> Settings:
+    """Settings from the environment; a bad value ends the command with one line naming the variable."""
+    from pydantic import ValidationError
+
+    try:
+        settings = Settings()
+        if resolve_key:
+            settings.resolved_secret_key()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "MAILROOM_" + "_".join(str(part) for part in first["loc"]).upper()
+        typer.echo(f"error: {name}: {str(first['msg']).removeprefix('Value error, ')}", err=True)
+        raise typer.Exit(1) from None
+    except (ValueError, OSError) as exc:  # the generated key file is unreadable or was altered
+        typer.echo(f"error: MAILROOM_SECRET_KEY is unset and the generated key cannot be used: {exc}", err=True)
+        raise typer.Exit(1) from None
+    return settings
 
 
 def _prepare(settings: Settings) -> str:
@@ -35,7 +55,7 @@ def _prepare(settings: Settings) -> str:
 @cli.command()
 def migrate() -> None:
     """Apply database migrations."""
-    _prepare(Settings())
+    _prepare(_settings(resolve_key=False))
     typer.echo("database is up to date", err=True)
 
 
@@ -55,7 +75,7 @@ def serve(
     from mailroom.app import create_app
     from mailroom.sending.jobs import run_worker
 
-    settings = Settings()
+    settings = _settings()
     _prepare(settings)
     _logging()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port, log_level="info"))
@@ -80,7 +100,7 @@ def worker_command(
     """Execute due campaigns and send their mail. Run as many as needed, on as many machines."""
     from mailroom.sending.jobs import run_worker
 
-    settings = Settings()
+    settings = _settings()
     _prepare(settings)
     _logging()
     with contextlib.suppress(KeyboardInterrupt):
@@ -114,7 +134,7 @@ def bootstrap(
 
     if not is_address(email.strip()):
         raise typer.BadParameter("is not a valid email address", param_hint="--email")
-    settings = Settings()
+    settings = _settings()
     _prepare(settings)
 
     async def work(session):  # type: ignore[no-untyped-def]
@@ -125,17 +145,57 @@ def bootstrap(
 
 
 @token_cli.command("create")
-def token_create(user: Annotated[uuid.UUID, typer.Option(help="The user's id.")]) -> None:
+def token_create(
+    user: Annotated[uuid.UUID, typer.Option(help="The user's id.")],
+    name: Annotated[str | None, typer.Option(help="A name to tell the token apart.")] = None,
+    expires_in_days: Annotated[int | None, typer.Option(help="Days until it stops working; default: never.")] = None,
+) -> None:
     """Print a new API token for a user."""
-    from mailroom.crm.service import create_token
+    from mailroom.crm.tokens import MAX_TOKEN_DAYS, issue_token
 
-    settings = Settings()
+    if name is not None and not 0 < len(name.strip()) <= 200:
+        raise typer.BadParameter("must be 1 to 200 characters", param_hint="--name")
+    if expires_in_days is not None and not 1 <= expires_in_days <= MAX_TOKEN_DAYS:
+        raise typer.BadParameter(f"must be 1 to {MAX_TOKEN_DAYS}", param_hint="--expires-in-days")
+    settings = _settings()
+    _prepare(settings)
+    expires_at = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
+
+    async def work(session):  # type: ignore[no-untyped-def]
+        return (await issue_token(session, user=user, name=name and name.strip(), expires_at=expires_at))[1]
+
+    typer.echo(asyncio.run(_in_transaction(settings, work)))
+
+
+@token_cli.command("list")
+def token_list(user: Annotated[uuid.UUID, typer.Option(help="The user's id.")]) -> None:
+    """Print a user's API tokens, one JSON object a line (never the tokens themselves)."""
+    from mailroom.crm.schemas import token_out
+    from mailroom.crm.tokens import list_tokens
+
+    settings = _settings()
     _prepare(settings)
 
     async def work(session):  # type: ignore[no-untyped-def]
-        return await create_token(session, user=user)
+        return [token_out(row) for row in await list_tokens(session, user=user)]
 
-    typer.echo(asyncio.run(_in_transaction(settings, work)))
+    for row in asyncio.run(_in_transaction(settings, work)):
+        typer.echo(json.dumps(row, default=str))
+
+
+@token_cli.command("revoke")
+def token_revoke(token: Annotated[uuid.UUID, typer.Argument(help="The token's id (from token list).")]) -> None:
+    """Revoke an API token: it stops working at once."""
+    from mailroom.crm.tokens import revoke_token
+
+    settings = _settings()
+    _prepare(settings)
+
+    async def work(session):  # type: ignore[no-untyped-def]
+        await revoke_token(session, token_id=token, user=None)
+
+    asyncio.run(_in_transaction(settings, work))
+    typer.echo("revoked", err=True)
 
 
 def main() -> None:

@@ -5,11 +5,41 @@ Nothing reads settings at import time; the CLI builds a Settings and hands it to
 
 from __future__ import annotations
 
+import os
 import secrets
+import string
+import tempfile
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Every key the service uses is derived from this one secret, so it must hold at least 256 random bits.
+MIN_KEY_BYTES = 32
+# 32 random bytes written as unpadded base64 take 43 characters, as hex 64.
+MIN_KEY_CHARS = 43
+MIN_HEX_KEY_CHARS = 64
+# Random text of that length has dozens of different characters; a word repeated, a short pattern or
+# a key padded with one letter does not.
+MIN_DISTINCT_CHARS = 12
+KEY_ADVICE = (
+    "must hold at least 32 random bytes: 43 or more characters of base64 or 64 hex digits "
+    "(for example the output of: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+)
+
+
+def check_secret_key(key: str) -> str:
+    """The key when it can hold 32 random bytes and is not an obvious pattern; ValueError otherwise."""
+    key = key.strip()
+    hex_only = all(c in string.hexdigits for c in key)
+    weak = (
+        len(key.encode()) < MIN_KEY_BYTES
+        or len(key) < (MIN_HEX_KEY_CHARS if hex_only else MIN_KEY_CHARS)
+        or len(set(key)) < MIN_DISTINCT_CHARS
+    )
+    if weak:
+        raise ValueError(KEY_ADVICE)
+    return key
 
 
 class Settings(BaseSettings):
@@ -20,7 +50,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
     # Used to encrypt stored provider tokens and to sign public links. Unset: generated once and kept
     # in data_dir/secret.key so restarts keep reading what was encrypted before.
-    secret_key: str | None = None
+    secret_key: str | None = Field(default=None, repr=False)
     public_url: str = "http://127.0.0.1:8000"
     # The From of mail whose user has not confirmed their address, and of the service's own mail
     # (address confirmations). Unset: no-reply@ the sending domain (see transports.factory).
@@ -45,17 +75,42 @@ class Settings(BaseSettings):
     # Recipients per send job: big enough to amortise a job, small enough to spread over workers.
     batch_size: int = 500
 
+    @field_validator("secret_key")
+    @classmethod
+    def _strong_secret_key(cls, value: str | None) -> str | None:
+        return None if value is None else check_secret_key(value)
+
     def resolved_secret_key(self) -> str:
-        """The configured key, or the one generated for this data dir on first use."""
+        """The configured key, or the one generated for this data dir on first use.
+
+        An API and a worker may start together on a fresh data dir: exactly one key must win. The key
+        is written whole to a private temporary file and hard-linked into place, which fails when the
+        file already exists, so every process ends up reading the same complete key.
+        """
         if self.secret_key:
             return self.secret_key
         path = self.data_dir / "secret.key"
         if path.exists():
-            return path.read_text().strip()
+            return _read_key(path)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         key = secrets.token_urlsafe(48)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(key)
-        tmp.chmod(0o600)
-        tmp.replace(path)
+        fd, tmp = tempfile.mkstemp(dir=self.data_dir, prefix=".secret.key.")  # O_EXCL, mode 0600
+        try:
+            with os.fdopen(fd, "w") as file:
+                file.write(key + "\n")
+                file.flush()
+                os.fsync(file.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return _read_key(path)  # another process got there first: its key is the key
+        finally:
+            os.unlink(tmp)
         return key
+
+
+def _read_key(path: Path) -> str:
+    try:
+        return check_secret_key(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{path} {exc}") from None

@@ -72,6 +72,8 @@ EXAMPLE_FILE = "572b8371-3d1d-4c14-950a-38a1cacad057"
 # The published document hides its addresses behind this placeholder; it stands for a real one here.
 HIDDEN_ADDRESS = "[email protected]"
 ADDRESS = "jane.buyer@example.com"
+# The document's replies name the message answered with a placeholder; In-Reply-To takes a real Message-ID.
+IN_REPLY_TO = "<CAHd3xZ1@mail.gmail.com>"
 
 
 def kind(value: Any) -> str:
@@ -197,6 +199,7 @@ async def replay(world: World, session: AsyncSession) -> Replay:
         EXAMPLE_GOOGLE: google,
         EXAMPLE_MICROSOFT: microsoft,
         EXAMPLE_FILE: str(file_id),
+        "in_reply_to_id": IN_REPLY_TO,
         **dict(zip(EXAMPLE_BRANDS, brands, strict=True)),
     }
     return Replay(actor, session, ids)

@@ -22,6 +22,7 @@ from mailroom.app import create_app
 from mailroom.config import Settings
 from mailroom.db import start_embedded_postgres
 from tests.support import faults
+from tests.support.keys import TEST_SECRET_KEY
 from tests.support.smtp_server import smtp_server
 from tests.support.world import World
 
@@ -63,7 +64,7 @@ async def test_database_restart_mid_campaign(own_postgres: tuple[str, Any], tmp_
     url, server = own_postgres
     with faults.fleet(url, tmp_path) as workers, smtp_server() as smtp:
         settings = Settings(
-            database_url=url, data_dir=tmp_path / "data", secret_key="test-secret", public_url="http://mailroom.test"
+            database_url=url, data_dir=tmp_path / "data", secret_key=TEST_SECRET_KEY, public_url="http://mailroom.test"
         )
         app = create_app(settings)
         try:

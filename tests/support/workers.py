@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from tests.support.keys import TEST_SECRET_KEY
+
 # The console script installed next to this interpreter (the project's virtualenv).
 MAILROOM = Path(sys.executable).with_name("mailroom")
 
@@ -86,7 +88,7 @@ def worker_env(database_url: str, data_dir: Path, **settings: object) -> dict[st
     env.update(
         MAILROOM_DATABASE_URL=database_url,
         MAILROOM_DATA_DIR=str(data_dir),
-        MAILROOM_SECRET_KEY="test-secret",
+        MAILROOM_SECRET_KEY=TEST_SECRET_KEY,
         MAILROOM_PUBLIC_URL="http://mailroom.test",
     )
     for name, value in settings.items():

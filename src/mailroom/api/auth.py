@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy import select
+from sqlalchemy import func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.api.deps import Session
@@ -22,27 +23,45 @@ from mailroom.errors import BadRequest, Unauthorized
 BRAND_HEADER = "X-Rechat-Brand"
 
 
+# When a token was last used is worth knowing to the minute; writing it on every request is not.
+LAST_USED_EVERY = timedelta(minutes=1)
+# SKIP LOCKED: concurrent requests with one token never wait for each other's transaction over this.
+TOUCH_TOKEN_SQL = text(
+    """
+    UPDATE api_tokens SET last_used_at = now()
+    WHERE id = (
+        SELECT id FROM api_tokens
+        WHERE id = :id AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
+        FOR UPDATE SKIP LOCKED
+    )
+    """
+)
+
+
 @dataclass(frozen=True)
 class Caller:
     user: User
 
 
-async def token_user(session: AsyncSession, token: str) -> User | None:
-    """The live user a live API token belongs to, or None."""
-    user: User | None = await session.scalar(
-        select(User)
-        .join(ApiToken, ApiToken.user == User.id)
-        .where(
-            ApiToken.token_hash == hash_api_token(token.strip()),
-            ApiToken.revoked_at.is_(None),
-            User.deleted_at.is_(None),
+async def _token_row(session: AsyncSession, token: str) -> tuple[User, uuid.UUID, datetime | None] | None:
+    """The live user a live, unexpired API token belongs to, with the token's id and last use."""
+    found = (
+        await session.execute(
+            select(User, ApiToken.id, ApiToken.last_used_at)
+            .join(ApiToken, ApiToken.user == User.id)
+            .where(
+                ApiToken.token_hash == hash_api_token(token.strip()),
+                ApiToken.revoked_at.is_(None),
+                or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > func.now()),
+                User.deleted_at.is_(None),
+            )
         )
-    )
-    return user
+    ).one_or_none()
+    return None if found is None else (found[0], found[1], found[2])
 
 
 async def token_is_valid(session: AsyncSession, token: str) -> bool:
-    return await token_user(session, token) is not None
+    return await _token_row(session, token) is not None
 
 
 async def current_caller(request: Request, session: Session) -> Caller:
@@ -50,9 +69,12 @@ async def current_caller(request: Request, session: Session) -> Caller:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("a valid bearer token is required", field="Authorization")
-    user = await token_user(session, token)
-    if user is None:
+    found = await _token_row(session, token)
+    if found is None:
         raise Unauthorized("a valid bearer token is required", field="Authorization")
+    user, token_id, last_used_at = found
+    if last_used_at is None or last_used_at < datetime.now(UTC) - LAST_USED_EVERY:
+        await session.execute(TOUCH_TOKEN_SQL, {"id": token_id})
     return Caller(user=user)
 
 

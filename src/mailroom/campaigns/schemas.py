@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, StrictBool, StringConstraints, field_validator, model_validator
+from typing_extensions import TypedDict
 
 from mailroom.addresses import Address
 from mailroom.validation import Strict, Tag, storable, utc
@@ -33,8 +35,52 @@ Name = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(storab
 Url = Annotated[str, Field(max_length=4000), AfterValidator(storable)]
 Subject = Annotated[str, Field(max_length=998), AfterValidator(storable)]
 Body = Annotated[str, Field(max_length=2_000_000), AfterValidator(storable)]
-HeaderName = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(storable)]
-HeaderValue = Annotated[str, Field(max_length=2000), AfterValidator(storable)]
+
+
+def _one_line(value: str) -> str:
+    # These values become header lines (In-Reply-To, References) or provider API fields: a line break
+    # would let a request add headers of its own, such as Bcc.
+    if any(c in value for c in "\r\n\x00"):
+        raise ValueError("must not contain line breaks or NUL characters")
+    return value
+
+
+# RFC 5322 msg-id: <left@right>, no spaces or brackets inside.
+_MSG_ID = re.compile(r"<[^<>@\s]+@[^<>@\s]+>")
+# A Microsoft Graph message id is URL-safe or standard base64 text.
+_GRAPH_ID = re.compile(r"[A-Za-z0-9+/=_-]+")
+
+
+def _msg_id(value: str) -> str:
+    if not _MSG_ID.fullmatch(value):
+        raise ValueError("must be a message id such as <id@example.com>")
+    return value
+
+
+def _msg_id_or_graph_id(value: str) -> str:
+    if not (_MSG_ID.fullmatch(value) or _GRAPH_ID.fullmatch(value)):
+        raise ValueError("must be a message id such as <id@example.com> or an Outlook message id")
+    return value
+
+
+HeaderText = Annotated[
+    str, StringConstraints(min_length=1, max_length=998), AfterValidator(storable), AfterValidator(_one_line)
+]
+
+
+class CampaignHeaders(TypedDict, total=False):
+    """What a campaign may ask of its headers: threading a reply in Gmail or Outlook, nothing else.
+
+    Any other key is refused rather than stored: nothing would send it, and a free dict of headers
+    is how a request would set From, Bcc or Reply-To behind the service's back.
+    """
+
+    __pydantic_config__ = ConfigDict(extra="forbid", str_strip_whitespace=False)  # type: ignore[misc]
+
+    thread_id: HeaderText  # the Gmail thread to add the message to
+    in_reply_to: Annotated[HeaderText, AfterValidator(_msg_id)]  # the Message-ID being answered
+    # The Outlook message being answered: its Graph id, or its internet message id.
+    message_id: Annotated[HeaderText, AfterValidator(_msg_id_or_graph_id)]
 
 
 class RecipientIn(Strict):
@@ -99,7 +145,7 @@ class CampaignIn(Strict):
     text: Body | None = None
     due_at: Annotated[datetime, AfterValidator(utc)] | None = None
     tags: list[Tag] | None = Field(default=None, max_length=50)
-    headers: dict[HeaderName, HeaderValue] | None = Field(default=None, max_length=20)
+    headers: CampaignHeaders | None = None
     include_signature: StrictBool | None = None
     individual: StrictBool | None = None
     notifications_enabled: StrictBool | None = None

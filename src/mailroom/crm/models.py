@@ -63,8 +63,15 @@ class ApiToken(Base):
     id: Mapped[uuid.UUID] = uuid_pk()
     user: Mapped[uuid.UUID] = fk("users.id", ondelete="CASCADE")
     token_hash: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    name: Mapped[str | None] = mapped_column(Text)
+    # The token's first characters, so its owner can tell which one to revoke; far too few to use it.
+    hint: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = created_at()
+    expires_at: Mapped[datetime | None] = timestamp()
+    # Updated at most once a minute per token (see api.auth), not on every request.
+    last_used_at: Mapped[datetime | None] = timestamp()
     revoked_at: Mapped[datetime | None] = timestamp()
+    __table_args__ = (Index("ix_api_tokens_user", "user"),)
 
 
 class Contact(Base):

@@ -12,7 +12,7 @@ from mailroom.api.auth import BRAND_HEADER, CurrentCaller, brand_from_request
 from mailroom.api.deps import AppSettings, Secrets, Session
 from mailroom.api.envelope import ORJSONResponse, ok, ok_list
 from mailroom.api.paging import Limit, Start
-from mailroom.crm import contacts, credentials, invitations, lists, service
+from mailroom.crm import contacts, credentials, invitations, lists, service, tokens
 from mailroom.crm.membership import require_admin, require_member
 from mailroom.crm.schemas import (
     AgentIn,
@@ -22,12 +22,14 @@ from mailroom.crm.schemas import (
     InvitationIn,
     ListIn,
     MembersIn,
+    TokenIn,
     UserIn,
     agent_out,
     brand_out,
     contact_out,
     credential_out,
     list_out,
+    token_out,
     user_out,
 )
 from mailroom.errors import BadRequest, Conflict, PayloadTooLarge
@@ -291,3 +293,32 @@ def _credential_routes(kind: credentials.Kind) -> None:
 
 _credential_routes("google")
 _credential_routes("microsoft")
+
+
+@router.get("/users/self/tokens", summary="The caller's API tokens (never the tokens themselves), newest first")
+async def get_tokens(caller: CurrentCaller, session: Session) -> ORJSONResponse:
+    rows = await tokens.list_tokens(session, user=caller.user.id)
+    return ok_list([token_out(row) for row in rows], total=len(rows))
+
+
+@router.post(
+    "/users/self/tokens",
+    summary="Create an API token for the caller; the answer is the only time the token is shown",
+    description="`expires_in_days` or `expires_at` (not both) ends it; without either it works until revoked.",
+)
+async def create_token(body: TokenIn, caller: CurrentCaller, session: Session) -> ORJSONResponse:
+    row, token = await tokens.issue_token(session, user=caller.user.id, name=body.name, expires_at=body.expiry())
+    return ok({**token_out(row), "token": token})
+
+
+@router.delete(
+    "/users/self/tokens/{id}",
+    summary="Revoke one of the caller's API tokens (it stops working at once)",
+    status_code=204,
+    response_class=Response,
+)
+async def revoke_token(
+    token_id: Annotated[uuid.UUID, Path(alias="id")], caller: CurrentCaller, session: Session
+) -> Response:
+    await tokens.revoke_token(session, token_id=token_id, user=caller.user.id)
+    return Response(status_code=204)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, Field, SecretStr, StrictBool, StringConstraints
+from pydantic import AfterValidator, Field, SecretStr, StrictBool, StringConstraints, field_validator, model_validator
 from sqlalchemy import RowMapping
 
 from mailroom.addresses import Address
-from mailroom.crm.models import Agent, Brand, GoogleCredential, MicrosoftCredential, User
+from mailroom.crm.models import Agent, ApiToken, Brand, GoogleCredential, MicrosoftCredential, User
+from mailroom.crm.tokens import MAX_TOKEN_DAYS
 from mailroom.serialize import epoch, full_name
 from mailroom.validation import Strict, Tag, storable, utc
 
@@ -198,4 +199,47 @@ def credential_out(credential: GoogleCredential | MicrosoftCredential, *, kind: 
         "updated_at": epoch(credential.updated_at),
         "deleted_at": epoch(credential.deleted_at),
         "type": f"{kind}_credential",
+    }
+
+
+class TokenIn(Strict):
+    """A new API token of the calling user; without an expiry it works until revoked."""
+
+    name: RequiredName | None = None
+    expires_in_days: Annotated[int, Field(ge=1, le=MAX_TOKEN_DAYS, strict=True)] | None = None
+    expires_at: Timestamp | None = Field(default=None, description="ISO 8601 or epoch seconds; in the future")
+
+    @field_validator("expires_at")
+    @classmethod
+    def _future(cls, value: datetime | None) -> datetime | None:
+        now = datetime.now(UTC)
+        if value is not None and value <= now:
+            raise ValueError("must be in the future")
+        if value is not None and value > now + timedelta(days=MAX_TOKEN_DAYS):
+            raise ValueError(f"must be at most {MAX_TOKEN_DAYS} days ahead")
+        return value
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> TokenIn:
+        if self.expires_in_days is not None and self.expires_at is not None:
+            raise ValueError("expires_at: cannot be given with expires_in_days")
+        return self
+
+    def expiry(self) -> datetime | None:
+        if self.expires_in_days is not None:
+            return datetime.now(UTC) + timedelta(days=self.expires_in_days)
+        return self.expires_at
+
+
+def token_out(token: ApiToken) -> dict[str, Any]:
+    """What a user may see of a token: never the token, never its hash."""
+    return {
+        "id": token.id,
+        "name": token.name,
+        "hint": token.hint,
+        "created_at": epoch(token.created_at),
+        "expires_at": epoch(token.expires_at),
+        "last_used_at": epoch(token.last_used_at),
+        "revoked_at": epoch(token.revoked_at),
+        "type": "api_token",
     }

@@ -9,10 +9,10 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.addresses import normalize
+from mailroom.crm import tokens
 from mailroom.crm.membership import is_direct_member
-from mailroom.crm.models import Agent, ApiToken, Brand, BrandMember, User
-from mailroom.crypto import hash_api_token, new_api_token
-from mailroom.errors import Conflict, NotFound
+from mailroom.crm.models import Agent, Brand, BrandMember, User
+from mailroom.errors import Conflict
 from mailroom.sending.notices import queue_confirmation
 from mailroom.serialize import full_name
 
@@ -95,12 +95,7 @@ async def set_membership(session: AsyncSession, *, brand: uuid.UUID, user: uuid.
 
 async def create_token(session: AsyncSession, *, user: uuid.UUID) -> str:
     """A new API token for the user; only its hash is stored, so this is the one time it is seen."""
-    if await session.get(User, user) is None:
-        raise NotFound("no such user", field="user")
-    token = new_api_token()
-    session.add(ApiToken(user=user, token_hash=hash_api_token(token)))
-    await session.flush()
-    return token
+    return (await tokens.issue_token(session, user=user))[1]
 
 
 async def bootstrap(

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailroom.crypto import SecretBox
 from mailroom.files.storage import LocalStorage
+from mailroom.links import unsubscribe_url
 from mailroom.sending.attachments import AttachmentError, Parts, load_parts
 from mailroom.sending.execute import SHARED_MESSAGE_LIMIT, fail_campaign
 from mailroom.sending.mailgun_batch import template_batch
@@ -29,7 +30,6 @@ from mailroom.sending.ratelimit import RateLimiter
 from mailroom.sending.record import record, settle_counters
 from mailroom.sending.render import CompiledCampaign, RenderedMessage, TemplateError, compile_campaign
 from mailroom.serialize import full_name
-from mailroom.tracking.unsubscribe import unsubscribe_url
 from mailroom.transports.base import OutgoingMessage, PermanentSendError, SendResult, Transport
 from mailroom.transports.mailgun import MAX_BATCH_RECIPIENTS, MailgunTransport
 

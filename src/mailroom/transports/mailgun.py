@@ -46,6 +46,8 @@ from mailroom.transports.base import (
 MAX_BATCH_RECIPIENTS = 1000
 MAX_TAGS = 3
 _SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
+_LINE_BREAKS = re.compile(r"[\r\n\x00]+")
+_PLACEHOLDER = re.compile(r"%recipient\.([^%\s]+)%")
 
 _Files = list[tuple[str, tuple[str, bytes, str]]]
 
@@ -128,6 +130,10 @@ class MailgunTransport:
         """One API call for all of ``batch.recipients``; one result per recipient, in order."""
         if not 0 < len(batch.recipients) <= MAX_BATCH_RECIPIENTS:
             raise ValueError(f"a Mailgun batch holds 1 to {MAX_BATCH_RECIPIENTS} recipients")
+        # Mailgun writes the subject and h: fields as header lines, with recipient variables
+        # substituted: a line break in any of them would add a header (a Bcc) of the sender's choosing.
+        headers = {name: _one_line(value) for name, value in batch.headers.items()}
+        in_headers = set(_PLACEHOLDER.findall(batch.subject)).union(*map(_PLACEHOLDER.findall, headers.values()))
         variables: dict[str, Mapping[str, Any]] = {}
         seen: set[str] = set()
         for recipient in batch.recipients:
@@ -135,11 +141,14 @@ class MailgunTransport:
             if address.lower() in seen:
                 raise ValueError(f"{address} appears twice in one Mailgun batch")
             seen.add(address.lower())
-            variables[address] = recipient.variables
+            variables[address] = {
+                name: _one_line(value) if name in in_headers and isinstance(value, str) else value
+                for name, value in recipient.variables.items()
+            }
         data: dict[str, str | list[str]] = {
             "from": _form_address(batch.from_addr),
             "to": [_form_address(r.address) for r in batch.recipients],
-            "subject": batch.subject,
+            "subject": _one_line(batch.subject),
             "recipient-variables": json.dumps(variables, ensure_ascii=False, default=str),
         }
         if batch.text is not None:
@@ -147,7 +156,7 @@ class MailgunTransport:
         if batch.html is not None:
             data["html"] = batch.html
         data.update(_options(batch.tags, batch.variables))
-        for name, value in batch.headers.items():
+        for name, value in headers.items():
             data[f"h:{name}"] = value
         files: _Files = [("attachment", (a.filename, a.data, a.content_type)) for a in batch.attachments]
         files += [("inline", (a.content_id or a.filename, a.data, a.content_type)) for a in batch.inline]
@@ -196,6 +205,11 @@ def _multipart(data: dict[str, str | list[str]], files: _Files) -> list[tuple[st
         for item in [value] if isinstance(value, str) else value:
             fields.append((name, (None, item.encode())))
     return fields + list(files)
+
+
+def _one_line(value: str) -> str:
+    """A header value on one line: runs of CR, LF and NUL become one space, as in the MIME path."""
+    return _LINE_BREAKS.sub(" ", value).strip()
 
 
 def _form_address(entry: str) -> str:

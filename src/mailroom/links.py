@@ -1,0 +1,75 @@
+"""Public links: the tokens they carry, and keeping those tokens out of logs.
+
+A public link (unsubscribe, invitation, confirmation, tracking) acts on what its token names with no
+login, so the token is as good as a password for that one action: it must be opaque (no address in
+a URL that passes through mail scanners and proxies) and it must not be written to access logs.
+This module sits below the router modules so the sender can make links without importing routes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+from mailroom.addresses import normalize
+from mailroom.crypto import InvalidToken, SecretBox
+
+UNSUBSCRIBE = "unsubscribe"
+
+# Paths whose next segment (and anything after it) is a bearer token. A path is matched anywhere so
+# a service mounted under a prefix (root_path) is covered too.
+PUBLIC_TOKEN_PREFIXES = ("/unsubscribe/", "/invitations/", "/users/confirm/", "/t/")
+REDACTED = "<redacted>"
+_TOKEN_PATH = re.compile("(" + "|".join(re.escape(prefix) for prefix in PUBLIC_TOKEN_PREFIXES) + ").+")
+
+
+def unsubscribe_token(box: SecretBox, brand: uuid.UUID | str, address: str) -> str:
+    """The token of one recipient's unsubscribe link in one brand.
+
+    Deterministic and without expiry (AES-SIV, see SecretBox.seal_fixed): a recipient gets the same
+    link in every email, nothing is stored, and a link in a years-old newsletter still works.
+    """
+    brand_id = brand if isinstance(brand, uuid.UUID) else uuid.UUID(brand)
+    return box.seal_fixed(UNSUBSCRIBE, brand_id.bytes + normalize(address).encode())
+
+
+def unsubscribe_url(public_url: str, box: SecretBox, brand: uuid.UUID | str, address: str) -> str:
+    return f"{public_url.rstrip('/')}/unsubscribe/{unsubscribe_token(box, brand, address)}"
+
+
+def read_unsubscribe_token(box: SecretBox, token: str) -> tuple[uuid.UUID, str]:
+    """(brand, address) of a token made by :func:`unsubscribe_token`; InvalidToken for anything else."""
+    data = box.unseal_fixed(UNSUBSCRIBE, token)
+    if len(data) <= 16:
+        raise InvalidToken("invalid token")
+    try:
+        address = data[16:].decode()
+    except UnicodeDecodeError:
+        raise InvalidToken("invalid token") from None
+    return uuid.UUID(bytes=data[:16]), address
+
+
+def redact_path(path: str) -> str:
+    """The path with the token of a public link (and whatever follows it) replaced by <redacted>."""
+    return _TOKEN_PATH.sub(lambda match: match.group(1) + REDACTED, path)
+
+
+class RedactTokens(logging.Filter):
+    """Rewrites uvicorn access-log records, whose args are (client, method, path, http version, status)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            redacted = redact_path(args[2])
+            if redacted != args[2]:
+                record.args = (*args[:2], redacted, *args[3:])
+        return True
+
+
+# One instance: Logger.addFilter ignores a filter it already holds, so installing twice is harmless.
+_ACCESS_LOG_FILTER = RedactTokens()
+
+
+def install_access_log_filter() -> None:
+    logging.getLogger("uvicorn.access").addFilter(_ACCESS_LOG_FILTER)
