@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     rate_limit: float | None = None
     # Attachment links are fetched by the server; private addresses stay off limits unless allowed.
     allow_private_attachment_links: bool = False
+    # Seconds one attachment link may take to download in all (connect, headers and body together).
+    attachment_fetch_timeout: float = Field(default=30.0, gt=0)
     # Recipients per send job: big enough to amortise a job, small enough to spread over workers.
     batch_size: int = 500
 

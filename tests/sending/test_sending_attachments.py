@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
 from mailroom.config import Settings
 from mailroom.files.storage import LocalStorage
 from tests.sending.test_sending_pipeline import schedule
+from tests.support.links import fake_dns, file_server
 from tests.support.sender import running_worker, wait_until_sent
 from tests.support.smtp_server import smtp_server
 from tests.support.world import World
@@ -21,31 +18,10 @@ PDF = b"%PDF-1.4 flyer " + bytes(range(256)) * 40
 PNG = b"\x89PNG\r\n\x1a\n" + b"logo" * 500
 
 
-@contextmanager
-def file_server() -> Iterator[str]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path != "/flyer.pdf":
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "application/pdf")
-            self.send_header("Content-Length", str(len(PDF)))
-            self.end_headers()
-            self.wfile.write(PDF)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-
-
-async def test_file_link_and_inline_parts_arrive(world: World, app: FastAPI, settings: Settings) -> None:
+async def test_file_link_and_inline_parts_arrive(
+    world: World, app: FastAPI, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_dns(monkeypatch, {"files.example.test": ["127.0.0.1"]})
     admin = await world.brand_admin()
     LocalStorage(settings.data_dir / "files").write(f"{admin.user}/logo.png", PNG)
     async with app.state.sessionmaker() as s, s.begin():
@@ -56,15 +32,16 @@ async def test_file_link_and_inline_parts_arrive(world: World, app: FastAPI, set
                 {"u": admin.user, "p": f"{admin.user}/logo.png", "n": len(PNG)},
             )
         ).scalar_one()  # fmt: skip
-    with file_server() as base, smtp_server() as server:
+    with file_server({"/flyer.pdf": PDF}) as files, smtp_server() as server:
+        link = files.url("files.example.test", "/flyer.pdf")
         made = await schedule(
             admin,
             to=[{"recipient_type": "Email", "email": "jane@example.com"}],
             html='<p><img src="cid:logo"> Open house</p>',
             attachments=[
                 {"file": str(file_id), "is_inline": True, "content_id": "logo"},
-                {"url": f"{base}/flyer.pdf", "name": "Flyer.pdf"},
-                {"url": f"{base}/flyer.pdf", "name": "Flyer again.pdf"},  # the same link: dropped
+                {"url": link, "name": "Flyer.pdf"},
+                {"url": link, "name": "Flyer again.pdf"},  # the same link: dropped
             ],
         )
         async with running_worker(settings, transport="smtp", smtp_url=server.url, allow_private_attachment_links=True):
@@ -79,15 +56,19 @@ async def test_file_link_and_inline_parts_arrive(world: World, app: FastAPI, set
     assert "Flyer again.pdf" not in parts
 
 
-async def test_links_to_private_addresses_are_not_fetched(world: World, app: FastAPI, settings: Settings) -> None:
+async def test_links_to_private_addresses_are_not_fetched(
+    world: World, app: FastAPI, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A name is only judged when the worker resolves it: here, to an intranet file server.
+    fake_dns(monkeypatch, {"files.intranet.test": ["127.0.0.1"]})
     admin = await world.brand_admin()
-    with file_server() as base, smtp_server() as server:
+    with file_server({"/flyer.pdf": PDF}) as files, smtp_server() as server:
         made = await schedule(
             admin,
             to=[{"recipient_type": "Email", "email": "jane@example.com"}],
-            attachments=[{"url": f"{base}/flyer.pdf", "name": "Flyer.pdf"}],
+            attachments=[{"url": files.url("files.intranet.test", "/flyer.pdf"), "name": "Flyer.pdf"}],
         )
         async with running_worker(settings, transport="smtp", smtp_url=server.url):
             state = await wait_until_sent(app.state.sessionmaker, made["id"])
-    assert server.messages == []
+    assert server.messages == [] and files.requests == []
     assert "private address" in state["failure"]

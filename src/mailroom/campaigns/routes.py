@@ -15,6 +15,7 @@ from mailroom.campaigns import listing, quota, service
 from mailroom.campaigns.models import EmailCampaign
 from mailroom.campaigns.schemas import CampaignIn, NotificationsIn
 from mailroom.campaigns.views import campaign_emails_page, campaigns_out, parse_associations
+from mailroom.config import Settings
 from mailroom.crm.membership import require_member
 
 router = APIRouter(tags=["email campaigns"])
@@ -31,6 +32,11 @@ Associations = Annotated[
 
 def _associations(request: Request, declared: list[str] | None) -> frozenset[str]:
     return parse_associations([*(declared or []), *request.query_params.getlist("associations")])
+
+
+def _private_links(request: Request) -> bool:
+    settings: Settings = request.app.state.settings
+    return settings.allow_private_attachment_links
 
 
 async def _answer(session: Session, campaign_id: uuid.UUID, associations: frozenset[str]) -> ORJSONResponse:
@@ -50,7 +56,7 @@ async def _create(
     associations = _associations(request, assoc)
     brand = brand_from_request(request, body.brand)
     await require_member(session, caller.user.id, brand)
-    actor = service.Actor(user=caller.user.id, brand=brand)
+    actor = service.Actor(user=caller.user.id, brand=brand, allow_private_links=_private_links(request))
     campaign_id = await service.create_campaign(session, body, actor, force_individual=individual)
     return await _answer(session, campaign_id, associations)
 
@@ -79,7 +85,7 @@ async def update_campaign(
     assoc: Associations = None,
 ) -> ORJSONResponse:
     associations = _associations(request, assoc)
-    await service.update_campaign(session, id, body, caller.user.id)
+    await service.update_campaign(session, id, body, caller.user.id, allow_private_links=_private_links(request))
     return await _answer(session, id, associations)
 
 

@@ -14,6 +14,7 @@ from mailroom.campaigns.models import EmailCampaign, EmailCampaignAttachment, Em
 from mailroom.campaigns.schemas import CampaignIn, field_path
 from mailroom.crm.membership import member_role
 from mailroom.crm.models import Agent, Contact, CrmList, GoogleCredential, MicrosoftCredential
+from mailroom.egress import link_problem
 from mailroom.errors import BadRequest, Conflict, Forbidden, NotFound
 from mailroom.files.models import File
 from mailroom.sending.render import TemplateError, check_template, html_to_text, uses_variable
@@ -28,6 +29,8 @@ MICROSOFT_SEND_SCOPES = {"mail.send", "mail.modify"}
 class Actor:
     user: uuid.UUID
     brand: uuid.UUID
+    # The operator's Settings.allow_private_attachment_links: attachment links may name intranet hosts.
+    allow_private_links: bool = False
 
 
 async def _check_from(session: AsyncSession, actor: Actor, from_user: uuid.UUID) -> None:
@@ -115,6 +118,10 @@ async def _attachment_rows(session: AsyncSession, body: CampaignIn, actor: Actor
         seen.add(key)
         if item.is_inline and not item.content_id and not on_mailgun:
             raise BadRequest("is required for an inline attachment", field=f"attachments.{index}.content_id")
+        # Judged without network I/O; the worker checks every address the host resolves to when it fetches.
+        problem = None if item.url is None else link_problem(item.url, allow_private=actor.allow_private_links)
+        if problem is not None:
+            raise BadRequest(problem, field=f"attachments.{index}.url")
         rows.append(item.model_dump())
     file_ids = [r["file"] for r in rows if r["file"]]
     if file_ids:
@@ -241,7 +248,14 @@ async def live_campaign(session: AsyncSession, campaign_id: uuid.UUID, user: uui
     return campaign
 
 
-async def update_campaign(session: AsyncSession, campaign_id: uuid.UUID, body: CampaignIn, user: uuid.UUID) -> None:
+async def update_campaign(
+    session: AsyncSession,
+    campaign_id: uuid.UUID,
+    body: CampaignIn,
+    user: uuid.UUID,
+    *,
+    allow_private_links: bool = False,
+) -> None:
     """PUT replaces the whole campaign; a missing `from` keeps the old sender."""
     campaign = await live_campaign(session, campaign_id, user)
     # Re-read under the row lock the sender claims due campaigns with: an edit and an execution
@@ -254,7 +268,7 @@ async def update_campaign(session: AsyncSession, campaign_id: uuid.UUID, body: C
         raise BadRequest("does not match the campaign in the path", field="id")
     if body.brand is not None and body.brand != campaign.brand:
         raise BadRequest("a campaign cannot move to another brand", field="brand")
-    actor = Actor(user=user, brand=campaign.brand)
+    actor = Actor(user=user, brand=campaign.brand, allow_private_links=allow_private_links)
     values, recipients, attachments = await _values(
         session, body, actor, from_user=body.from_ or campaign.from_, force_individual=False
     )

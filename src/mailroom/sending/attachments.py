@@ -7,18 +7,19 @@ only public addresses (unless the operator allows private ones), bounded in size
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import mimetypes
 import socket
+import ssl
 import uuid
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from ipaddress import ip_address
 
 import httpx
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailroom.campaigns.service import MAILBOX_SIZE_LIMIT
+from mailroom.egress import IPAddress, link_problem, literal_address, refused
 from mailroom.files.storage import LocalStorage
 from mailroom.sending.mime import Attachment
 
@@ -42,33 +43,93 @@ class Parts:
     attached: tuple[Attachment, ...] = ()
 
 
-async def _public_host(host: str) -> None:
-    infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+async def resolve(host: str, port: int) -> list[IPAddress]:
+    """The addresses ``host`` stands for, in the resolver's order: the one place a link's host is resolved.
+
+    A literal address is read here, not by the resolver, so what is checked is what is connected to.
+    """
+    literal = literal_address(host)
+    if literal is not None:
+        return [literal]
+    # A resolver failure (OSError) may be passing: the send job retries it.
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses: list[IPAddress] = []
     for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            raise AttachmentError(f"attachment link to {host} points to a private address")
+        address = ip_address(str(info[4][0]).split("%", 1)[0])
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
 
 
-async def fetch(url: str, *, limit: int, allow_private: bool) -> tuple[bytes, str | None]:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise AttachmentError("attachment links must be http(s) URLs")
-    if not allow_private:
-        await _public_host(parts.hostname)
-    # Redirects are not followed: each hop would need the same address check.
-    async with (
-        httpx.AsyncClient(timeout=20.0, follow_redirects=False) as client,
-        client.stream("GET", url) as response,
-    ):
-        if response.status_code != 200:
-            raise AttachmentError(f"attachment link answered {response.status_code}: {url[:200]}")
-        data = bytearray()
-        async for chunk in response.aiter_bytes():
-            data += chunk
-            if len(data) > limit:
-                raise AttachmentError(f"attachment at {url[:200]} is larger than {limit} bytes")
-        return bytes(data), response.headers.get("content-type")
+async def fetch(
+    url: str, *, limit: int, allow_private: bool, deadline: float = 30.0, tls: ssl.SSLContext | None = None
+) -> tuple[bytes, str | None]:
+    """The body and declared content type behind ``url``; AttachmentError when it cannot or must not be had.
+
+    The host is resolved once, every address it resolves to is checked, and the connection goes to a
+    checked address with the link's host name in ``Host`` and TLS SNI (and the certificate checked
+    against that name): a resolver that answers differently the second time (DNS rebinding) gets no
+    second chance. ``deadline`` bounds the whole download, not each read, so a server that trickles
+    bytes cannot hold the worker. ``tls`` replaces the default certificate checks (tests).
+    """
+    problem = link_problem(url, allow_private=allow_private)
+    if problem is not None:
+        raise AttachmentError(f"attachment link {url[:200]} {problem}")
+    target = httpx.URL(url.strip())
+    host = target.raw_host.decode("ascii")
+    port = target.port or (443 if target.scheme == "https" else 80)
+    try:
+        async with asyncio.timeout(deadline):
+            addresses = await resolve(host, port)
+            if not allow_private and any(refused(a) for a in addresses):
+                raise AttachmentError(f"attachment link to {host[:200]} points to a private address")
+            return await _download(target, addresses, limit=limit, deadline=deadline, tls=tls)
+    except TimeoutError:
+        raise AttachmentError(f"attachment at {url[:200]} did not download within {deadline:g} s") from None
+
+
+async def _download(
+    target: httpx.URL, addresses: list[IPAddress], *, limit: int, deadline: float, tls: ssl.SSLContext | None
+) -> tuple[bytes, str | None]:
+    host = target.raw_host.decode("ascii")
+    # The name goes in Host and SNI; only a host name can be SNI (RFC 6066).
+    extensions = {"sni_hostname": host} if literal_address(host) is None else {}
+    headers = {"Host": target.netloc.decode("ascii"), "Accept-Encoding": "identity"}
+    # No proxy from the environment (it would resolve the name itself), no redirects (each hop
+    # would need the same checks).
+    async with httpx.AsyncClient(
+        timeout=deadline, follow_redirects=False, trust_env=False, verify=tls if tls is not None else True
+    ) as client:
+        for index, address in enumerate(addresses):
+            request = client.build_request(
+                "GET", target.copy_with(host=str(address)), headers=headers, extensions=extensions
+            )
+            try:
+                response = await client.send(request, stream=True)
+            except httpx.ConnectError:
+                if index + 1 < len(addresses):
+                    continue  # this address is unreachable from here (no IPv6 route, say): try the next
+                raise
+            try:
+                return await _read(response, target, limit)
+            finally:
+                await response.aclose()
+    raise AssertionError("resolve() answers at least one address")
+
+
+async def _read(response: httpx.Response, target: httpx.URL, limit: int) -> tuple[bytes, str | None]:
+    where = str(target)[:200]
+    if response.status_code != 200:
+        raise AttachmentError(f"attachment link answered {response.status_code}: {where}")
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise AttachmentError(f"attachment at {where} is larger than {limit} bytes")
+    data = bytearray()
+    async for chunk in response.aiter_bytes():
+        data += chunk
+        if len(data) > limit:
+            raise AttachmentError(f"attachment at {where} is larger than {limit} bytes")
+    return bytes(data), response.headers.get("content-type")
 
 
 def _content_type(declared: str | None, name: str) -> str:
@@ -78,9 +139,17 @@ def _content_type(declared: str | None, name: str) -> str:
 
 
 async def load_parts(
-    session: AsyncSession, campaign: uuid.UUID, storage: LocalStorage, *, allow_private_links: bool
+    sessionmaker: async_sessionmaker[AsyncSession],
+    campaign: uuid.UUID,
+    storage: LocalStorage,
+    *,
+    allow_private_links: bool,
+    deadline: float,
 ) -> Parts:
-    rows = (await session.execute(ATTACHMENTS, {"campaign": campaign})).all()
+    """The campaign's attachments, read from storage or fetched."""
+    # The rows are read and the connection given back before any download, which can take ``deadline``.
+    async with sessionmaker() as session:
+        rows = (await session.execute(ATTACHMENTS, {"campaign": campaign})).all()
     if not rows:
         return Parts()
     inline: list[Attachment] = []
@@ -96,7 +165,13 @@ async def load_parts(
             declared = row.mime
         else:
             name = row.name or "attachment"
-            data, declared = await fetch(row.url, limit=MAILBOX_SIZE_LIMIT, allow_private=allow_private_links)
+            # Only what is left of the size budget is downloaded.
+            data, declared = await fetch(
+                row.url,
+                limit=max(MAILBOX_SIZE_LIMIT - total, 0),
+                allow_private=allow_private_links,
+                deadline=deadline,
+            )
         total += len(data)
         if total > MAILBOX_SIZE_LIMIT:
             raise AttachmentError("the attachments add up to more than the size limit")

@@ -8,6 +8,7 @@ with set-based statements, one transaction per chunk.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
@@ -81,22 +82,39 @@ class SendContext:
     allow_private_links: bool = False
     # From for users who have not confirmed their address (their own goes in Reply-To).
     default_from: str = "no-reply@localhost"
+    fetch_deadline: float = 30.0
     _templates: dict[tuple[uuid.UUID, Any], CompiledCampaign] = field(default_factory=dict)
-    _parts: dict[tuple[uuid.UUID, Any], Parts] = field(default_factory=dict)
+    _parts: dict[tuple[uuid.UUID, Any], asyncio.Future[Parts]] = field(default_factory=dict)
 
     async def parts(self, campaign: Any) -> Parts:
-        """The campaign's attachments, read (or fetched) once per worker, not once per batch."""
+        """The campaign's attachments, read (or fetched) once per worker, not once per batch.
+
+        Batches of one campaign running at the same time wait for the same load instead of each
+        holding its own copy; a failed load is not kept, so a retry tries again.
+        """
         key = (campaign.id, campaign.updated_at)
-        parts = self._parts.get(key)
-        if parts is None:
-            if len(self._parts) > 16:
-                self._parts.clear()
-            async with self.sessionmaker() as session:
-                parts = await load_parts(
-                    session, campaign.id, self.storage, allow_private_links=self.allow_private_links
+        loading = self._parts.get(key)
+        if loading is None:
+            # Attachments run to tens of MB per campaign: keep those of the few campaigns being sent.
+            for old in [k for k, task in self._parts.items() if task.done()][: max(0, len(self._parts) - 3)]:
+                del self._parts[old]
+            loading = asyncio.ensure_future(
+                load_parts(
+                    self.sessionmaker,
+                    campaign.id,
+                    self.storage,
+                    allow_private_links=self.allow_private_links,
+                    deadline=self.fetch_deadline,
                 )
-            self._parts[key] = parts
-        return parts
+            )
+            self._parts[key] = loading
+        try:
+            # Shielded: one batch being cancelled does not cancel the load the others wait for.
+            return await asyncio.shield(loading)
+        except Exception:
+            if loading.done() and self._parts.get(key) is loading:
+                del self._parts[key]
+            raise
 
     def templates(self, campaign: Any) -> CompiledCampaign:
         key = (campaign.id, campaign.updated_at)

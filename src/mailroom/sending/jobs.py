@@ -176,6 +176,7 @@ async def run_worker(settings: Settings, *, concurrency: int = 8) -> None:
         storage=LocalStorage(settings.data_dir / "files"),
         allow_private_links=settings.allow_private_attachment_links,
         default_from=default_from(settings),
+        fetch_deadline=settings.attachment_fetch_timeout,
     )
     app = build_job_app(conninfo, ctx)
     log.info("worker started: transport %s, concurrency %d", transport_name(settings), concurrency)
