@@ -23,6 +23,7 @@ lint: $(BIN)/mailroom
 	$(BIN)/mypy
 
 bench: $(BIN)/mailroom
+	$(BIN)/python bench/attachments.py
 	$(BIN)/python bench/send.py
 
 clean:

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mailroom.campaigns.service import MAILBOX_SIZE_LIMIT
 from mailroom.egress import IPAddress, link_problem, literal_address, refused
 from mailroom.files.storage import LocalStorage
-from mailroom.sending.mime import Attachment
+from mailroom.sending.mime import Attachment, encode_part
 
 ATTACHMENTS = text(
     """
@@ -39,8 +39,13 @@ class AttachmentError(Exception):
 
 @dataclass(frozen=True)
 class Parts:
+    """A campaign's attachments: as files (for APIs that take files) and as MIME parts encoded once,
+    which every message built from them shares (``mime.build_segments``)."""
+
     inline: tuple[Attachment, ...] = ()
     attached: tuple[Attachment, ...] = ()
+    inline_parts: tuple[bytes, ...] = ()
+    attached_parts: tuple[bytes, ...] = ()
 
 
 async def resolve(host: str, port: int) -> list[IPAddress]:
@@ -146,7 +151,7 @@ async def load_parts(
     allow_private_links: bool,
     deadline: float,
 ) -> Parts:
-    """The campaign's attachments, read from storage or fetched."""
+    """The campaign's attachments, read or fetched, and their MIME parts encoded once for all its messages."""
     # The rows are read and the connection given back before any download, which can take ``deadline``.
     async with sessionmaker() as session:
         rows = (await session.execute(ATTACHMENTS, {"campaign": campaign})).all()
@@ -177,4 +182,11 @@ async def load_parts(
             raise AttachmentError("the attachments add up to more than the size limit")
         part = Attachment(name, _content_type(declared, name), data, row.content_id if row.is_inline else None)
         (inline if row.is_inline else attached).append(part)
-    return Parts(tuple(inline), tuple(attached))
+    # base64 of megabytes takes milliseconds: off the event loop that runs the other send jobs.
+    encoded = await asyncio.to_thread(
+        lambda: (
+            tuple(encode_part(item, inline=True) for item in inline),
+            tuple(encode_part(item, inline=False) for item in attached),
+        )
+    )
+    return Parts(tuple(inline), tuple(attached), *encoded)

@@ -26,7 +26,7 @@ from mailroom.links import unsubscribe_url
 from mailroom.sending.attachments import AttachmentError, Parts, load_parts
 from mailroom.sending.execute import SHARED_MESSAGE_LIMIT, fail_campaign
 from mailroom.sending.mailgun_batch import template_batch
-from mailroom.sending.mime import build_message, make_message_id
+from mailroom.sending.mime import build_segments, make_message_id
 from mailroom.sending.ratelimit import RateLimiter
 from mailroom.sending.record import record, settle_counters
 from mailroom.sending.render import CompiledCampaign, RenderedMessage, TemplateError, compile_campaign
@@ -87,7 +87,7 @@ class SendContext:
     _parts: dict[tuple[uuid.UUID, Any], asyncio.Future[Parts]] = field(default_factory=dict)
 
     async def parts(self, campaign: Any) -> Parts:
-        """The campaign's attachments, read (or fetched) once per worker, not once per batch.
+        """The campaign's attachments, read (or fetched) and encoded once per worker, not once per batch.
 
         Batches of one campaign running at the same time wait for the same load instead of each
         holding its own copy; a failed load is not kept, so a retry tries again.
@@ -223,8 +223,9 @@ def _mime(
     cc: Sequence[str] = (),
     unsubscribe: str | None,
     date: datetime,
-) -> bytes:
-    return build_message(
+) -> tuple[bytes, ...]:
+    # The attachment parts are the cached, shared ones: a message adds only its own head and text.
+    return build_segments(
         from_addr=from_header,
         to=to,
         cc=cc,
@@ -234,8 +235,8 @@ def _mime(
         message_id=make_message_id(row_id, ctx.message_domain),
         date=date,
         headers=_headers(ctx, campaign, unsubscribe),
-        inline=parts.inline,
-        attachments=parts.attached,
+        inline=parts.inline_parts,
+        attachments=parts.attached_parts,
     )
 
 

@@ -30,6 +30,10 @@ _MAX_LINE = 78
 # within the 76 columns RFC 2047 allows on a line holding encoded-words.
 _MAX_WORD_BYTES = 39
 _RFC2047_LINE = 76
+# Segments at least this long stay separate (not joined into the per-recipient bytes); see _coalesce.
+_SHARE_AT = 16 * 1024
+# A multiple of 57 bytes, the input of one 76-column base64 line, so pieces end at line ends.
+_ENCODE_PIECE = 57 * 16 * 1024
 _CRLF_RUN = re.compile(r"[\r\n\x00]+")
 _HEADER_NAME = re.compile(r"[!-9;-~]+\Z")
 _CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+\Z")
@@ -180,7 +184,10 @@ def _quoted_param(name: str, value: str) -> str:
     return f'{name}="' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _file_part(item: Attachment, disposition: str) -> bytes:
+def encode_part(item: Attachment, *, inline: bool) -> bytes:
+    """The attachment's whole MIME part (headers and base64 body): encoded once per campaign and
+    shared, not copied, by every message that carries it (see ``build_segments``)."""
+    disposition = "inline" if inline else "attachment"
     filename = _clean(item.filename).replace("\\", "/").rsplit("/", 1)[-1] or "attachment"
     content_type = item.content_type.strip().lower()
     if not _CONTENT_TYPE.match(content_type):
@@ -195,17 +202,94 @@ def _file_part(item: Attachment, disposition: str) -> bytes:
     head = _fold("Content-Type", f"{content_type}; {type_name}")
     head += "Content-Transfer-Encoding: base64\r\n"
     head += _fold("Content-Disposition", f"{disposition}; {disposition_name}")
-    if disposition == "inline":
+    if inline:
         content_id = _clean(item.content_id or filename).strip("<>")
         head += f"Content-ID: <{content_id}>\r\n"
-    return (head + "\r\n").encode("utf-8") + base64.encodebytes(item.data).replace(b"\n", b"\r\n")
+    # Encoded a piece at a time and joined once: a whole-file encode, CRLF replace and concatenation
+    # would each hold another copy of a part that may be tens of MB.
+    data = memoryview(item.data)
+    pieces = [(head + "\r\n").encode("utf-8")]
+    for start in range(0, len(data), _ENCODE_PIECE):
+        pieces.append(base64.encodebytes(data[start : start + _ENCODE_PIECE]).replace(b"\n", b"\r\n"))
+    return b"".join(pieces)
 
 
-def _multipart(subtype: str, boundary: str, parts: Sequence[bytes]) -> bytes:
+def _multipart(subtype: str, boundary: str, parts: Sequence[Sequence[bytes]]) -> list[bytes]:
     # The CRLF before each delimiter belongs to the delimiter (RFC 2046), not to the part.
     delimiter = f"\r\n--{boundary}\r\n".encode("ascii")
-    head = f'Content-Type: multipart/{subtype}; boundary="{boundary}"\r\n'.encode("ascii")
-    return head + delimiter + delimiter.join(parts) + f"\r\n--{boundary}--\r\n".encode("ascii")
+    out = [f'Content-Type: multipart/{subtype}; boundary="{boundary}"\r\n'.encode("ascii")]
+    for part in parts:
+        out.append(delimiter)
+        out.extend(part)
+    out.append(f"\r\n--{boundary}--\r\n".encode("ascii"))
+    return out
+
+
+def _coalesce(segments: Sequence[bytes]) -> tuple[bytes, ...]:
+    """Runs of small segments joined into one; large ones (the shared attachment parts) kept as they
+    are, so a message references them instead of holding a copy."""
+    out: list[bytes] = []
+    run: list[bytes] = []
+    for segment in segments:
+        if len(segment) < _SHARE_AT:
+            run.append(segment)
+            continue
+        if run:
+            out.append(b"".join(run))
+            run = []
+        out.append(segment)
+    if run:
+        out.append(b"".join(run))
+    return tuple(out)
+
+
+def build_segments(
+    *,
+    from_addr: str,
+    to: Sequence[str],
+    cc: Sequence[str],
+    subject: str,
+    text: str,
+    html: str | None,
+    message_id: str,
+    date: datetime | float,
+    headers: Mapping[str, str],
+    inline: Sequence[bytes],
+    attachments: Sequence[bytes],
+) -> tuple[bytes, ...]:
+    """The complete message as consecutive byte segments, CRLF line endings, ready for SMTP DATA.
+
+    ``inline`` and ``attachments`` are parts made by ``encode_part``: a campaign's messages all hold
+    the same part objects, so a chunk of messages costs one copy of its attachments, not one each.
+    Joined, the segments are the message; see ``build_message`` for the rest of the contract.
+    """
+    head = [_fold("From", format_addresses([from_addr]))]
+    to_line = format_addresses(to)
+    if to_line:
+        head.append(_fold("To", to_line))
+    cc_line = format_addresses(cc)
+    if cc_line:
+        head.append(_fold("Cc", cc_line))
+    head.append(_unstructured("Subject", subject))
+    head.append(f"Date: {_date(date)}\r\n")
+    head.append(f"Message-ID: {_clean(message_id)}\r\n")
+    head.append("MIME-Version: 1.0\r\n")
+    for name, value in headers.items():
+        if not _HEADER_NAME.match(name) or name.lower() in _RESERVED:
+            raise ValueError(f"header {name!r} cannot be set here")
+        head.append(_unstructured(name, value))
+
+    boundary = f"=_mr_{secrets.token_hex(10)}"
+    body = [_text_part("plain", text)]
+    if html is not None:
+        body = _multipart("alternative", boundary + "_a", [body, [_text_part("html", html)]])
+    if inline:
+        body = _multipart("related", boundary + "_r", [body, *([part] for part in inline)])
+    if attachments:
+        body = _multipart("mixed", boundary + "_m", [body, *([part] for part in attachments)])
+    if not body[-1].endswith(b"\r\n"):
+        body.append(b"\r\n")  # SMTP DATA and mbox readers expect the message to end with a line break
+    return _coalesce(["".join(head).encode("utf-8"), *body])
 
 
 def build_message(
@@ -229,35 +313,29 @@ def build_message(
     Feedback-ID, List-Unsubscribe or In-Reply-To; a name that is not a valid header name,
     or one this function writes itself (From, Subject, Content-Type, ...), is a ValueError.
     """
-    head = [_fold("From", format_addresses([from_addr]))]
-    to_line = format_addresses(to)
-    if to_line:
-        head.append(_fold("To", to_line))
-    cc_line = format_addresses(cc)
-    if cc_line:
-        head.append(_fold("Cc", cc_line))
-    head.append(_unstructured("Subject", subject))
-    head.append(f"Date: {_date(date)}\r\n")
-    head.append(f"Message-ID: {_clean(message_id)}\r\n")
-    head.append("MIME-Version: 1.0\r\n")
-    for name, value in headers.items():
-        if not _HEADER_NAME.match(name) or name.lower() in _RESERVED:
-            raise ValueError(f"header {name!r} cannot be set here")
-        head.append(_unstructured(name, value))
-
-    boundary = f"=_mr_{secrets.token_hex(10)}"
-    body = _text_part("plain", text)
-    if html is not None:
-        body = _multipart("alternative", boundary + "_a", [body, _text_part("html", html)])
-    if inline:
-        parts = [body, *(_file_part(item, "inline") for item in inline)]
-        body = _multipart("related", boundary + "_r", parts)
-    if attachments:
-        parts = [body, *(_file_part(item, "attachment") for item in attachments)]
-        body = _multipart("mixed", boundary + "_m", parts)
-    if not body.endswith(b"\r\n"):
-        body += b"\r\n"  # SMTP DATA and mbox readers expect the message to end with a line break
-    return "".join(head).encode("utf-8") + body
+    return b"".join(
+        build_segments(
+            from_addr=from_addr,
+            to=to,
+            cc=cc,
+            subject=subject,
+            text=text,
+            html=html,
+            message_id=message_id,
+            date=date,
+            headers=headers,
+            inline=[encode_part(item, inline=True) for item in inline],
+            attachments=[encode_part(item, inline=False) for item in attachments],
+        )
+    )
 
 
-__all__ = ["Attachment", "build_message", "format_addresses", "make_message_id", "parse_address"]
+__all__ = [
+    "Attachment",
+    "build_message",
+    "build_segments",
+    "encode_part",
+    "format_addresses",
+    "make_message_id",
+    "parse_address",
+]

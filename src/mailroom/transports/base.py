@@ -55,6 +55,9 @@ class OutgoingMessage:
     """One rendered message for a transport.
 
     ``recipients`` are all RCPT TO addresses (To, Cc and Bcc, bare addresses).
+    ``message`` is the MIME message, as bytes or as consecutive byte segments whose large
+    ones (attachment parts) are shared by every message of a campaign: a transport writes
+    the segments one after the other and joins them only where an API needs one buffer.
     ``tags`` and ``variables`` are provider metadata (Mailgun ``o:tag`` / ``v:name``, seen
     again in its webhooks); transports that relay raw MIME ignore them.
     """
@@ -62,9 +65,17 @@ class OutgoingMessage:
     key: str
     envelope_from: str
     recipients: Sequence[str]
-    message: bytes
+    message: bytes | tuple[bytes, ...]
     tags: Sequence[str] = ()
     variables: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def segments(self) -> tuple[bytes, ...]:
+        return (self.message,) if isinstance(self.message, bytes) else self.message
+
+    def joined(self) -> bytes:
+        """The message in one buffer: a copy of the shared parts, so only for one message at a time."""
+        return self.message if isinstance(self.message, bytes) else b"".join(self.message)
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,7 +116,8 @@ class MailgunTransport:
 
         async def one(msg: OutgoingMessage) -> SendResult | SendError:
             data: dict[str, str | list[str]] = {"to": list(msg.recipients), **_options(msg.tags, msg.variables)}
-            files: _Files = [("message", ("message.mime", msg.message, "message/rfc822"))]
+            # Joined per request while it is in flight (at most ``concurrency`` at once).
+            files: _Files = [("message", ("message.mime", msg.joined(), "message/rfc822"))]
             outcome = await self._post(f"{self._messages_url}.mime", data, files, abort)
             if isinstance(outcome, SendError):
                 return outcome

@@ -76,7 +76,8 @@ class OutboxTransport:
         try:
             with open(temp, "wb") as fh:
                 fh.write(envelope)
-                fh.write(msg.message)
+                for segment in msg.segments:
+                    fh.write(segment)
             os.replace(temp, target)
         except OSError as exc:
             temp.unlink(missing_ok=True)

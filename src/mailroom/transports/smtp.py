@@ -218,7 +218,7 @@ class SmtpTransport:
             assert conn is not None
             ascii_envelope = msg.envelope_from.isascii() and all(r.isascii() for r in msg.recipients)
             options = [] if ascii_envelope else ["SMTPUTF8"]
-            if not msg.message.isascii() and conn.eightbit:
+            if conn.eightbit and not all(segment.isascii() for segment in msg.segments):
                 options.append("BODY=8BITMIME")
             try:
                 async with asyncio.timeout(self.settings.timeout):
@@ -226,7 +226,7 @@ class SmtpTransport:
                         conn.wire,
                         sender=msg.envelope_from,
                         recipients=list(msg.recipients),
-                        message=msg.message,
+                        message=msg.segments,
                         options=options,
                         pipelining=conn.pipelining,
                     )
@@ -264,7 +264,8 @@ def _refusals(refused: dict[str, Reply]) -> str:
 
 
 def _provider_id(msg: OutgoingMessage) -> str:
-    end = msg.message.find(b"\r\n\r\n")
-    head = msg.message[:end] if end >= 0 else msg.message
+    first = msg.segments[0]  # the header block is built as one piece: it is all in the first segment
+    end = first.find(b"\r\n\r\n")
+    head = first[:end] if end >= 0 else first
     match = _MESSAGE_ID.search(head)
     return match.group(1).decode("utf-8", "replace").strip() if match else f"smtp:{msg.key}"

@@ -10,11 +10,12 @@ campaign sent over SMTP.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-_DOT_LINE = re.compile(rb"(?m)^\.")
+# The body goes to the transport in pieces of this size, each once the previous ones have drained.
+_WRITE_PIECE = 256 * 1024
 
 
 class ConnectionGone(ConnectionError):
@@ -44,6 +45,7 @@ class Wire(asyncio.Protocol):
         self._lines: list[str] = []
         self._waiter: asyncio.Future[None] | None = None
         self._wanted = 0
+        self._writable: asyncio.Future[None] | None = None  # set while the transport's buffer is full
         self.lost: Exception | None = None
         # Once the body is on its way a broken connection may have delivered it: never resend blindly.
         self.body_started = False
@@ -75,6 +77,23 @@ class Wire(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = exc or ConnectionGone("the server closed the connection")
         self._wake()
+        self.resume_writing()
+
+    def pause_writing(self) -> None:
+        if self._writable is None:
+            self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        writable, self._writable = self._writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait until the transport has sent enough of what it holds to take more."""
+        if self._writable is not None:
+            await self._writable
+        if self.lost is not None:
+            raise ConnectionGone(str(self.lost))
 
     def eof_received(self) -> bool:
         return False
@@ -84,7 +103,7 @@ class Wire(asyncio.Protocol):
         if waiting and (len(self._replies) >= self._wanted or self.lost is not None):
             self._waiter.set_result(None)  # type: ignore[union-attr]
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         if not self.alive:
             raise ConnectionGone("the connection is closed")
         self.transport.write(data)  # type: ignore[attr-defined]
@@ -123,7 +142,13 @@ def _command(verb: bytes, address: str, options: list[str], encoding: str) -> by
 
 
 async def transact(
-    wire: Wire, *, sender: str, recipients: list[str], message: bytes, options: list[str], pipelining: bool
+    wire: Wire,
+    *,
+    sender: str,
+    recipients: list[str],
+    message: bytes | Sequence[bytes],
+    options: list[str],
+    pipelining: bool,
 ) -> Outcome:
     """One message: MAIL, RCPT..., DATA, body. Leaves the connection ready for the next one."""
     encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
@@ -163,14 +188,36 @@ async def transact(
         return await _abandon(wire, Outcome(False, "RCPT TO", None, refused))
     if data_reply is None or data_reply.code != 354:
         return await _abandon(wire, Outcome(False, "DATA", data_reply, refused))
-    body = message if message.endswith(b"\r\n") else message + b"\r\n"
     wire.body_started = True
-    wire.write(_DOT_LINE.sub(b"..", body) + b".\r\n")
+    await _write_body(wire, [message] if isinstance(message, bytes) else message)
     (final,) = await wire.read(1)
     wire.body_started = False
     if final.code != 250:
         return await _abandon(wire, Outcome(False, "DATA", final, refused))
     return Outcome(True, "DATA", final, refused)
+
+
+async def _write_body(wire: Wire, segments: Sequence[bytes]) -> None:
+    """The message dot-stuffed (RFC 5321 4.5.2) and terminated, written segment by segment.
+
+    A segment with no line starting with a dot (any base64 part) goes out as views of the object
+    given, a piece at a time as the connection takes it: a part shared by many messages is never
+    copied whole, neither for one message nor into the transport's send buffer.
+    """
+    line_start, ended = True, False
+    for segment in segments:
+        if not segment:
+            continue
+        # Searched before replacing: most segments have no dot line, and are then not copied.
+        stuffed = segment.replace(b"\n.", b"\n..") if b"\n." in segment else segment
+        if line_start and segment[:1] == b".":
+            stuffed = b"." + stuffed
+        view = memoryview(stuffed)
+        for start in range(0, len(view), _WRITE_PIECE):
+            wire.write(view[start : start + _WRITE_PIECE])
+            await wire.drain()
+        line_start, ended = segment.endswith(b"\n"), segment.endswith(b"\r\n")
+    wire.write(b".\r\n" if ended else b"\r\n.\r\n")
 
 
 async def _abandon(wire: Wire, outcome: Outcome) -> Outcome:
