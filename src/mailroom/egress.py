@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import re
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
-from urllib.parse import urlsplit
+
+import httpx
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -77,17 +78,22 @@ def literal_address(host: str) -> IPAddress | None:
 
 
 def link_problem(url: str, *, allow_private: bool) -> str | None:
-    """Why the server must not fetch ``url``, judged without network I/O; None when it may try."""
+    """Why the server must not fetch ``url``, judged without network I/O; None when it may try.
+
+    The URL is read by the same parser the fetch uses (httpx), so the host judged here is the host
+    that would be resolved and connected to.
+    """
     try:
-        parts = urlsplit(url.strip())
-        host = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
-    except ValueError:
+        parsed = httpx.URL(url.strip())
+    except (httpx.InvalidURL, UnicodeError):
         return "is not a valid URL"
-    if parts.scheme.lower() not in ("http", "https"):
+    if parsed.scheme not in ("http", "https"):
         return "must be an http or https URL"
+    host = parsed.raw_host.decode("ascii", "replace")
     if not host:
         return "must name a host"
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        return "has a port out of range"
     if allow_private:
         return None
     address = literal_address(host)
