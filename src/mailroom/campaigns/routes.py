@@ -50,7 +50,9 @@ async def _create(
     brand = brand_from_request(request, body.brand)
     await require_member(session, caller.user.id, brand)
     actor = service.Actor(user=caller.user.id, brand=brand)
-    campaign_id = await service.create_campaign(session, body, actor, force_individual=individual)
+    campaign_id = await service.create_campaign(
+        session, body, actor, renderer=request.app.state.renderer, force_individual=individual
+    )
     return await _answer(session, campaign_id, associations)
 
 
@@ -78,7 +80,7 @@ async def update_campaign(
     assoc: Associations = None,
 ) -> ORJSONResponse:
     associations = _associations(request, assoc)
-    await service.update_campaign(session, id, body, caller.user.id)
+    await service.update_campaign(session, id, body, caller.user.id, renderer=request.app.state.renderer)
     return await _answer(session, id, associations)
 
 

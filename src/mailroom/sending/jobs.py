@@ -31,6 +31,7 @@ from mailroom.sending.batch import RetryLater, SendContext, send_batch
 from mailroom.sending.execute import NEXT_DUE, QUEUE, SEND_TASK, execute_next_due
 from mailroom.sending.ratelimit import RateLimiter
 from mailroom.sending.record import give_up
+from mailroom.sending.renderer import RenderLimits, RenderPool
 from mailroom.transports.base import TransientSendError
 from mailroom.transports.factory import make_transport, message_domain, transport_name
 
@@ -151,6 +152,7 @@ async def run_worker(settings: Settings, *, concurrency: int = 8) -> None:
     engine = make_engine(url, pool_size=concurrency + 2)
     sessionmaker = make_sessionmaker(engine)
     transport = make_transport(settings)
+    renderer = RenderPool(RenderLimits.from_settings(settings))
     ctx = SendContext(
         sessionmaker=sessionmaker,
         transport=transport,
@@ -159,6 +161,7 @@ async def run_worker(settings: Settings, *, concurrency: int = 8) -> None:
         public_url=settings.public_url,
         message_domain=message_domain(settings),
         storage=LocalStorage(settings.data_dir / "files"),
+        renderer=renderer,
         allow_private_links=settings.allow_private_attachment_links,
     )
     app = build_job_app(conninfo, ctx)
@@ -185,5 +188,6 @@ async def run_worker(settings: Settings, *, concurrency: int = 8) -> None:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
     finally:
+        await renderer.aclose()
         await transport.aclose()
         await engine.dispose()

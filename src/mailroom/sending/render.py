@@ -162,10 +162,11 @@ def _render(field: str, template: Template, context: Mapping[str, Any]) -> str:
         raise TemplateError(
             field, _template_line(exc.__traceback__), f"the template tried to access an unsafe attribute ({exc})"
         ) from None
-    except MemoryError:
-        raise TemplateError(field, None, "the template ran out of memory", out_of_memory=True) from None
-    except RecursionError:
-        raise TemplateError(field, None, "the template is nested too deeply") from None
+    except MemoryError as exc:
+        line = _template_line(exc.__traceback__)
+        raise TemplateError(field, line, "the template ran out of memory", out_of_memory=True) from None
+    except RecursionError as exc:
+        raise TemplateError(field, _template_line(exc.__traceback__), "the template is nested too deeply") from None
     except Exception as exc:
         # Anything a template can do wrong at render time (1/0, calling an undefined name,
         # adding a string to a number) fails the campaign with a readable reason.
