@@ -24,6 +24,7 @@ lint: $(BIN)/mailroom
 
 bench: $(BIN)/mailroom
 	$(BIN)/python bench/send.py
+	$(BIN)/python bench/render.py
 
 clean:
 	rm -rf $(VENV) var

@@ -39,6 +39,10 @@ def render_children() -> set[int]:
     return found
 
 
+def environment_of(pid: int) -> list[bytes]:
+    return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+
+
 async def while_ticking(work: Awaitable[T]) -> tuple[T | BaseException, int]:
     """Await ``work`` while counting 10 ms ticks of the same event loop: the loop must stay free."""
     task = asyncio.ensure_future(work)
@@ -102,7 +106,7 @@ async def test_a_template_that_takes_too_much_memory_fails_and_its_process_is_re
     assert first not in render_children()
 
 
-async def test_a_process_that_dies_mid_render_is_replaced(pool: RenderPool) -> None:
+async def test_a_process_that_dies_mid_render_is_replaced() -> None:
     slow = RenderPool(RenderLimits(processes=1, seconds=60.0))
     try:
         others = render_children()
@@ -159,3 +163,16 @@ async def test_closing_the_pool_stops_its_processes() -> None:
     assert not mine & render_children()
     with pytest.raises(RendererUnavailable):
         await pool.render(templates(), [CONTEXT])
+
+
+async def test_rendering_processes_do_not_see_the_service_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILROOM_SECRET_KEY", "not-for-templates")
+    others = render_children()
+    pool = RenderPool(RenderLimits(processes=1))
+    try:
+        await pool.render(templates(), [CONTEXT])
+        (pid,) = render_children() - others
+        environ = environment_of(pid)
+        assert environ and not [v for v in environ if v.startswith(b"MAILROOM_")]
+    finally:
+        await pool.aclose()

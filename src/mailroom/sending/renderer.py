@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -96,6 +97,8 @@ class _Child:
             str(memory_mib),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            # Templates need none of the service's settings (database URL, secret key, API keys).
+            env={name: value for name, value in os.environ.items() if not name.startswith("MAILROOM_")},
         )
         child = cls(process)
         try:
@@ -125,8 +128,8 @@ class _Child:
 
         async def round_trip() -> dict[str, Any]:
             try:
-                stdin.write(len(payload).to_bytes(4, "big"))
-                stdin.write(payload)
+                # One write: each write to the pipe wakes the child, and a wake-up costs more than the copy.
+                stdin.write(len(payload).to_bytes(4, "big") + payload)
                 await stdin.drain()
             except ConnectionError:
                 raise _Died(await self.process.wait()) from None
@@ -186,6 +189,8 @@ class RenderPool:
         seconds = self.limits.budget(messages)
         request["seconds"] = seconds
         async with self._slots:
+            if self._closed:  # closed while this request waited for a process
+                raise RendererUnavailable("the renderer is closed")
             child = self._idle.pop() if self._idle else await _Child.start(self.limits.memory_mib)
             self._busy.add(child)
             reusable = False
