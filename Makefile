@@ -25,6 +25,7 @@ lint: $(BIN)/mailroom
 bench: $(BIN)/mailroom
 	$(BIN)/python bench/attachments.py
 	$(BIN)/python bench/send.py
+	$(BIN)/python bench/render.py
 
 clean:
 	rm -rf $(VENV) var

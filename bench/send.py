@@ -44,6 +44,7 @@ from mailroom.campaigns.schemas import CampaignIn  # noqa: E402
 from mailroom.campaigns.service import Actor, create_campaign  # noqa: E402
 from mailroom.crm.service import bootstrap  # noqa: E402
 from mailroom.db import libpq_url, make_engine, make_sessionmaker, start_embedded_postgres  # noqa: E402
+from mailroom.sending.renderer import RenderLimits, RenderPool  # noqa: E402
 from tests.support.mailgun_server import mailgun_server  # noqa: E402
 from tests.support.workers import SEED_CONTACTS, WorkerGroup, run_migrate, worker_env, worker_group  # noqa: E402
 
@@ -202,10 +203,14 @@ def schedule(url: str, brand: uuid.UUID, user: uuid.UUID, due_in: float) -> tupl
 
     async def make() -> uuid.UUID:
         engine = make_engine(url, pool_size=1)
+        renderer = RenderPool(RenderLimits(processes=1))
         try:
             async with make_sessionmaker(engine)() as session, session.begin():
-                return await create_campaign(session, body, Actor(user=user, brand=brand), force_individual=True)
+                return await create_campaign(
+                    session, body, Actor(user=user, brand=brand), renderer=renderer, force_individual=True
+                )
         finally:
+            await renderer.aclose()
             await engine.dispose()
 
     return asyncio.run(make()), due

@@ -80,6 +80,7 @@ def settings(database_url: str, tmp_root: Path) -> Settings:
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
     yield application
+    await application.state.renderer.aclose()
     await application.state.engine.dispose()
 
 

@@ -21,15 +21,19 @@ from mailroom.crm.routes import router as crm_router
 from mailroom.crypto import SecretBox
 from mailroom.db import make_engine, make_sessionmaker, resolve_database_url
 from mailroom.links import install_access_log_filter
+from mailroom.sending.renderer import RenderLimits, RenderPool
 from mailroom.tracking.unsubscribe import router as unsubscribe_router
 
 
 def create_app(settings: Settings) -> FastAPI:
     engine = make_engine(resolve_database_url(settings))
+    # Create-time template checks run here, bounded; its processes start on first use.
+    renderer = RenderPool(RenderLimits.from_settings(settings))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        await renderer.aclose()
         await engine.dispose()
 
     app = FastAPI(
@@ -42,6 +46,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.renderer = renderer
     app.state.secret_box = SecretBox(settings.resolved_secret_key())
     install_error_handlers(app)
     # Multipart framing around an imported file is a few hundred bytes; 64 KiB leaves room for any client.

@@ -76,6 +76,13 @@ class Settings(BaseSettings):
     attachment_fetch_timeout: float = Field(default=30.0, gt=0)
     # Recipients per send job: big enough to amortise a job, small enough to spread over workers.
     batch_size: int = 500
+    # User templates render in child processes (per API process and per worker), each capped in
+    # memory; one request (a chunk of recipients, or one create-time check) may take
+    # render_seconds plus render_seconds_per_message for each message it renders.
+    render_processes: int = 2
+    render_seconds: float = 2.0
+    render_seconds_per_message: float = 0.05
+    render_memory_mib: int = 512
 
     @field_validator("secret_key")
     @classmethod

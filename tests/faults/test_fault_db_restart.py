@@ -83,6 +83,7 @@ async def test_database_restart_mid_campaign(own_postgres: tuple[str, Any], tmp_
                 )
                 campaign = await faults.schedule_to_all_contacts(admin)
         finally:
+            await app.state.renderer.aclose()
             await app.state.engine.dispose()
 
         await faults.until(

@@ -1,4 +1,7 @@
+import subprocess
+import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -163,3 +166,123 @@ def test_render_speed() -> None:
     all_us = (time.perf_counter() - start) / runs * 1e6
     print(f"\nrender: {html_us:.1f} µs for 2 KB html with 3 variables; {all_us:.1f} µs subject+html+text")
     assert html_us < 300  # loose bound: machines vary; the printed figure is the measurement
+
+
+# Each of these made the old scans quadratic: one regex or html.parser pass from every `{` or `<`.
+HOSTILE_HTML = {
+    "unclosed braces": "{" * 2_000_000,
+    "braces in a raw block": "{% raw %}" + "{" * 1_000_000 + "{% endraw %}",
+    "unclosed tags": "<p>" + "<a " * 600_000,
+    "unclosed attribute quotes": "<a b='" * 300_000,
+    "unfinished attributes": "<a b=" * 400_000,
+    "unclosed comments": "<!--" * 500_000,
+    "unclosed declarations": "<!" * 1_000_000,
+}
+
+
+def test_html_to_text_takes_linear_time_on_hostile_input() -> None:
+    # In a child process, so that a quadratic scan fails the test at the timeout instead of hanging it.
+    program = (
+        "import time\n"
+        "from mailroom.sending.render import html_to_text\n"
+        "from tests.sending.test_render import HOSTILE_HTML\n"
+        "for name, html in HOSTILE_HTML.items():\n"
+        "    started = time.perf_counter()\n"
+        "    html_to_text(html)\n"
+        "    print(f'{name}: {time.perf_counter() - started:.2f}', flush=True)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", program], capture_output=True, text=True, timeout=120, cwd=root, check=True
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"html_to_text did not finish in 120 s: {exc.stdout!r}") from None
+    seconds = dict(line.split(": ") for line in done.stdout.splitlines())
+    assert set(seconds) == set(HOSTILE_HTML)
+    # Linear: a couple of megabytes take well under a second; quadratic, hours.
+    assert all(float(s) < 10 for s in seconds.values()), seconds
+
+
+def test_html_to_text_survives_what_used_to_raise() -> None:
+    # A numeric reference longer than int() accepts, and a look-alike of the internal tokens.
+    assert html_to_text("<p>a&#" + "9" * 5000 + ";b</p>") == "a\ufffdb"
+    assert html_to_text("<p>\ue0005\ue001 {{ x }}</p>") == "\ue0005\ue001 {{ x }}"
+    assert html_to_text("<p>&#x110000; &#0000000065; &amp</p>") == "\ufffd A &"
+
+
+def test_html_to_text_tags_that_the_scanner_must_get_right() -> None:
+    html = (
+        "<p>One<br/>two</p><title/>"
+        "<SCRIPT type='x'>if (a <b && c> d) { document.write('<p>no</p>') }</script>"
+        '<a href="https://example.com/?q=a>b&amp;c">the link</a> <img alt=\'"quoted"\' src=x>'
+        "<div>tail <a href='x' unterminated"
+    )
+    assert html_to_text(html) == 'One\ntwo\n\nthe link (https://example.com/?q=a>b&c) "quoted"\ntail'
+
+
+@pytest.mark.parametrize(
+    ("template", "reason"),
+    [
+        ("{{ '{:>50000000}'.format('a') }}", "a format width or precision of 50000000"),
+        ("{{ '{:.{p}f}'.format(1.5, p=50000000) }}", "a format width or precision of 50000000"),
+        ("{{ 'a'|center(50000000) }}", "a center() width of 50000000"),
+        ("{{ 'a'.ljust(50000000) }}", "a ljust() width of 50000000"),
+        ("{{ 'a'.zfill(50000000) }}", "a zfill() width of 50000000"),
+        ("{{ '%50000000s' % 'a' }}", "a width of 50000000"),
+        ("{{ '%.50000000f' % 1.5 }}", "a precision of 50000000"),
+        ("{{ '%s %*s' % ('x', 50000000, 'a') }}", "a width of 50000000"),
+        ("{{ '%-50000000s'|format('a') }}", "a width of 50000000"),
+        (
+            "{{ ('a' * 1000)|replace('a', 'aaaaaaaaaa')|replace('a', 'aaaaaaaaaa')|replace('a', 'aaaaaaaaaa') }}",
+            "replace would add 900000 characters",
+        ),
+        ("{{ ('a' * 1000).replace('a', 'b' * 1000) }}", "replace would add 999000 characters"),
+        ("{{ ('\t' * 1000).expandtabs(100000) }}", "expandtabs would add"),
+        ("{{ ('x\\n' * 10000)|indent(100000) }}", "indent would add"),
+        ("{{ 'a b'|wordwrap(50000000) }}", "a wordwrap() width of 50000000"),
+        ("{{ 'abc'|truncate(50000000) }}", "a truncate() length of 50000000"),
+        ("{{ [1]|batch(50000000, 0)|list }}", "a batch() size of 50000000"),
+        ("{{ [1]|slice(50000000)|list }}", "a slice() count of 50000000"),
+        ("{{ lipsum(100000) }}", "lipsum() paragraphs of 100000"),
+        ("{% for i in range(100000) %}{% endfor %}", "a range of 100000 numbers"),
+        ("{{ ((10 ** 100) ** 100) ** 100 }}", "a power that is too large"),
+    ],
+)
+def test_sandbox_caps_what_one_argument_can_make_expensive(template: str, reason: str) -> None:
+    compiled = compile_campaign("s", f"<p>ok</p>\n{template}", "t")
+    with pytest.raises(TemplateError) as info:
+        compiled.render(CONTEXT)
+    assert (info.value.field, info.value.line) == ("html", 2)
+    assert reason in str(info.value)
+
+
+def test_sandbox_caps_leave_ordinary_formatting_alone() -> None:
+    template = (
+        "{{ '{:>5}|{:.2f}'.format('a', 3.14159) }} {{ '%5.1f%%' % 99.44 }} {{ '%(n)s' % {'n': 1} }} "
+        "{{ 'abc'|replace('b', 'xy') }} {{ 'Hi'|center(6) }}. {{ range(3)|list }} {{ '%s-%s'|format(1, 2) }} "
+        "{{ 'a'.ljust(3) }}|{{ 'one two three'|wordwrap(7) }}|{{ [1, 2, 3]|batch(2)|list }}"
+    )
+    out = compile_campaign("s", None, template).render(CONTEXT)
+    assert out.text == ("    a|3.14  99.4% 1 axyc   Hi  . [0, 1, 2] 1-2 a  |one two\nthree|[[1, 2], [3]]")
+
+
+def test_rendered_fields_are_capped_in_size() -> None:
+    loops = "{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}"
+    with pytest.raises(TemplateError, match=r"^html: the rendered html is larger than 2097152 bytes$"):
+        compile_campaign("s", loops, "t").render(CONTEXT)
+    with pytest.raises(TemplateError, match=r"^subject: the rendered subject is longer than 998 characters$"):
+        compile_campaign("{{ 'a' * 999 }}", None, "t").render(CONTEXT)
+    # Characters that take 3 bytes each: under the limit in characters, over it in bytes.
+    euros = "{% for i in range(20) %}{{ '€' * 50000 }}{% endfor %}"
+    with pytest.raises(TemplateError, match="the rendered text is larger than 2097152 bytes"):
+        compile_campaign("s", None, euros).render(CONTEXT)
+    assert len(compile_campaign("{{ 'a' * 998 }}", None, "t").render(CONTEXT).subject) == 998
+
+
+@pytest.mark.parametrize(
+    "source", ["{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}", "{{ " + "[" * 5000 + "]" * 5000 + " }}"]
+)
+def test_deeply_nested_templates_fail_with_a_reason(source: str) -> None:
+    with pytest.raises(TemplateError, match=r"^text: the template is nested too deeply$"):
+        check_template("text", source)

@@ -57,7 +57,9 @@ async def _create(
     brand = brand_from_request(request, body.brand)
     await require_member(session, caller.user.id, brand)
     actor = service.Actor(user=caller.user.id, brand=brand, allow_private_links=_private_links(request))
-    campaign_id = await service.create_campaign(session, body, actor, force_individual=individual)
+    campaign_id = await service.create_campaign(
+        session, body, actor, renderer=request.app.state.renderer, force_individual=individual
+    )
     return await _answer(session, campaign_id, associations)
 
 
@@ -85,7 +87,14 @@ async def update_campaign(
     assoc: Associations = None,
 ) -> ORJSONResponse:
     associations = _associations(request, assoc)
-    await service.update_campaign(session, id, body, caller.user.id, allow_private_links=_private_links(request))
+    await service.update_campaign(
+        session,
+        id,
+        body,
+        caller.user.id,
+        renderer=request.app.state.renderer,
+        allow_private_links=_private_links(request),
+    )
     return await _answer(session, id, associations)
 
 

@@ -17,7 +17,8 @@ from mailroom.crm.models import Agent, Contact, CrmList, GoogleCredential, Micro
 from mailroom.egress import link_problem
 from mailroom.errors import BadRequest, Conflict, Forbidden, NotFound
 from mailroom.files.models import File
-from mailroom.sending.render import TemplateError, check_template, html_to_text, uses_variable
+from mailroom.sending.render import TemplateError
+from mailroom.sending.renderer import RenderPool
 
 MAILGUN_SIZE_LIMIT = 15 * 1024 * 1024
 MAILBOX_SIZE_LIMIT = 26 * 1024 * 1024
@@ -144,34 +145,50 @@ async def _attachment_rows(session: AsyncSession, body: CampaignIn, actor: Actor
     return rows
 
 
-def _check_templates(body: CampaignIn) -> bool:
-    """Compile subject, html and text; True when they address the recipient (so must go one by one)."""
+async def _check_templates(body: CampaignIn, renderer: RenderPool) -> tuple[bool, str | None]:
+    """Compile subject, html and text and render each once for a sample recipient, in the bounded renderer.
+
+    Returns whether they address the recipient (so must go one by one) and, for html without a
+    text version, the text template made from it.
+    """
     personal = False
+    derived = None
+    derive = not body.text and bool(body.html and body.html.strip())
     for field in ("subject", "html", "text"):
         source = getattr(body, field)
         if not source:
             continue
         try:
-            check_template(field, source)
+            checked = await renderer.check(field, source, derive_text=derive and field == "html")
         except TemplateError as exc:
-            raise BadRequest(str(exc).removeprefix(f"{field}: "), field=field) from None
-        personal = personal or uses_variable(source, "recipient")
-    return personal
+            reason = str(exc).removeprefix(f"{exc.field}: ") if exc.field else str(exc)
+            raise BadRequest(reason, field=field) from None
+        personal = personal or checked.personal
+        derived = checked.text if checked.text is not None else derived
+    return personal, derived
 
 
 async def _values(
-    session: AsyncSession, body: CampaignIn, actor: Actor, *, from_user: uuid.UUID, force_individual: bool
+    session: AsyncSession,
+    body: CampaignIn,
+    actor: Actor,
+    *,
+    from_user: uuid.UUID,
+    force_individual: bool,
+    renderer: RenderPool,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """Everything a campaign row, its recipients and its attachments will hold; raises on bad input."""
     await _check_from(session, actor, from_user)
-    individual = bool(force_individual or body.individual or _check_templates(body))
+    # Checked whatever the campaign's kind: an individual campaign's templates must render too.
+    personal, derived_text = await _check_templates(body, renderer)
+    individual = bool(force_individual or body.individual or personal)
     if not individual:
         await _check_credential(session, body, from_user, actor.user)
     await _check_recipients(session, body, actor)
     attachments = await _attachment_rows(session, body, actor)
     html, text = body.html, body.text
     if not text and html and html.strip():
-        text = html_to_text(html)
+        text = derived_text
     if not (html and html.strip()) and not (text and text.strip()):
         text = " "
     values: dict[str, Any] = {
@@ -216,13 +233,13 @@ async def _write_children(
 
 
 async def create_campaign(
-    session: AsyncSession, body: CampaignIn, actor: Actor, *, force_individual: bool = False
+    session: AsyncSession, body: CampaignIn, actor: Actor, *, renderer: RenderPool, force_individual: bool = False
 ) -> uuid.UUID:
     if force_individual and (body.cc or body.bcc):
         raise BadRequest("individual emails cannot have cc or bcc", field="cc" if body.cc else "bcc")
     from_user = body.from_ or actor.user
     values, recipients, attachments = await _values(
-        session, body, actor, from_user=from_user, force_individual=force_individual
+        session, body, actor, from_user=from_user, force_individual=force_individual, renderer=renderer
     )
     if body.id is not None:
         existing = await session.get(EmailCampaign, body.id)
@@ -254,6 +271,7 @@ async def update_campaign(
     body: CampaignIn,
     user: uuid.UUID,
     *,
+    renderer: RenderPool,
     allow_private_links: bool = False,
 ) -> None:
     """PUT replaces the whole campaign; a missing `from` keeps the old sender."""
@@ -270,7 +288,7 @@ async def update_campaign(
         raise BadRequest("a campaign cannot move to another brand", field="brand")
     actor = Actor(user=user, brand=campaign.brand, allow_private_links=allow_private_links)
     values, recipients, attachments = await _values(
-        session, body, actor, from_user=body.from_ or campaign.from_, force_individual=False
+        session, body, actor, from_user=body.from_ or campaign.from_, force_individual=False, renderer=renderer
     )
     await session.execute(
         update(EmailCampaign).where(EmailCampaign.id == campaign.id).values(**values, updated_at=func.now())

@@ -29,7 +29,8 @@ from mailroom.sending.mailgun_batch import template_batch
 from mailroom.sending.mime import build_segments, make_message_id
 from mailroom.sending.ratelimit import RateLimiter
 from mailroom.sending.record import record, settle_counters
-from mailroom.sending.render import CompiledCampaign, RenderedMessage, TemplateError, compile_campaign
+from mailroom.sending.render import RenderedMessage, TemplateError
+from mailroom.sending.renderer import CampaignTemplates, RenderPool
 from mailroom.serialize import full_name
 from mailroom.transports.base import OutgoingMessage, PermanentSendError, SendResult, Transport
 from mailroom.transports.mailgun import MAX_BATCH_RECIPIENTS, MailgunTransport
@@ -70,7 +71,7 @@ class RetryLater(Exception):
 
 @dataclass
 class SendContext:
-    """What every batch in a worker shares: the transport, the limiter, settings, compiled templates."""
+    """What every batch in a worker shares: the transport, the limiter, settings, the renderer."""
 
     sessionmaker: async_sessionmaker[AsyncSession]
     transport: Transport
@@ -79,11 +80,12 @@ class SendContext:
     public_url: str
     message_domain: str
     storage: LocalStorage
+    # Templates compile and render in its bounded processes, which keep them compiled.
+    renderer: RenderPool
     allow_private_links: bool = False
     # From for users who have not confirmed their address (their own goes in Reply-To).
     default_from: str = "no-reply@localhost"
     fetch_deadline: float = 30.0
-    _templates: dict[tuple[uuid.UUID, Any], CompiledCampaign] = field(default_factory=dict)
     _parts: dict[tuple[uuid.UUID, Any], asyncio.Future[Parts]] = field(default_factory=dict)
 
     async def parts(self, campaign: Any) -> Parts:
@@ -116,15 +118,8 @@ class SendContext:
                 del self._parts[key]
             raise
 
-    def templates(self, campaign: Any) -> CompiledCampaign:
-        key = (campaign.id, campaign.updated_at)
-        compiled = self._templates.get(key)
-        if compiled is None:
-            if len(self._templates) > 256:
-                self._templates.clear()
-            compiled = compile_campaign(campaign.subject or "", campaign.html, campaign.text)
-            self._templates[key] = compiled
-        return compiled
+    def templates(self, campaign: Any) -> CampaignTemplates:
+        return CampaignTemplates(campaign.subject or "", campaign.html, campaign.text)
 
 
 def _sender(campaign: Any) -> dict[str, Any]:
@@ -250,12 +245,12 @@ def _recipient(row: Any) -> dict[str, Any]:
 
 
 async def _send_individually(
-    ctx: SendContext, campaign: Any, templates: CompiledCampaign, parts: Parts, rows: Sequence[Any]
+    ctx: SendContext, campaign: Any, templates: CampaignTemplates, parts: Parts, rows: Sequence[Any]
 ) -> int:
     sender, from_header, envelope_from, tags = _identity(ctx, campaign)
-    rendered = [
-        templates.render({"recipient": _recipient(row), "sender": sender, "email": {"url": ""}}) for row in rows
-    ]
+    rendered = await ctx.renderer.render(
+        templates, [{"recipient": _recipient(row), "sender": sender, "email": {"url": ""}} for row in rows]
+    )
     subjects = [r.subject for r in rendered]
     await ctx.limiter.acquire(len(rows))
     if isinstance(ctx.transport, MailgunTransport):
@@ -310,14 +305,14 @@ async def _send_individually(
 
 
 async def _send_shared(
-    ctx: SendContext, campaign: Any, templates: CompiledCampaign, parts: Parts, rows: Sequence[Any]
+    ctx: SendContext, campaign: Any, templates: CampaignTemplates, parts: Parts, rows: Sequence[Any]
 ) -> int:
     """One message To/Cc/Bcc for the whole campaign, as a person would send it."""
     sender, from_header, envelope_from, tags = _identity(ctx, campaign)
     by_type: dict[str, list[str]] = {"To": [], "CC": [], "BCC": []}
     for row in rows:
         by_type[row.send_type].append(row.email_address)
-    rendered = templates.render({"recipient": {}, "sender": sender, "email": {"url": ""}})
+    (rendered,) = await ctx.renderer.render(templates, [{"recipient": {}, "sender": sender, "email": {"url": ""}}])
     message = _mime(
         ctx,
         campaign,

@@ -32,6 +32,7 @@ from mailroom.sending.execute import NEXT_DUE, QUEUE, SEND_TASK, execute_next_du
 from mailroom.sending.notices import NOTICE_TASK, send_notice
 from mailroom.sending.ratelimit import RateLimiter
 from mailroom.sending.record import give_up
+from mailroom.sending.renderer import RenderLimits, RenderPool
 from mailroom.transports.base import TransientSendError
 from mailroom.transports.factory import default_from, make_transport, message_domain, transport_name
 
@@ -166,6 +167,7 @@ async def run_worker(settings: Settings, *, concurrency: int = 8) -> None:
     engine = make_engine(url, pool_size=concurrency + 2)
     sessionmaker = make_sessionmaker(engine)
     transport = make_transport(settings)
+    renderer = RenderPool(RenderLimits.from_settings(settings))
     ctx = SendContext(
         sessionmaker=sessionmaker,
         transport=transport,
@@ -174,6 +176,7 @@ async def run_worker(settings: Settings, *, concurrency: int = 8) -> None:
         public_url=settings.public_url,
         message_domain=message_domain(settings),
         storage=LocalStorage(settings.data_dir / "files"),
+        renderer=renderer,
         allow_private_links=settings.allow_private_attachment_links,
         default_from=default_from(settings),
         fetch_deadline=settings.attachment_fetch_timeout,
@@ -202,5 +205,6 @@ async def run_worker(settings: Settings, *, concurrency: int = 8) -> None:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
     finally:
+        await renderer.aclose()
         await transport.aclose()
         await engine.dispose()

@@ -1,10 +1,10 @@
-"""Campaign templates: compile once, render per recipient, inside a sandbox.
+"""Campaign templates: compile once, render per recipient, inside a sandbox, within output limits.
 
-Subject, html and text are Jinja2 templates written by users, so they run in an
-immutable sandbox: no attribute starting with ``_``, no mutation of the context, and
-guarded ``*``/``**`` so ``{{ 'x' * 10**9 }}`` cannot exhaust memory. Values inserted into
-html are escaped (a contact called ``<script>`` stays text); subject and text are not
-escaped, since they are not markup.
+Subject, html and text are Jinja2 templates written by users. They run in the sandbox of
+``sending/sandbox.py``; values inserted into html are escaped (a contact called ``<script>``
+stays text); subject and text are not escaped, since they are not markup. A rendered field that
+grows past its limit (below) stops rendering at once. Time and memory are bounded by the process
+that renders: in the service that is always a child of ``sending/renderer.py``, never the event loop.
 
 Cost: a ~2 KB html template with three variables renders in about 10 µs
 (``tests/sending/test_render.py::test_render_speed`` prints the figure), so rendering is
@@ -13,81 +13,73 @@ negligible next to building and sending the message.
 
 from __future__ import annotations
 
-import functools
-import re
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from typing import Any
 
-from jinja2 import ChainableUndefined, TemplateSyntaxError, Undefined, meta
+from jinja2 import TemplateSyntaxError, meta
 from jinja2.environment import Template
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import SecurityError
 
-# Big enough for any real template, small enough that one render cannot eat the worker.
-_MAX_REPEAT = 100_000
-_MAX_EXPONENT = 100
+from mailroom.sending.html_text import html_to_text
+from mailroom.sending.sandbox import CampaignEnvironment, TooLarge, environment
+
+# What one rendered message may hold. A subject longer than a header line (RFC 5322: 998
+# characters) cannot be sent as one; 2 MiB of html or text is far past any newsletter.
+MAX_SUBJECT_CHARS = 998
+MAX_BODY_BYTES = 2 * 1024 * 1024
 
 
 class TemplateError(Exception):
-    """A template that does not compile or cannot be rendered; the message is safe to show a user."""
+    """A template that does not compile or cannot be rendered; the message is safe to show a user.
 
-    def __init__(self, field: str, line: int | None, message: str) -> None:
+    ``field`` is None when the failure cannot be pinned on one field (the renderer had to be
+    stopped from outside). ``out_of_memory`` lets the renderer name its memory bound.
+    """
+
+    def __init__(self, field: str | None, line: int | None, message: str, *, out_of_memory: bool = False) -> None:
         self.field = field
         self.line = line
         self.reason = message
-        where = f"{field}: line {line}" if line is not None else field
-        super().__init__(f"{where}: {message}")
+        self.out_of_memory = out_of_memory
+        where = f"{field}: line {line}" if field and line is not None else field
+        super().__init__(f"{where}: {message}" if where else message)
 
 
-def _none_to_empty(value: Any) -> Any:
-    # Contacts often have NULL columns; "None" in an email would look like a bug.
-    return "" if value is None else value
+class Interrupted(Exception):
+    """Raised inside a compile or render by the process running it when a bound ran out.
+
+    An Exception, not a BaseException, so that Jinja attaches the template line to it; its
+    message names the bound.
+    """
 
 
-class _TooLarge(SecurityError):
-    pass
-
-
-class _CampaignEnvironment(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
-
-    def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
-        # Jinja returns an Undefined that only fails when printed; chained or tested in an
-        # `if`, it would pass silently. Failing at once gives the user a clear reason.
-        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe.")
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(right, int) and abs(right) > _MAX_EXPONENT:
-            raise _TooLarge("the template raised a number to a power that is too large")
-        if operator == "*":
-            for seq, count in ((left, right), (right, left)):
-                sized = isinstance(seq, str | list | tuple) and isinstance(count, int)
-                if sized and len(seq) * count > _MAX_REPEAT:
-                    raise _TooLarge("the template built a value that is too large")
-        return super().call_binop(context, operator, left, right)
-
-
-@functools.cache
-def environment(*, html: bool) -> ImmutableSandboxedEnvironment:
-    """The shared sandbox for html (autoescaping) or for subject/text (no escaping), built once."""
-    # ChainableUndefined: a contact without an address renders {{recipient.address.city}} as
-    # empty instead of failing the campaign, and still reads as false in `or` / `if`.
-    return _CampaignEnvironment(
-        autoescape=html, finalize=_none_to_empty, keep_trailing_newline=True, undefined=ChainableUndefined
-    )
-
-
-def _env_for(field: str) -> ImmutableSandboxedEnvironment:
+def _env_for(field: str) -> CampaignEnvironment:
     return environment(html=field == "html")
 
 
 def _compile(field: str, source: str) -> Template:
+    return _compile_reading(field, source)[0]
+
+
+def _compile_reading(field: str, source: str) -> tuple[Template, set[str]]:
+    """The compiled template and the top-level variables it reads, from one parse."""
+    env = _env_for(field)
     try:
-        return _env_for(field).from_string(source)
+        ast = env.parse(source)
+        return env.from_string(ast), meta.find_undeclared_variables(ast)
     except TemplateSyntaxError as exc:
         raise TemplateError(field, exc.lineno, exc.message or "invalid template") from None
+    except Interrupted as exc:
+        raise TemplateError(field, None, str(exc)) from None
+    except RecursionError:
+        raise TemplateError(field, None, "the template is nested too deeply") from None
+    except MemoryError:
+        raise TemplateError(field, None, "the template is too large to compile", out_of_memory=True) from None
+    except Exception as exc:
+        # Python's own compiler refuses some shapes Jinja accepts (too many nested blocks).
+        raise TemplateError(field, None, f"the template cannot be compiled: {exc}") from None
 
 
 def check_template(field: str, source: str) -> None:
@@ -99,7 +91,7 @@ def uses_variable(source: str, name: str) -> bool:
     """Whether the template reads the top-level variable ``name``; False when it does not parse."""
     try:
         ast = environment(html=False).parse(source)
-    except TemplateSyntaxError:
+    except (TemplateSyntaxError, RecursionError):
         return False
     return name in meta.find_undeclared_variables(ast)
 
@@ -144,19 +136,56 @@ class CompiledCampaign:
         )
 
 
+def _too_long(field: str) -> TemplateError:
+    if field == "subject":
+        return TemplateError(field, None, f"the rendered subject is longer than {MAX_SUBJECT_CHARS} characters")
+    return TemplateError(field, None, f"the rendered {field} is larger than {MAX_BODY_BYTES} bytes")
+
+
 def _render(field: str, template: Template, context: Mapping[str, Any]) -> str:
+    # Characters are counted as the pieces come, so a template that would produce gigabytes
+    # stops at the limit instead of building them first.
+    limit = MAX_SUBJECT_CHARS if field == "subject" else MAX_BODY_BYTES
+    pieces: list[str] = []
+    size = 0
     try:
-        return template.render(context)
-    except _TooLarge as exc:
+        for piece in template.generate(context):
+            size += len(piece)
+            if size > limit:
+                raise _too_long(field)
+            pieces.append(piece)
+    except TemplateError:
+        raise
+    except (TooLarge, Interrupted) as exc:
         raise TemplateError(field, _template_line(exc.__traceback__), str(exc)) from None
     except SecurityError as exc:
         raise TemplateError(
             field, _template_line(exc.__traceback__), f"the template tried to access an unsafe attribute ({exc})"
         ) from None
+    except MemoryError as exc:
+        line = _template_line(exc.__traceback__)
+        raise TemplateError(field, line, "the template ran out of memory", out_of_memory=True) from None
+    except RecursionError as exc:
+        raise TemplateError(field, _template_line(exc.__traceback__), "the template is nested too deeply") from None
     except Exception as exc:
         # Anything a template can do wrong at render time (1/0, calling an undefined name,
         # adding a string to a number) fails the campaign with a readable reason.
         raise TemplateError(field, _template_line(exc.__traceback__), str(exc) or type(exc).__name__) from None
+    text = "".join(pieces)
+    # Up to 4 bytes a character: only a long text can be past the limit in bytes and not in characters.
+    if field != "subject" and size * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit:
+        raise _too_long(field)
+    return text
+
+
+def check_field(field: str, source: str, context: Mapping[str, Any]) -> bool:
+    """Compile and render one field once, with the limits of a real render (a create-time check).
+
+    Returns whether it reads ``recipient`` (so the campaign must go one message per recipient).
+    """
+    template, reads = _compile_reading(field, source)
+    _render(field, template, context)
+    return "recipient" in reads
 
 
 def compile_campaign(subject: str, html: str | None, text: str | None) -> CompiledCampaign:
@@ -174,131 +203,14 @@ def compile_campaign(subject: str, html: str | None, text: str | None) -> Compil
     )
 
 
-# --- html to text -----------------------------------------------------------------------
-
-# Jinja markup is swapped for opaque tokens before parsing, so that `<`, quotes, entities
-# and spaces inside `{{ ... }}` reach the text template untouched.
-_JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
-_TOKEN = re.compile("\ue000(\\d+)\ue001")
-
-_SKIP = frozenset({"script", "style", "head", "title", "noscript", "template"})
-_LINE = frozenset(
-    {
-        "div", "li", "tr", "table", "ul", "ol", "dl", "dt", "dd", "section", "article", "header",
-        "footer", "nav", "aside", "main", "center", "figure", "figcaption", "address", "hr",
-        "form", "fieldset", "pre", "body", "html",
-    }
-)  # fmt: skip
-_PARAGRAPH = frozenset({"p", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote"})
-_CELL = frozenset({"td", "th"})
-
-
-class _TextExtractor(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.lines: list[str] = []
-        self._current: list[str] = []
-        self._pending_blank = False
-        self._skip = 0
-        self._links: list[tuple[str, list[str]]] = []  # (href, label parts) for open <a>
-
-    # Line handling: a "soft" break only ends a line that has content; <br> always does.
-    def _emit(self, text: str) -> None:
-        self._current.append(text)
-        for _, label in self._links:
-            label.append(text)
-
-    def _break(self, *, hard: bool = False) -> None:
-        line = " ".join("".join(self._current).split())
-        self._current.clear()
-        if not line and not hard:
-            return
-        if line and self._pending_blank and self.lines and self.lines[-1]:
-            self.lines.append("")
-        if line:
-            self._pending_blank = False
-        self.lines.append(line)
-
-    def _paragraph(self) -> None:
-        self._break()
-        self._pending_blank = True
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _SKIP:
-            self._skip += 1
-        elif self._skip:
-            return
-        elif tag == "br":
-            self._break(hard=True)
-        elif tag in _PARAGRAPH:
-            self._paragraph()
-        elif tag in _LINE:
-            self._break()
-        elif tag in _CELL:
-            self._emit(" ")
-        elif tag == "img":
-            alt = dict(attrs).get("alt")
-            if alt:
-                self._emit(f" {alt} ")
-        elif tag == "a":
-            self._links.append((dict(attrs).get("href") or "", []))
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.handle_starttag(tag, attrs)
-        if tag == "a":
-            self.handle_endtag(tag)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _SKIP:
-            self._skip = max(0, self._skip - 1)
-        elif self._skip:
-            return
-        elif tag in _PARAGRAPH:
-            self._paragraph()
-        elif tag in _LINE:
-            self._break()
-        elif tag == "a" and self._links:
-            href, parts = self._links.pop()
-            href = href.strip()
-            label = " ".join("".join(parts).split())
-            if href and not href.startswith(("#", "javascript:")) and href not in (label, f"mailto:{label}"):
-                self._emit(f" ({href})" if label else href)
-
-    def handle_data(self, data: str) -> None:
-        if not self._skip:
-            self._emit(data)
-
-
-def html_to_text(html: str) -> str:
-    """Readable plain text from an html body (Jinja expressions in it are kept as they are)."""
-    saved: list[str] = []
-
-    def protect(match: re.Match[str]) -> str:
-        saved.append(match.group(0))
-        return f"\ue000{len(saved) - 1}\ue001"
-
-    parser = _TextExtractor()
-    parser.feed(_JINJA.sub(protect, html))
-    parser.close()
-    parser._break()
-    lines = parser.lines
-    while lines and not lines[-1]:
-        lines.pop()
-    while lines and not lines[0]:
-        lines.pop(0)
-    out: list[str] = []
-    for line in lines:
-        if line or (out and out[-1]):
-            out.append(line)
-    text = "\n".join(out)
-    # Entities were decoded by the parser; tokens inside attribute values survive it too.
-    return _TOKEN.sub(lambda m: saved[int(m.group(1))], text) if saved else text
-
-
 __all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_SUBJECT_CHARS",
     "CompiledCampaign",
+    "Interrupted",
     "RenderedMessage",
     "TemplateError",
+    "check_field",
     "check_template",
     "compile_campaign",
     "environment",
