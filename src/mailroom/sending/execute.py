@@ -17,10 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.campaigns.quota import SHARED_MESSAGE_LIMIT, executed_this_month
 from mailroom.campaigns.recipients import EXPANSION_CTE
+from mailroom.sending.queue import defer_jobs, defer_statement
 
 log = logging.getLogger(__name__)
 
-QUEUE = "mailroom"
 SEND_TASK = "mailroom.send_batch"
 QUOTA_EXCEEDED = "Maximum marketing email quota per month exceeded."
 
@@ -57,16 +57,11 @@ INSERT_RECIPIENTS = text(
     """
 )
 
-# One job per range of positions; deferred in this transaction through procrastinate's own function.
-DEFER_BATCHES = text(
+# One job per range of positions, deferred in this transaction.
+DEFER_BATCHES = defer_statement(
     """
-    SELECT procrastinate_defer_jobs_v1(ARRAY(
-        SELECT ROW(:queue, :task, 0, NULL, NULL,
-                   jsonb_build_object('campaign', CAST(:campaign AS text), 'first', s,
-                                      'last', least(s + :size - 1, :count)),
-                   NULL)::procrastinate_job_to_defer_v1
-        FROM generate_series(1, :count, :size) AS s
-    ))
+    SELECT jsonb_build_object('campaign', CAST(:campaign AS text), 'first', s, 'last', least(s + :size - 1, :count))
+    FROM generate_series(1, :count, :size) AS s
     """
 )
 
@@ -128,9 +123,7 @@ async def execute_next_due(session: AsyncSession, *, batch_size: int) -> Executi
     size = batch_size if individual or count >= SHARED_MESSAGE_LIMIT else max(count, 1)
     jobs = 0
     if count:
-        await session.execute(
-            DEFER_BATCHES, {"queue": QUEUE, "task": SEND_TASK, "campaign": str(campaign), "size": size, "count": count}
-        )
+        await defer_jobs(session, DEFER_BATCHES, SEND_TASK, campaign=str(campaign), size=size, count=count)
         jobs = -(-count // size)
     log.info("campaign %s executed: %d recipients in %d jobs", campaign, count, jobs)
     return Execution(campaign, count, jobs)

@@ -28,8 +28,9 @@ from mailroom.crypto import SecretBox
 from mailroom.db import libpq_url, make_engine, make_sessionmaker, resolve_database_url
 from mailroom.files.storage import LocalStorage
 from mailroom.sending.batch import RetryLater, SendContext, send_batch
-from mailroom.sending.execute import NEXT_DUE, QUEUE, SEND_TASK, execute_next_due
+from mailroom.sending.execute import NEXT_DUE, SEND_TASK, execute_next_due
 from mailroom.sending.notices import NOTICE_TASK, send_notice
+from mailroom.sending.queue import QUEUE
 from mailroom.sending.ratelimit import RateLimiter
 from mailroom.sending.record import give_up
 from mailroom.sending.renderer import RenderLimits, RenderPool

@@ -15,8 +15,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.crypto import SecretBox
-from mailroom.sending.execute import QUEUE
 from mailroom.sending.mime import build_message, make_message_id
+from mailroom.sending.queue import defer_jobs, defer_statement
 from mailroom.transports.base import OutgoingMessage, PermanentSendError, Transport, send_one
 
 NOTICE_TASK = "mailroom.send_notice"
@@ -24,13 +24,7 @@ CONFIRMATION = "email-confirmation"
 # Long enough for a weekend away from the inbox, short enough that an old mail is not a standing key.
 CONFIRMATION_TTL = 3 * 24 * 3600
 
-DEFER_NOTICE = text(
-    """
-    SELECT procrastinate_defer_jobs_v1(ARRAY[
-        ROW(:queue, :task, 0, NULL, NULL, CAST(:args AS jsonb), NULL)::procrastinate_job_to_defer_v1
-    ])
-    """
-)
+DEFER_NOTICE = defer_statement("SELECT CAST(:args AS jsonb)")
 
 USER = text("SELECT id, email, email_confirmed FROM users WHERE id = :id AND deleted_at IS NULL")
 
@@ -38,7 +32,7 @@ USER = text("SELECT id, email, email_confirmed FROM users WHERE id = :id AND del
 async def queue_confirmation(session: AsyncSession, user: uuid.UUID) -> None:
     """Mail the user a link that confirms their address, once this transaction commits."""
     args = json.dumps({"kind": CONFIRMATION, "user": str(user)})
-    await session.execute(DEFER_NOTICE, {"queue": QUEUE, "task": NOTICE_TASK, "args": args})
+    await defer_jobs(session, DEFER_NOTICE, NOTICE_TASK, args=args)
 
 
 def confirmation_token(box: SecretBox, user: uuid.UUID | str, email: str) -> str:
