@@ -1,9 +1,8 @@
-"""Apply the schema: Alembic migrations, to head, idempotently."""
+"""Apply the schema: Alembic migrations (the job queue's included, see queue_schema), to head, idempotently."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import psycopg
 from alembic import command
@@ -21,17 +20,6 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
-def apply_job_queue_schema(conn: psycopg.Connection[Any]) -> None:
-    """procrastinate's tables and functions, once: its `schema --apply` is not idempotent."""
-    from procrastinate.schema import SchemaManager
-
-    exists = conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL").fetchone()
-    if exists and exists[0]:
-        return
-    with conn.transaction():
-        conn.execute(SchemaManager.get_schema())
-
-
 MIGRATION_LOCK = 0x6D61696C  # any constant; shared by every mailroom process
 
 
@@ -40,7 +28,6 @@ def migrate(database_url: str) -> None:
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
         try:
-            apply_job_queue_schema(conn)
             command.upgrade(alembic_config(database_url), "head")
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
