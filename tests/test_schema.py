@@ -167,3 +167,18 @@ def test_models_match_the_migrated_schema(database_url: str) -> None:
     finally:
         engine.dispose()
     assert differences == []
+
+
+def test_job_queue_revision_downgrades_and_upgrades_again(scratch_url: str) -> None:
+    migrate(scratch_url)
+    command.downgrade(alembic_config(scratch_url), "0004")
+    with psycopg.connect(libpq_url(scratch_url)) as conn:
+        assert conn.execute(f"SELECT to_regclass('{APPLIED_TABLE}')").fetchone() == (None,)
+        # Jobs queued before the downgrade are still there to run.
+        assert conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL").fetchone() == (True,)
+
+    migrate(scratch_url)
+
+    with psycopg.connect(libpq_url(scratch_url)) as conn:
+        recorded = [row[0] for row in conn.execute(f"SELECT name FROM {APPLIED_TABLE} ORDER BY name")]  # type: ignore[arg-type]
+    assert recorded == shipped_migrations()
