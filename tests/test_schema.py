@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -20,7 +21,14 @@ from sqlalchemy import create_engine, pool
 from mailroom.db import libpq_url, make_engine, make_sessionmaker, sqlalchemy_url
 from mailroom.migrate import alembic_config, migrate
 from mailroom.models import metadata
-from mailroom.queue_schema import APPLIED_TABLE, include_object, shipped_migrations
+from mailroom.queue_schema import (
+    APPLIED_TABLE,
+    RELEASE_MARKERS,
+    REPEATABLE_RELEASES,
+    include_object,
+    migration_version,
+    shipped_migrations,
+)
 from mailroom.sending.notices import DEFER_NOTICE, NOTICE_TASK
 from mailroom.sending.queue import DEFER_FUNCTION, JOB_ATTRIBUTES, JOB_TYPE, defer_jobs
 from tests.conftest import _with_database
@@ -73,12 +81,32 @@ def scratch_url(database_url: str) -> Iterator[str]:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def make_previous_release_database(url: str) -> uuid.UUID:
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def installed_schema() -> str:
+    return SchemaManager.get_schema()
+
+
+def released_schema(version: str) -> Callable[[], str]:
+    return lambda: (FIXTURES / f"procrastinate-{version}-schema.sql").read_text(encoding="utf-8")
+
+
+# What an earlier mailroom may have applied: procrastinate's schema from whichever 3.x was installed.
+EARLIER_SCHEMAS = {
+    "installed": installed_schema,
+    "procrastinate-3.0.2": released_schema("3.0.2"),
+    "procrastinate-3.3.0": released_schema("3.3.0"),
+}
+
+
+def make_previous_release_database(url: str, job_queue_schema: str) -> uuid.UUID:
     """What the release before the job queue joined our chain left: Alembic at 0003, procrastinate's schema
-    applied outside it, a campaign and a queued job. Returns the campaign's id."""
+    applied outside it (as `git show 8bc9405:src/mailroom/migrate.py` did), a campaign and a queued job.
+    Returns the campaign's id."""
     command.upgrade(alembic_config(url), "0003")
     with psycopg.connect(libpq_url(url)) as conn:
-        conn.execute(SchemaManager.get_schema())
+        conn.execute(job_queue_schema)  # type: ignore[arg-type]
         brand = conn.execute("INSERT INTO brands (name) VALUES ('Harbour Realty') RETURNING id").fetchone()
         user = conn.execute("INSERT INTO users (email) VALUES ('ann@harbour.example') RETURNING id").fetchone()
         assert brand and user
@@ -89,8 +117,8 @@ def make_previous_release_database(url: str) -> uuid.UUID:
         ).fetchone()
         assert campaign
         conn.execute(
-            "SELECT procrastinate_defer_jobs_v1(ARRAY[ROW('mailroom', 'mailroom.send_batch', 0, NULL, NULL, "
-            "'{\"first\": 1}'::jsonb, NULL)::procrastinate_job_to_defer_v1])"
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, args) "
+            "VALUES ('mailroom', 'mailroom.send_batch', '{\"first\": 1}')"
         )
     return uuid.UUID(str(campaign[0]))
 
@@ -99,8 +127,11 @@ def alembic_head(url: str) -> str | None:
     return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
 
 
-async def test_previous_release_database_migrates_to_head_keeping_its_rows(scratch_url: str, database_url: str) -> None:
-    campaign = make_previous_release_database(scratch_url)
+@pytest.mark.parametrize("earlier", EARLIER_SCHEMAS)
+async def test_previous_release_database_migrates_to_head_keeping_its_rows(
+    scratch_url: str, database_url: str, earlier: str
+) -> None:
+    campaign = make_previous_release_database(scratch_url, EARLIER_SCHEMAS[earlier]())
 
     migrate(scratch_url)
     migrate(scratch_url)  # a second start finds nothing to do
@@ -137,6 +168,15 @@ def test_fresh_database_records_every_job_queue_migration(database_url: str) -> 
         recorded = [row[0] for row in conn.execute(f"SELECT name FROM {APPLIED_TABLE} ORDER BY name")]  # type: ignore[arg-type]
     assert recorded == shipped_migrations()
     assert recorded, "procrastinate ships its migrations as package data"
+
+
+def test_every_shipped_release_can_be_recognised_in_an_untracked_database() -> None:
+    # A new procrastinate line brings migrations: an earlier mailroom may have applied its schema.sql,
+    # so the release must be told apart by a marker (or be safe to run again), and a new revision must
+    # call upgrade_job_queue so tracked databases get its migrations.
+    known = {version for version, _ in RELEASE_MARKERS} | REPEATABLE_RELEASES
+    shipped = {migration_version(name) for name in shipped_migrations()}
+    assert {version for version in shipped if version >= (3, 0, 0)} <= known
 
 
 def test_defer_function_and_job_type_are_what_we_call(database_url: str) -> None:

@@ -23,8 +23,7 @@ APPLIED_TABLE = "mailroom_job_queue_migrations"
 
 Version = tuple[int, int, int]
 
-# Newest first: an object each release added that survives every later release. A database at 3.3
-# reads as 3.2; 3.3's only migration drops and recreates one function, so running it again is harmless.
+# Newest first: an object each release added that survives every later release.
 RELEASE_MARKERS: tuple[tuple[Version, str], ...] = (
     (
         (3, 4, 0),
@@ -44,6 +43,11 @@ RELEASE_MARKERS: tuple[tuple[Version, str], ...] = (
 def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
     """Alembic's filter: the job queue's tables are procrastinate's (and this module's), not the models'."""
     return not (type_ == "table" and name is not None and (name.startswith("procrastinate_") or name == APPLIED_TABLE))
+
+
+# Releases with no marker: their migrations can run again on a schema that has them (3.3's only
+# migration drops and recreates one function), so a database at 3.3 may read as 3.2.
+REPEATABLE_RELEASES: frozenset[Version] = frozenset({(3, 3, 0)})
 
 
 class UnknownJobQueueSchema(RuntimeError):
