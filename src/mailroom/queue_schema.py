@@ -35,19 +35,20 @@ RELEASE_MARKERS: tuple[tuple[Version, str], ...] = (
     (
         (3, 0, 0),
         "SELECT EXISTS (SELECT FROM information_schema.columns"
-        " WHERE table_name = 'procrastinate_jobs' AND column_name = 'abort_requested')",
+        " WHERE table_schema = current_schema() AND table_name = 'procrastinate_jobs'"
+        " AND column_name = 'abort_requested')",
     ),
 )
-
-
-def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
-    """Alembic's filter: the job queue's tables are procrastinate's (and this module's), not the models'."""
-    return not (type_ == "table" and name is not None and (name.startswith("procrastinate_") or name == APPLIED_TABLE))
 
 
 # Releases with no marker: their migrations can run again on a schema that has them (3.3's only
 # migration drops and recreates one function), so a database at 3.3 may read as 3.2.
 REPEATABLE_RELEASES: frozenset[Version] = frozenset({(3, 3, 0)})
+
+
+def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    """Alembic's filter: the job queue's tables are procrastinate's (and this module's), not the models'."""
+    return not (type_ == "table" and name is not None and (name.startswith("procrastinate_") or name == APPLIED_TABLE))
 
 
 class UnknownJobQueueSchema(RuntimeError):
