@@ -26,7 +26,7 @@ from mailroom.links import unsubscribe_url
 from mailroom.sending.attachments import AttachmentError, Parts, load_parts
 from mailroom.sending.execute import SHARED_MESSAGE_LIMIT, fail_campaign
 from mailroom.sending.mailgun_batch import template_batch
-from mailroom.sending.mime import build_segments, make_message_id
+from mailroom.sending.mime import build_segments, sender_message_id
 from mailroom.sending.ratelimit import RateLimiter
 from mailroom.sending.record import record, settle_counters
 from mailroom.sending.render import RenderedMessage, TemplateError
@@ -227,7 +227,7 @@ def _mime(
         subject=message.subject,
         text=message.text,
         html=message.html,
-        message_id=make_message_id(row_id, ctx.message_domain),
+        message_id=sender_message_id(row_id, _from_address(ctx, campaign), ctx.message_domain),
         date=date,
         headers=_headers(ctx, campaign, unsubscribe),
         inline=parts.inline_parts,

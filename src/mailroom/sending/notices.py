@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.crypto import SecretBox
 from mailroom.sending.execute import QUEUE
-from mailroom.sending.mime import build_message, make_message_id
+from mailroom.sending.mime import build_message, sender_message_id
 from mailroom.transports.base import OutgoingMessage, PermanentSendError, Transport, send_one
 
 NOTICE_TASK = "mailroom.send_notice"
@@ -82,7 +82,7 @@ async def send_notice(
         subject="Confirm your email address",
         text=body,
         html=None,
-        message_id=make_message_id(uuid.uuid4(), domain),
+        message_id=sender_message_id(uuid.uuid4(), sender, domain),
         date=datetime.now(UTC),
         headers={"Auto-Submitted": "auto-generated"},
         inline=(),
