@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mailroom.crypto import SecretBox
 from mailroom.files.storage import LocalStorage
 from mailroom.links import unsubscribe_url
+from mailroom.metrics import SEND_LATENCY
 from mailroom.sending.attachments import AttachmentError, Parts, load_parts
 from mailroom.sending.execute import SHARED_MESSAGE_LIMIT, fail_campaign
 from mailroom.sending.mailgun_batch import template_batch
@@ -43,7 +44,7 @@ CHUNK = 100
 CAMPAIGN = text(
     """
     SELECT c.id, c.brand, c.subject, c.html, c.text, c.tags, c.individual, c.recipients_count,
-           c.failed_at, c.deleted_at, c.updated_at,
+           c.failed_at, c.deleted_at, c.updated_at, c.due_at,
            u.email AS sender_email, u.first_name AS sender_first_name, u.last_name AS sender_last_name,
            u.display_name AS sender_display_name, u.phone_number AS sender_phone_number,
            u.email_confirmed AS sender_confirmed
@@ -159,11 +160,31 @@ async def send_batch(ctx: SendContext, campaign_id: uuid.UUID, first: int, last:
         # Nothing more of this campaign can go out; the reason is one a user can act on.
         async with ctx.sessionmaker() as session, session.begin():
             await fail_campaign(session, campaign_id, str(exc), job)
+        log.warning("campaign %s failed in %s: %s", campaign_id, job, exc, extra={"campaign": str(campaign_id)})
         return
+    if campaign.due_at is not None:
+        SEND_LATENCY.observe(max(0.0, (datetime.now(UTC) - campaign.due_at).total_seconds()))
     if pending:
         raise RetryLater(f"{pending} recipients of campaign {campaign_id} met a temporary refusal")
     async with ctx.sessionmaker() as session, session.begin():
-        await settle_counters(session, campaign_id)
+        settled = await settle_counters(session, campaign_id)
+    if settled is not None:
+        # Two last batches ending at the same moment may both settle: the line can then appear twice.
+        log.info(
+            "campaign %s finished: %d recipients, %d sent, %d failed, %.1f s since executed",
+            campaign_id,
+            settled.recipients_count or 0,
+            settled.sent,
+            settled.failed,
+            float(settled.seconds or 0),
+            extra={
+                "campaign": str(campaign_id),
+                "recipients": settled.recipients_count or 0,
+                "sent": settled.sent,
+                "failed": settled.failed,
+                "duration": round(float(settled.seconds or 0), 3),
+            },
+        )
 
 
 async def _send_rows(ctx: SendContext, campaign: Any, rows: Sequence[Any]) -> int:

@@ -7,6 +7,7 @@ most once however many workers look, and its send jobs exist exactly when its re
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -103,6 +104,7 @@ async def execute_next_due(session: AsyncSession, *, batch_size: int) -> Executi
     row = (await session.execute(CLAIM_DUE)).first()
     if row is None:
         return None
+    started = time.perf_counter()
     campaign, sender, individual = row
     await session.execute(text("UPDATE email_campaigns SET executed_at = now() WHERE id = :id"), {"id": campaign})
     inserted = await session.execute(INSERT_RECIPIENTS, {"campaigns": [campaign]})
@@ -122,7 +124,13 @@ async def execute_next_due(session: AsyncSession, *, batch_size: int) -> Executi
         used = await executed_this_month(session, sender, datetime.now(UTC))
         if used > quota:
             await fail_campaign(session, campaign, QUOTA_EXCEEDED, "execute")
-            log.info("campaign %s refused: quota %d, would reach %d", campaign, quota, used)
+            log.info(
+                "campaign %s failed: quota %d, would reach %d",
+                campaign,
+                quota,
+                used,
+                extra={"campaign": str(campaign), "recipients": count, "quota": quota, "would_reach": used},
+            )
             return Execution(campaign, count, 0, QUOTA_EXCEEDED)
     # One shared message cannot be split across jobs.
     size = batch_size if individual or count >= SHARED_MESSAGE_LIMIT else max(count, 1)
@@ -132,5 +140,13 @@ async def execute_next_due(session: AsyncSession, *, batch_size: int) -> Executi
             DEFER_BATCHES, {"queue": QUEUE, "task": SEND_TASK, "campaign": str(campaign), "size": size, "count": count}
         )
         jobs = -(-count // size)
-    log.info("campaign %s executed: %d recipients in %d jobs", campaign, count, jobs)
+    seconds = time.perf_counter() - started
+    log.info(
+        "campaign %s executed: %d recipients in %d jobs, %.3f s",
+        campaign,
+        count,
+        jobs,
+        seconds,
+        extra={"campaign": str(campaign), "recipients": count, "jobs": jobs, "duration": round(seconds, 3)},
+    )
     return Execution(campaign, count, jobs)
