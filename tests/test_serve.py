@@ -95,6 +95,15 @@ async def test_serve_sends_through_a_worker_child_logs_json_and_stops_it(
         await wait_for(lambda: outbox.is_dir() and any(outbox.iterdir()), 30)
         async with httpx.AsyncClient(timeout=5) as http:
             answer = await http.get(f"http://127.0.0.1:{port}/unsubscribe/{SECRET_PATH_TOKEN}")
+            # What the child counted in its own process reaches the API's scrape.
+            deadline = time.monotonic() + 30
+            while (
+                "mailroom_send_latency_seconds_count 1.0"
+                not in (scraped := await http.get(f"http://127.0.0.1:{port}/metrics")).text
+            ):
+                assert time.monotonic() < deadline, scraped.text
+                await asyncio.sleep(0.2)
+            assert "mailroom_campaigns_executed_total 1.0" in scraped.text
         assert answer.status_code in (404, 405)
         family = [process.pid, *_descendants(process.pid)]
         process.send_signal(signal.SIGTERM)
