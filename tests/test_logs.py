@@ -19,14 +19,20 @@ def json_lines() -> Iterator[io.StringIO]:
     handler = logging.StreamHandler(out)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
+    access = logging.getLogger("uvicorn.access")
+    # As configure_logging leaves it, whatever an in-process uvicorn elsewhere in the run set.
+    saved = (root.level, access.level, access.propagate, access.disabled)
     root.addHandler(handler)
-    level = root.level
     root.setLevel(logging.INFO)
+    access.setLevel(logging.INFO)
+    access.propagate, access.disabled = True, False
     try:
         yield out
     finally:
         root.removeHandler(handler)
-        root.setLevel(level)
+        root.setLevel(saved[0])
+        access.setLevel(saved[1])
+        access.propagate, access.disabled = saved[2], saved[3]
 
 
 def test_access_log_lines_are_json_without_the_token(json_lines: io.StringIO) -> None:
