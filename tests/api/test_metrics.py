@@ -134,3 +134,15 @@ async def test_with_a_token_every_client_needs_it(settings: Settings) -> None:
             assert (await ops.get("/metrics", headers={"Authorization": f"Basic {token}"})).status_code == 401
             right = await ops.get("/metrics", headers={"Authorization": f"Bearer {token}"})
             assert right.status_code == 200 and "mailroom_campaigns_executed_total" in right.text
+
+
+async def test_client_chosen_methods_and_paths_make_no_new_series(settings: Settings) -> None:
+    async with scraper(settings) as ops:
+        for n in range(5):
+            await ops.request(f"BREW{n}", f"/unsubscribe/secret-token-{n}")
+            await ops.get(f"/no/such/path/{n}")
+        body = (await ops.get("/metrics")).text
+    assert "BREW" not in body and "secret-token" not in body and "/no/such" not in body
+    series = {labels for name, labels in samples(body) if name == "mailroom_http_requests_total"}
+    assert all(dict(labels)["method"] in {"GET", "POST", "OTHER"} for labels in series)
+    assert value(body, "mailroom_http_requests_total", method="GET", route="<unmatched>", status="404") >= 5

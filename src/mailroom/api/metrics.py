@@ -33,6 +33,8 @@ from mailroom.transports.factory import transport_name
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Requests no route matched share one label: their raw paths are unbounded and may carry tokens.
 UNMATCHED = "<unmatched>"
+# The method is the client's to choose: any other one is counted as OTHER, or each would be a new series.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 # One pass over campaigns, not over their per-recipient rows: the per-campaign counters are kept by
 # the sender (and settled from the rows when a campaign finishes), so the sums are the message totals.
@@ -146,6 +148,7 @@ class RequestMetrics:
             await self.app(scope, receive, sending)
         finally:
             route = getattr(scope.get("route"), "path", None) or UNMATCHED
-            method = str(scope.get("method", ""))
+            method = scope.get("method")
+            method = method if method in METHODS else "OTHER"
             HTTP_REQUESTS.labels(method, route, str(status)).inc()
             HTTP_LATENCY.labels(method, route).observe(time.perf_counter() - started)

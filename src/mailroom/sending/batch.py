@@ -160,7 +160,6 @@ async def send_batch(ctx: SendContext, campaign_id: uuid.UUID, first: int, last:
         # Nothing more of this campaign can go out; the reason is one a user can act on.
         async with ctx.sessionmaker() as session, session.begin():
             await fail_campaign(session, campaign_id, str(exc), job)
-        log.warning("campaign %s failed in %s: %s", campaign_id, job, exc, extra={"campaign": str(campaign_id)})
         return
     if campaign.due_at is not None:
         SEND_LATENCY.observe(max(0.0, (datetime.now(UTC) - campaign.due_at).total_seconds()))

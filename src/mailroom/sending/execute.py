@@ -7,6 +7,7 @@ most once however many workers look, and its send jobs exist exactly when its re
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -71,6 +72,10 @@ DEFER_BATCHES = text(
     """
 )
 
+# A URL's query or fragment, or its user:password@, may be a grant as good as a password.
+_URL_QUERY = re.compile(r"[?#]\S*")
+_URL_USERINFO = re.compile(r"//[^/\s@]*@")
+
 USER_QUOTA_LOCKED = text("SELECT email_quota FROM users WHERE id = :u FOR NO KEY UPDATE")
 
 
@@ -82,15 +87,42 @@ class Execution:
     failure: str | None = None
 
 
+def _loggable(reason: str) -> str:
+    """The reason without what a URL in it may carry as a secret (the stored reason is the user's own)."""
+    return _URL_USERINFO.sub("//<redacted>@", _URL_QUERY.sub("?<redacted>", reason))
+
+
 async def fail_campaign(session: AsyncSession, campaign: uuid.UUID, reason: str, within: str) -> None:
     """Whole-campaign failure: the reason is safe to show a user; unsent rows carry it too."""
-    await session.execute(
-        text(
-            "UPDATE email_campaigns SET failed_at = now(), failure = :reason, failed_within = :within "
-            "WHERE id = :id AND failed_at IS NULL"
-        ),
-        {"id": campaign, "reason": reason, "within": within},
-    )
+    failed = (
+        await session.execute(
+            text(
+                "UPDATE email_campaigns SET failed_at = now(), failure = :reason, failed_within = :within "
+                "WHERE id = :id AND failed_at IS NULL "
+                "RETURNING recipients_count, sent, failed, extract(epoch FROM now() - executed_at) AS seconds"
+            ),
+            {"id": campaign, "reason": reason, "within": within},
+        )
+    ).first()
+    if failed is not None:  # only the first failure of a campaign is its failure
+        seconds = float(failed.seconds or 0)
+        log.warning(
+            "campaign %s failed in %s: %d recipients, %d sent, %d failed, %.1f s since executed: %s",
+            campaign,
+            within,
+            failed.recipients_count or 0,
+            failed.sent,
+            failed.failed,
+            seconds,
+            _loggable(reason),
+            extra={
+                "campaign": str(campaign),
+                "recipients": failed.recipients_count or 0,
+                "sent": failed.sent,
+                "failed": failed.failed,
+                "duration": round(seconds, 3),
+            },
+        )
     await session.execute(
         text(
             "UPDATE email_campaign_emails SET error = :reason WHERE campaign = :id AND email IS NULL AND error IS NULL"
@@ -124,13 +156,7 @@ async def execute_next_due(session: AsyncSession, *, batch_size: int) -> Executi
         used = await executed_this_month(session, sender, datetime.now(UTC))
         if used > quota:
             await fail_campaign(session, campaign, QUOTA_EXCEEDED, "execute")
-            log.info(
-                "campaign %s failed: quota %d, would reach %d",
-                campaign,
-                quota,
-                used,
-                extra={"campaign": str(campaign), "recipients": count, "quota": quota, "would_reach": used},
-            )
+            log.info("campaign %s refused: quota %d, would reach %d", campaign, quota, used)
             return Execution(campaign, count, 0, QUOTA_EXCEEDED)
     # One shared message cannot be split across jobs.
     size = batch_size if individual or count >= SHARED_MESSAGE_LIMIT else max(count, 1)
