@@ -104,6 +104,7 @@ async def test_serve_sends_through_a_worker_child_logs_json_and_stops_it(
                 assert time.monotonic() < deadline, scraped.text
                 await asyncio.sleep(0.2)
             assert "mailroom_campaigns_executed_total 1.0" in scraped.text
+            assert 'mailroom_http_requests_total{method="GET",route="/health",status="200"}' in scraped.text
         assert answer.status_code in (404, 405)
         family = [process.pid, *_descendants(process.pid)]
         process.send_signal(signal.SIGTERM)
