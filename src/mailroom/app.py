@@ -15,6 +15,8 @@ from mailroom.api.auth import token_is_valid
 from mailroom.api.envelope import ORJSONResponse
 from mailroom.api.errors import document_errors, install_error_handlers
 from mailroom.api.limits import BodyLimitMiddleware, BodyLimits
+from mailroom.api.metrics import RequestMetrics
+from mailroom.api.metrics import router as metrics_router
 from mailroom.campaigns.routes import router as campaigns_router
 from mailroom.config import Settings
 from mailroom.crm.routes import router as crm_router
@@ -61,6 +63,8 @@ def create_app(settings: Settings) -> FastAPI:
         sessionmaker=app.state.sessionmaker,
         authenticate=token_is_valid,
     )
+    # Outermost, so the time a body takes to arrive counts too.
+    app.add_middleware(RequestMetrics)
     # Public links carry bearer tokens in their path; uvicorn's access log must not keep them.
     install_access_log_filter()
 
@@ -73,6 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(crm_router)
     app.include_router(campaigns_router)
     app.include_router(unsubscribe_router)
+    app.include_router(metrics_router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
-import logging
+import os
+import shutil
 import signal
+import subprocess
 import sys
+import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -18,6 +23,10 @@ from mailroom.config import Settings
 from mailroom.db import make_engine, make_sessionmaker, resolve_database_url
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help="mailroom: email campaigns for your CRM.")
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+PR_SET_PDEATHSIG = 1
+# A worker finishes the chunk it is sending before it exits; past this it is killed.
+CHILD_STOP_SECONDS = 20.0
 token_cli = typer.Typer(no_args_is_help=True, help="API tokens.")
 cli.add_typer(token_cli, name="token")
 
@@ -59,50 +68,101 @@ def migrate() -> None:
     typer.echo("database is up to date", err=True)
 
 
-def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _logging(settings: Settings) -> None:
+    from mailroom.logs import configure_logging
+
+    configure_logging(settings.log_format)
+
+
+def _share_metrics(settings: Settings, *, wipe: bool) -> None:
+    """Keep prometheus-client's counts in files under data_dir/metrics, so the API's /metrics also
+    reports what its worker child counted. Set before anything imports prometheus_client, which
+    picks its storage at import. The owner (serve) wipes it at start: files of an earlier run's
+    processes would otherwise be summed in forever."""
+    if os.environ.get(MULTIPROC_ENV):
+        return  # the operator chose a directory (and its lifecycle) already
+    directory = (settings.data_dir / "metrics").resolve()
+    if wipe:
+        shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ[MULTIPROC_ENV] = str(directory)
+
+
+def _start_worker_child(database_url: str) -> subprocess.Popen[bytes]:
+    """`mailroom worker` as a child: sending never competes with the API for its event loop or CPU."""
+    env = {**os.environ, "MAILROOM_DATABASE_URL": database_url}  # the embedded server this process started
+    command = [sys.executable, "-m", "mailroom", "worker", "--parent", str(os.getpid())]
+    return subprocess.Popen(command, env=env)
+
+
+def _stop_worker_child(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(timeout=CHILD_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def _follow_parent(parent: int) -> None:
+    """End this process (as if by SIGTERM) when the parent `serve` goes, however it goes."""
+    if sys.platform.startswith("linux"):
+        # The kernel signals us the moment the parent exits, even on kill -9.
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+    def watch() -> None:
+        # Elsewhere (and should the parent have died before prctl): an orphan is re-parented.
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 @cli.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    worker: Annotated[bool, typer.Option(help="Also run a sending worker in this process.")] = True,
+    worker: Annotated[bool, typer.Option(help="Also run a sending worker, in a child process.")] = True,
 ) -> None:
     """Run the HTTP API (OpenAPI page at /docs), with a sending worker unless --no-worker."""
+    settings = _settings()
+    url = _prepare(settings)
+    _logging(settings)
+    _share_metrics(settings, wipe=True)
+
     import uvicorn
 
     from mailroom.app import create_app
-    from mailroom.sending.jobs import run_worker
 
-    settings = _settings()
-    _prepare(settings)
-    _logging()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port, log_level="info"))
-
-    async def main() -> None:
-        sender = asyncio.create_task(run_worker(settings)) if worker else None
-        try:
-            await server.serve()
-        finally:
-            if sender is not None:
-                sender.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sender
-
-    asyncio.run(main())
+    # log_config=None: uvicorn's records go to our root handler, in our format (see mailroom.logs).
+    config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="info", log_config=None)
+    server = uvicorn.Server(config)
+    child = _start_worker_child(url) if worker else None
+    try:
+        server.run()
+    finally:
+        if child is not None:
+            _stop_worker_child(child)
 
 
 @cli.command("worker")
 def worker_command(
     concurrency: Annotated[int, typer.Option(help="Send jobs run at once in this process.")] = 8,
+    parent: Annotated[int | None, typer.Option(hidden=True, help="Stop when this process is gone.")] = None,
 ) -> None:
     """Execute due campaigns and send their mail. Run as many as needed, on as many machines."""
-    from mailroom.sending.jobs import run_worker
-
+    if parent is not None:
+        _follow_parent(parent)
     settings = _settings()
     _prepare(settings)
-    _logging()
+    _logging(settings)
+    _share_metrics(settings, wipe=False)
+
+    from mailroom.sending.jobs import run_worker
+
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_worker(settings, concurrency=concurrency))
 

@@ -10,6 +10,7 @@ import secrets
 import string
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -52,6 +53,10 @@ class Settings(BaseSettings):
     # in data_dir/secret.key so restarts keep reading what was encrypted before.
     secret_key: str | None = Field(default=None, repr=False)
     public_url: str = "http://127.0.0.1:8000"
+    # Bearer token GET /metrics asks for; unset: /metrics answers only to clients on loopback.
+    metrics_token: str | None = Field(default=None, repr=False)
+    # "text", or "json": every log line one JSON object.
+    log_format: Literal["text", "json"] = "text"
     # The From of mail whose user has not confirmed their address, and of the service's own mail
     # (address confirmations). Unset: no-reply@ the sending domain (see transports.factory).
     default_from: str | None = None

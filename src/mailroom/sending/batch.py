@@ -23,10 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mailroom.crypto import SecretBox
 from mailroom.files.storage import LocalStorage
 from mailroom.links import unsubscribe_url
+from mailroom.metrics import SEND_LATENCY
 from mailroom.sending.attachments import AttachmentError, Parts, load_parts
 from mailroom.sending.execute import SHARED_MESSAGE_LIMIT, fail_campaign
 from mailroom.sending.mailgun_batch import template_batch
-from mailroom.sending.mime import build_segments, make_message_id
+from mailroom.sending.mime import build_segments, sender_message_id
 from mailroom.sending.ratelimit import RateLimiter
 from mailroom.sending.record import record, settle_counters
 from mailroom.sending.render import RenderedMessage, TemplateError
@@ -43,7 +44,7 @@ CHUNK = 100
 CAMPAIGN = text(
     """
     SELECT c.id, c.brand, c.subject, c.html, c.text, c.tags, c.individual, c.recipients_count,
-           c.failed_at, c.deleted_at, c.updated_at,
+           c.failed_at, c.deleted_at, c.updated_at, c.due_at,
            u.email AS sender_email, u.first_name AS sender_first_name, u.last_name AS sender_last_name,
            u.display_name AS sender_display_name, u.phone_number AS sender_phone_number,
            u.email_confirmed AS sender_confirmed
@@ -160,10 +161,29 @@ async def send_batch(ctx: SendContext, campaign_id: uuid.UUID, first: int, last:
         async with ctx.sessionmaker() as session, session.begin():
             await fail_campaign(session, campaign_id, str(exc), job)
         return
+    if campaign.due_at is not None:
+        SEND_LATENCY.observe(max(0.0, (datetime.now(UTC) - campaign.due_at).total_seconds()))
     if pending:
         raise RetryLater(f"{pending} recipients of campaign {campaign_id} met a temporary refusal")
     async with ctx.sessionmaker() as session, session.begin():
-        await settle_counters(session, campaign_id)
+        settled = await settle_counters(session, campaign_id)
+    if settled is not None:
+        # Two last batches ending at the same moment may both settle: the line can then appear twice.
+        log.info(
+            "campaign %s finished: %d recipients, %d sent, %d failed, %.1f s since executed",
+            campaign_id,
+            settled.recipients_count or 0,
+            settled.sent,
+            settled.failed,
+            float(settled.seconds or 0),
+            extra={
+                "campaign": str(campaign_id),
+                "recipients": settled.recipients_count or 0,
+                "sent": settled.sent,
+                "failed": settled.failed,
+                "duration": round(float(settled.seconds or 0), 3),
+            },
+        )
 
 
 async def _send_rows(ctx: SendContext, campaign: Any, rows: Sequence[Any]) -> int:
@@ -227,7 +247,7 @@ def _mime(
         subject=message.subject,
         text=message.text,
         html=message.html,
-        message_id=make_message_id(row_id, ctx.message_domain),
+        message_id=sender_message_id(row_id, _from_address(ctx, campaign), ctx.message_domain),
         date=date,
         headers=_headers(ctx, campaign, unsubscribe),
         inline=parts.inline_parts,

@@ -7,6 +7,8 @@ most once however many workers look, and its send jobs exist exactly when its re
 from __future__ import annotations
 
 import logging
+import re
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -65,6 +67,10 @@ DEFER_BATCHES = defer_statement(
     """
 )
 
+# A URL's query or fragment, or its user:password@, may be a grant as good as a password.
+_URL_QUERY = re.compile(r"[?#]\S*")
+_URL_USERINFO = re.compile(r"//[^/\s@]*@")
+
 USER_QUOTA_LOCKED = text("SELECT email_quota FROM users WHERE id = :u FOR NO KEY UPDATE")
 
 
@@ -76,15 +82,42 @@ class Execution:
     failure: str | None = None
 
 
+def _loggable(reason: str) -> str:
+    """The reason without what a URL in it may carry as a secret (the stored reason is the user's own)."""
+    return _URL_USERINFO.sub("//<redacted>@", _URL_QUERY.sub("?<redacted>", reason))
+
+
 async def fail_campaign(session: AsyncSession, campaign: uuid.UUID, reason: str, within: str) -> None:
     """Whole-campaign failure: the reason is safe to show a user; unsent rows carry it too."""
-    await session.execute(
-        text(
-            "UPDATE email_campaigns SET failed_at = now(), failure = :reason, failed_within = :within "
-            "WHERE id = :id AND failed_at IS NULL"
-        ),
-        {"id": campaign, "reason": reason, "within": within},
-    )
+    failed = (
+        await session.execute(
+            text(
+                "UPDATE email_campaigns SET failed_at = now(), failure = :reason, failed_within = :within "
+                "WHERE id = :id AND failed_at IS NULL "
+                "RETURNING recipients_count, sent, failed, extract(epoch FROM now() - executed_at) AS seconds"
+            ),
+            {"id": campaign, "reason": reason, "within": within},
+        )
+    ).first()
+    if failed is not None:  # only the first failure of a campaign is its failure
+        seconds = float(failed.seconds or 0)
+        log.warning(
+            "campaign %s failed in %s: %d recipients, %d sent, %d failed, %.1f s since executed: %s",
+            campaign,
+            within,
+            failed.recipients_count or 0,
+            failed.sent,
+            failed.failed,
+            seconds,
+            _loggable(reason),
+            extra={
+                "campaign": str(campaign),
+                "recipients": failed.recipients_count or 0,
+                "sent": failed.sent,
+                "failed": failed.failed,
+                "duration": round(seconds, 3),
+            },
+        )
     await session.execute(
         text(
             "UPDATE email_campaign_emails SET error = :reason WHERE campaign = :id AND email IS NULL AND error IS NULL"
@@ -98,6 +131,7 @@ async def execute_next_due(session: AsyncSession, *, batch_size: int) -> Executi
     row = (await session.execute(CLAIM_DUE)).first()
     if row is None:
         return None
+    started = time.perf_counter()
     campaign, sender, individual = row
     await session.execute(text("UPDATE email_campaigns SET executed_at = now() WHERE id = :id"), {"id": campaign})
     inserted = await session.execute(INSERT_RECIPIENTS, {"campaigns": [campaign]})
@@ -125,5 +159,13 @@ async def execute_next_due(session: AsyncSession, *, batch_size: int) -> Executi
     if count:
         await defer_jobs(session, DEFER_BATCHES, SEND_TASK, campaign=str(campaign), size=size, count=count)
         jobs = -(-count // size)
-    log.info("campaign %s executed: %d recipients in %d jobs", campaign, count, jobs)
+    seconds = time.perf_counter() - started
+    log.info(
+        "campaign %s executed: %d recipients in %d jobs, %.3f s",
+        campaign,
+        count,
+        jobs,
+        seconds,
+        extra={"campaign": str(campaign), "recipients": count, "jobs": jobs, "duration": round(seconds, 3)},
+    )
     return Execution(campaign, count, jobs)

@@ -72,6 +72,18 @@ def make_message_id(email_row_id: uuid.UUID | str, domain: str) -> str:
     return f"<{left}@{host}>"
 
 
+def sender_message_id(email_row_id: uuid.UUID | str, from_address: str, fallback_domain: str) -> str:
+    """The Message-ID under the From address's domain: receivers and filters expect the two to agree,
+    and the host the service runs on (often an IP address) says nothing about who sent the mail."""
+    domain = parseaddr(from_address)[1].rpartition("@")[2]
+    if domain:
+        try:
+            return make_message_id(email_row_id, domain)
+        except ValueError:
+            pass  # not a name a Message-ID can carry: the configured sending domain still is one
+    return make_message_id(email_row_id, fallback_domain)
+
+
 def _clean(value: str) -> str:
     return _CRLF_RUN.sub(" ", value).strip()
 
@@ -338,4 +350,5 @@ __all__ = [
     "format_addresses",
     "make_message_id",
     "parse_address",
+    "sender_message_id",
 ]

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.crypto import SecretBox
-from mailroom.sending.mime import build_message, make_message_id
+from mailroom.sending.mime import build_message, sender_message_id
 from mailroom.sending.queue import defer_jobs, defer_statement
 from mailroom.transports.base import OutgoingMessage, PermanentSendError, Transport, send_one
 
@@ -76,7 +76,7 @@ async def send_notice(
         subject="Confirm your email address",
         text=body,
         html=None,
-        message_id=make_message_id(uuid.uuid4(), domain),
+        message_id=sender_message_id(uuid.uuid4(), sender, domain),
         date=datetime.now(UTC),
         headers={"Auto-Submitted": "auto-generated"},
         inline=(),

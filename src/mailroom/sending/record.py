@@ -102,12 +102,14 @@ SETTLE_COUNTERS = text(
     WHERE c.id = :campaign AND NOT EXISTS (
         SELECT 1 FROM email_campaign_emails WHERE campaign = :campaign AND email IS NULL AND error IS NULL
     )
+    RETURNING c.recipients_count, c.sent, c.failed, extract(epoch FROM now() - c.executed_at) AS seconds
     """
 )
 
 
-async def settle_counters(session: AsyncSession, campaign: uuid.UUID) -> None:
-    await session.execute(SETTLE_COUNTERS, {"campaign": campaign})
+async def settle_counters(session: AsyncSession, campaign: uuid.UUID) -> Any | None:
+    """Settle the totals once nothing is left to send; returns them (with seconds since execution), else None."""
+    return (await session.execute(SETTLE_COUNTERS, {"campaign": campaign})).first()
 
 
 async def bump_counters(session: AsyncSession, campaign: uuid.UUID, *, sent: int = 0, failed: int = 0) -> None:

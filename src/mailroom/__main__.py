@@ -1,0 +1,5 @@
+"""`python -m mailroom`: the same as the `mailroom` command."""
+
+from mailroom.cli import main
+
+main()

@@ -1,0 +1,155 @@
+"""GET /metrics in the Prometheus text format, and the middleware that counts HTTP requests.
+
+Campaign, message and queue figures are read from the database at scrape time with two small
+statements: every worker, on whatever machine, records its outcomes there, so any API process
+answers the same totals, and a worker that dies loses none of them. Counts kept in memory (HTTP
+requests, send latency) come from this process, plus its `mailroom serve` worker child when
+PROMETHEUS_MULTIPROC_DIR is set.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+import time
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mailroom.api.limits import ASGIApp, Message, Receive, Scope, Send
+from mailroom.config import Settings
+from mailroom.errors import Forbidden, Unauthorized
+from mailroom.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from mailroom.sending.execute import SEND_TASK
+from mailroom.sending.queue import QUEUE
+from mailroom.transports.factory import transport_name
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Requests no route matched share one label: their raw paths are unbounded and may carry tokens.
+UNMATCHED = "<unmatched>"
+# The method is the client's to choose: any other one is counted as OTHER, or each would be a new series.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+# One pass over campaigns, not over their per-recipient rows: the per-campaign counters are kept by
+# the sender (and settled from the rows when a campaign finishes), so the sums are the message totals.
+CAMPAIGN_TOTALS = text(
+    """
+    SELECT count(*) AS executed, count(failed_at) AS failed,
+           coalesce(sum(sent), 0) AS messages_sent, coalesce(sum(failed), 0) AS messages_failed
+    FROM email_campaigns WHERE executed_at IS NOT NULL
+    """
+)
+
+# Finished jobs are deleted (delete_jobs="successful"), so this reads only queued, running and failed ones.
+SEND_JOBS = text(
+    """
+    SELECT count(*) FILTER (WHERE status = 'todo') AS waiting, count(*) FILTER (WHERE status = 'doing') AS running
+    FROM procrastinate_jobs WHERE queue_name = :queue AND task_name = :task AND status IN ('todo', 'doing')
+    """
+)
+
+
+class _Families(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.families
+
+
+async def database_families(sessionmaker: async_sessionmaker[AsyncSession], transport: str) -> list[Metric]:
+    async with sessionmaker() as session:
+        totals = (await session.execute(CAMPAIGN_TOTALS)).one()
+        jobs = (await session.execute(SEND_JOBS, {"queue": QUEUE, "task": SEND_TASK})).one()
+    executed = CounterMetricFamily("mailroom_campaigns_executed", "Campaigns executed (claimed and expanded).")
+    executed.add_metric([], totals.executed)
+    failed = CounterMetricFamily("mailroom_campaigns_failed", "Campaigns that failed as a whole.")
+    failed.add_metric([], totals.failed)
+    sent = CounterMetricFamily(
+        "mailroom_messages_sent", "Recipients whose mail a transport accepted.", labels=["transport"]
+    )
+    sent.add_metric([transport], totals.messages_sent)
+    refused = CounterMetricFamily(
+        "mailroom_messages_failed", "Recipients whose mail was refused for good.", labels=["transport"]
+    )
+    refused.add_metric([transport], totals.messages_failed)
+    queued = GaugeMetricFamily("mailroom_send_jobs", "Send jobs by state (waiting or running).", labels=["state"])
+    queued.add_metric(["waiting"], jobs.waiting)
+    queued.add_metric(["running"], jobs.running)
+    return [executed, failed, sent, refused, queued]
+
+
+def _process_metrics() -> bytes:
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)
+    return generate_latest(registry)
+
+
+def _is_loopback(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_access(request: Request, settings: Settings) -> None:
+    token = settings.metrics_token
+    if token:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise Unauthorized("a valid bearer token (MAILROOM_METRICS_TOKEN) is required", field="Authorization")
+    elif not _is_loopback(request.client.host if request.client else None):
+        # Without a token the figures are for the machine's own scraper only.
+        raise Forbidden("metrics answer only to loopback clients unless MAILROOM_METRICS_TOKEN is set")
+
+
+router = APIRouter()
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    _check_access(request, settings)
+    families = await database_families(request.app.state.sessionmaker, transport_name(settings))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(families))
+    return Response(_process_metrics() + generate_latest(registry), media_type=CONTENT_TYPE)
+
+
+class RequestMetrics:
+    """Counts and times every HTTP request under its route pattern (`/emails/{id}`), set by the router."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or UNMATCHED
+            method = scope.get("method")
+            method = method if method in METHODS else "OTHER"
+            HTTP_REQUESTS.labels(method, route, str(status)).inc()
+            HTTP_LATENCY.labels(method, route).observe(time.perf_counter() - started)

@@ -1,0 +1,138 @@
+"""`mailroom serve` as an operator runs it: a worker child that sends, JSON logs, and a clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mailroom.config import Settings
+from tests.support.workers import MAILROOM, _descendants, worker_env
+from tests.support.world import World
+
+SECRET_PATH_TOKEN = "tok3nThatMustNeverBeLogged"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its exit status is left to collect
+
+
+@contextlib.contextmanager
+def serving(settings: Settings, data_dir: Path, log: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    port = free_port()
+    env = worker_env(str(settings.database_url), data_dir, log_format="json")
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(MAILROOM), "serve", "--port", str(port), *args], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        yield process, port
+    finally:
+        for pid in [process.pid, *_descendants(process.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+def worker_children(pid: int) -> list[int]:
+    """Direct children of serve running `mailroom worker` (the worker's own helpers are its children)."""
+    direct = [int(c) for task in Path(f"/proc/{pid}/task").glob("*") for c in (task / "children").read_text().split()]
+    return [p for p in direct if b"worker" in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+async def wait_for(check: object, within: float) -> None:
+    deadline = time.monotonic() + within
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "not within the time allowed"
+        await asyncio.sleep(0.2)
+
+
+async def test_serve_sends_through_a_worker_child_logs_json_and_stops_it(
+    world: World, settings: Settings, tmp_path: Path
+) -> None:
+    admin = await world.brand_admin()
+    await world.contacts(admin, [{"emails": ["ann@example.com"], "tags": ["t"]}])
+    made = admin.data(
+        await admin.post(
+            "/emails/individual",
+            {"subject": "News", "html": "<p>Hi</p>", "to": [{"recipient_type": "Tag", "tag": "t"}],
+             "due_at": datetime.now(UTC).isoformat()},
+        )
+    )  # fmt: skip
+    log = tmp_path / "serve.log"
+    with serving(settings, tmp_path / "data", log) as (process, port):
+        (child,) = worker_children(process.pid)
+        # The child, not the API, executes the due campaign into the outbox.
+        outbox = tmp_path / "data" / "outbox"
+        await wait_for(lambda: outbox.is_dir() and any(outbox.iterdir()), 30)
+        async with httpx.AsyncClient(timeout=5) as http:
+            answer = await http.get(f"http://127.0.0.1:{port}/unsubscribe/{SECRET_PATH_TOKEN}")
+            # What the child counted in its own process reaches the API's scrape.
+            deadline = time.monotonic() + 30
+            while (
+                "mailroom_send_latency_seconds_count 1.0"
+                not in (scraped := await http.get(f"http://127.0.0.1:{port}/metrics")).text
+            ):
+                assert time.monotonic() < deadline, scraped.text
+                await asyncio.sleep(0.2)
+            assert "mailroom_campaigns_executed_total 1.0" in scraped.text
+            assert 'mailroom_http_requests_total{method="GET",route="/health",status="200"}' in scraped.text
+        assert answer.status_code in (404, 405)
+        family = [process.pid, *_descendants(process.pid)]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        await wait_for(lambda: not any(alive(pid) for pid in family), 10)
+    text = log.read_text()
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]  # every line is one JSON object
+    assert all({"timestamp", "level", "logger", "message"} <= set(line) for line in lines)
+    assert SECRET_PATH_TOKEN not in text
+    access = [line for line in lines if line["logger"] == "uvicorn.access" and "/unsubscribe/" in line["message"]]
+    assert access and "/unsubscribe/<redacted>" in access[0]["message"]
+    executed = [line for line in lines if line["message"].startswith(f"campaign {made['id']} executed")]
+    finished = [line for line in lines if line["message"].startswith(f"campaign {made['id']} finished")]
+    assert len(executed) == 1 and executed[0]["recipients"] == 1 and executed[0]["jobs"] == 1
+    assert len(finished) == 1 and finished[0]["sent"] == 1 and finished[0]["failed"] == 0
+    assert finished[0]["campaign"] == made["id"] and finished[0]["duration"] >= 0
+    assert child not in [p for p in family if alive(p)]
+
+
+@pytest.mark.slow
+async def test_the_worker_child_goes_when_serve_is_killed(settings: Settings, tmp_path: Path) -> None:
+    with serving(settings, tmp_path / "data", tmp_path / "serve.log") as (process, _):
+        (child,) = worker_children(process.pid)
+        process.kill()  # kill -9: serve cannot stop its child itself
+        process.wait(timeout=30)
+        await wait_for(lambda: not alive(child), 10)
+
+
+async def test_no_worker_means_no_child(settings: Settings, tmp_path: Path) -> None:
+    with serving(settings, tmp_path / "data", tmp_path / "serve.log", "--no-worker") as (process, _):
+        assert worker_children(process.pid) == []
