@@ -21,6 +21,7 @@ lint: $(BIN)/mailroom
 	$(BIN)/ruff check src tests migrations bench
 	$(BIN)/ruff format --check src tests migrations bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: $(BIN)/mailroom
 	$(BIN)/python bench/attachments.py

@@ -13,8 +13,8 @@ from sqlalchemy import text
 
 from mailroom.config import Settings
 from mailroom.files.storage import LocalStorage
-from mailroom.sending.mime import Attachment, build_segments, encode_part
 from mailroom.transports.base import OutgoingMessage
+from mailroom.transports.mime import Attachment, build_segments, encode_part
 from mailroom.transports.outbox import OutboxTransport
 from mailroom.transports.smtp import SmtpTransport
 from tests.sending.test_sending_pipeline import schedule

@@ -5,7 +5,6 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from mailroom.sending.mime import Attachment, build_message, make_message_id
 from mailroom.transports.base import (
     OutgoingMessage,
     PermanentSendError,
@@ -17,6 +16,7 @@ from mailroom.transports.mailgun import (
     TemplateBatch,
     TemplateRecipient,
 )
+from mailroom.transports.mime import Attachment, build_message, make_message_id
 from tests.support.mailgun_server import FakeMailgun, mailgun_server
 
 KEY = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"

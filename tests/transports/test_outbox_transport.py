@@ -6,8 +6,8 @@ from typing import cast
 
 import pytest
 
-from mailroom.sending.mime import build_message, make_message_id
 from mailroom.transports.base import OutgoingMessage, TransientSendError, Transport
+from mailroom.transports.mime import build_message, make_message_id
 from mailroom.transports.outbox import OutboxTransport
 
 

@@ -3,13 +3,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from mailroom.sending.mime import build_message, make_message_id
 from mailroom.transports.base import (
     OutgoingMessage,
     PermanentSendError,
     TransientSendError,
     Transport,
 )
+from mailroom.transports.mime import build_message, make_message_id
 from mailroom.transports.smtp import SmtpSettings, SmtpTransport
 from tests.support.smtp_server import FakeSmtpServer, smtp_server
 

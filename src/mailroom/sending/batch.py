@@ -26,7 +26,6 @@ from mailroom.links import unsubscribe_url
 from mailroom.sending.attachments import AttachmentError, Parts, load_parts
 from mailroom.sending.execute import SHARED_MESSAGE_LIMIT, fail_campaign
 from mailroom.sending.mailgun_batch import template_batch
-from mailroom.sending.mime import build_segments, make_message_id
 from mailroom.sending.ratelimit import RateLimiter
 from mailroom.sending.record import record, settle_counters
 from mailroom.sending.render import RenderedMessage, TemplateError
@@ -34,6 +33,7 @@ from mailroom.sending.renderer import CampaignTemplates, RenderPool
 from mailroom.serialize import full_name
 from mailroom.transports.base import OutgoingMessage, PermanentSendError, SendResult, Transport
 from mailroom.transports.mailgun import MAX_BATCH_RECIPIENTS, MailgunTransport
+from mailroom.transports.mime import build_segments, make_message_id
 
 log = logging.getLogger(__name__)
 

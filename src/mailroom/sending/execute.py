@@ -15,8 +15,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailroom.campaigns.quota import SHARED_MESSAGE_LIMIT, executed_this_month
-from mailroom.campaigns.recipients import EXPANSION_CTE
+from mailroom.sending.expansion import EXPANSION_CTE, SHARED_MESSAGE_LIMIT, executed_this_month
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.crypto import SecretBox
 from mailroom.sending.execute import QUEUE
-from mailroom.sending.mime import build_message, make_message_id
 from mailroom.transports.base import OutgoingMessage, PermanentSendError, Transport, send_one
+from mailroom.transports.mime import build_message, make_message_id
 
 NOTICE_TASK = "mailroom.send_notice"
 CONFIRMATION = "email-confirmation"

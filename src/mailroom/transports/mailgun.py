@@ -32,7 +32,6 @@ from urllib.parse import quote
 
 import httpx
 
-from mailroom.sending.mime import Attachment, parse_address
 from mailroom.transports.base import (
     OutgoingMessage,
     PermanentSendError,
@@ -42,6 +41,7 @@ from mailroom.transports.base import (
     send_one,
     settle,
 )
+from mailroom.transports.mime import Attachment, parse_address
 
 MAX_BATCH_RECIPIENTS = 1000
 MAX_TAGS = 3

@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import pytest
 
-from mailroom.sending.mime import Attachment, build_message, make_message_id
+from mailroom.transports.mime import Attachment, build_message, make_message_id
 
 PARAGRAPH = "<p>Lorem ipsum dolor sit amet, consectetur adipiscing elit sed do.</p>\n"
 HTML = "<html><body>" + PARAGRAPH * 28 + "</body></html>"
