@@ -63,7 +63,7 @@ async def measure(url: str, data: bytes, recipients: int, *, joined: bool) -> tu
         _, encoding = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
         started = time.perf_counter()
-        results = await transport.send_batch(chunk(part, recipients, joined=joined))
+        results = await transport.send_many(chunk(part, recipients, joined=joined))
         del part
         _, sending = tracemalloc.get_traced_memory()
     finally:

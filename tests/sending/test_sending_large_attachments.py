@@ -123,7 +123,7 @@ async def test_messages_share_the_encoded_part_and_transports_write_it_whole(tmp
 
     with smtp_server() as server:
         transport = SmtpTransport(server.url)
-        results = await transport.send_batch([first, second])
+        results = await transport.send_many([first, second])
         await transport.aclose()
     assert all(r.accepted for r in results)
     arrived = sorted(server.messages, key=lambda m: m.rcpt_tos)
@@ -135,7 +135,7 @@ async def test_messages_share_the_encoded_part_and_transports_write_it_whole(tmp
         assert attachment.get_content() == data
 
     outbox = OutboxTransport(tmp_path)
-    await outbox.send_batch([first])
+    await outbox.send_many([first])
     assert outbox.path_for("row-1").read_bytes().endswith(first.joined())
 
 
@@ -153,7 +153,7 @@ async def test_dot_lines_are_escaped_across_segment_boundaries(segments: tuple[b
     message = OutgoingMessage("row-1", "bob@example.com", ["ann@example.com"], segments)
     with smtp_server() as server:
         transport = SmtpTransport(server.url)
-        (result,) = await transport.send_batch([message])
+        (result,) = await transport.send_many([message])
         await transport.aclose()
     assert result.accepted
     expected = message.joined()

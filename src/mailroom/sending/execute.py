@@ -1,4 +1,4 @@
-"""Executing a due campaign: claim it once, expand its recipients, check the quota, queue its batches.
+"""Executing a due campaign: claim it once, expand its recipients, check the quota, queue its slices.
 
 All of it happens in one transaction holding the campaign's row lock, so a campaign is executed at
 most once however many workers look, and its send jobs exist exactly when its recipient rows do.
@@ -15,11 +15,13 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailroom.sending.expansion import EXPANSION_CTE, SHARED_MESSAGE_LIMIT, executed_this_month
+from mailroom.sending.expansion import EXPANSION_CTE, SEND_TYPE_RANK, SHARED_MESSAGE_LIMIT, executed_this_month
 
 log = logging.getLogger(__name__)
 
 QUEUE = "mailroom"
+# A job sends one slice (a range of recipient positions). The task name keeps its first spelling:
+# jobs already queued in live databases refer to it by this string.
 SEND_TASK = "mailroom.send_batch"
 QUOTA_EXCEEDED = "Maximum marketing email quota per month exceeded."
 
@@ -50,14 +52,14 @@ INSERT_RECIPIENTS = text(
     WITH {EXPANSION_CTE}
     INSERT INTO email_campaign_emails (campaign, seq, email_address, send_type, contact, agent)
     SELECT campaign,
-           row_number() OVER (ORDER BY CASE send_type WHEN 'To' THEN 0 WHEN 'CC' THEN 1 ELSE 2 END, address),
+           row_number() OVER (ORDER BY {SEND_TYPE_RANK}, address),
            address, send_type, contact, agent
     FROM expanded
     """
 )
 
 # One job per range of positions; deferred in this transaction through procrastinate's own function.
-DEFER_BATCHES = text(
+DEFER_SLICES = text(
     """
     SELECT procrastinate_defer_jobs_v1(ARRAY(
         SELECT ROW(:queue, :task, 0, NULL, NULL,
@@ -97,7 +99,7 @@ async def fail_campaign(session: AsyncSession, campaign: uuid.UUID, reason: str,
     )
 
 
-async def execute_next_due(session: AsyncSession, *, batch_size: int) -> Execution | None:
+async def execute_next_due(session: AsyncSession, *, slice_size: int) -> Execution | None:
     """Claim and execute the most overdue campaign, or return None when nothing is due."""
     row = (await session.execute(CLAIM_DUE)).first()
     if row is None:
@@ -124,11 +126,11 @@ async def execute_next_due(session: AsyncSession, *, batch_size: int) -> Executi
             log.info("campaign %s refused: quota %d, would reach %d", campaign, quota, used)
             return Execution(campaign, count, 0, QUOTA_EXCEEDED)
     # One shared message cannot be split across jobs.
-    size = batch_size if individual or count >= SHARED_MESSAGE_LIMIT else max(count, 1)
+    size = slice_size if individual or count >= SHARED_MESSAGE_LIMIT else max(count, 1)
     jobs = 0
     if count:
         await session.execute(
-            DEFER_BATCHES, {"queue": QUEUE, "task": SEND_TASK, "campaign": str(campaign), "size": size, "count": count}
+            DEFER_SLICES, {"queue": QUEUE, "task": SEND_TASK, "campaign": str(campaign), "size": size, "count": count}
         )
         jobs = -(-count // size)
     log.info("campaign %s executed: %d recipients in %d jobs", campaign, count, jobs)

@@ -21,8 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 # from this many on it is sent one message per recipient, and counts against the quota like one.
 SHARED_MESSAGE_LIMIT = 1000
 
+# To wins over CC, CC over BCC: the order both deduplication and message positions follow.
+SEND_TYPE_RANK = "CASE send_type WHEN 'To' THEN 0 WHEN 'CC' THEN 1 ELSE 2 END"
+
 # :campaigns is an array of campaign ids; each row is one (campaign, address) to send to.
-EXPANSION_CTE = """
+EXPANSION_CTE = f"""
 items AS (
     SELECT r.*, c.brand AS campaign_brand
     FROM email_campaign_recipients r
@@ -87,7 +90,7 @@ ranked AS (
     SELECT campaign, brand, lower(btrim(address)) AS address, send_type, contact, agent,
            row_number() OVER (
                PARTITION BY campaign, lower(btrim(address))
-               ORDER BY CASE send_type WHEN 'To' THEN 0 WHEN 'CC' THEN 1 ELSE 2 END, contact NULLS LAST
+               ORDER BY {SEND_TYPE_RANK}, contact NULLS LAST
            ) AS rank
     FROM candidates
     WHERE address IS NOT NULL AND btrim(address) <> ''
