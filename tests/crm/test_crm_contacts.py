@@ -25,7 +25,7 @@ async def count(session: AsyncSession) -> int:
 
 async def test_bulk_create_answers_each_contact_in_order_and_stores_it(world: World, session: AsyncSession) -> None:
     actor = await world.brand_admin()
-    items = [
+    items: list[dict[str, Any]] = [
         {
             "emails": ["Ann@Example.com", "ann.work@example.com"],
             "first_name": "Ann",

@@ -27,7 +27,7 @@ def received(server: FakeSmtpServer) -> list[str]:
 
 async def schedule(actor: Actor, path: str = "/emails", **body: Any) -> dict[str, Any]:
     payload = {"subject": "News", "html": "<p>Hello</p>", "due_at": due_now(), **body}
-    return actor.data(await actor.post(path, payload))  # type: ignore[no-any-return]
+    return actor.data(await actor.post(path, payload))
 
 
 async def test_every_recipient_type_reaches_exactly_the_expected_addresses(

@@ -247,6 +247,7 @@ async def test_timeouts_and_refused_connections_are_transient(mailgun: FakeMailg
 
 async def test_send_single_message(mailgun: FakeMailgun, transport: MailgunTransport) -> None:
     raw = mime_message(5).message
+    assert isinstance(raw, bytes)
     result = await transport.send(envelope_from="bob@x.com", recipients=["user5@example.com"], message=raw, key="k5")
     assert (result.key, result.provider_id) == ("k5", f"20240101000000.1.abc@{DOMAIN}")
     assert mailgun.requests[0].fields["to"] == ["user5@example.com"]

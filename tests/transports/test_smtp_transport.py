@@ -22,9 +22,8 @@ def server(request: pytest.FixtureRequest) -> Iterator[FakeSmtpServer]:
         yield running
 
 
-def message(n: int, to: str | None = None, bcc: tuple[str, ...] = ()) -> OutgoingMessage:
-    to = to or f"user{n}@example.com"
-    raw = build_message(
+def raw_message(n: int, to: str) -> bytes:
+    return build_message(
         from_addr=f"Bob Ray <{SENDER}>",
         to=[f"User {n} <{to}>"],
         cc=[],
@@ -37,7 +36,11 @@ def message(n: int, to: str | None = None, bcc: tuple[str, ...] = ()) -> Outgoin
         inline=[],
         attachments=[],
     )
-    return OutgoingMessage(key=f"row-{n}", envelope_from=SENDER, recipients=(to, *bcc), message=raw)
+
+
+def message(n: int, to: str | None = None, bcc: tuple[str, ...] = ()) -> OutgoingMessage:
+    to = to or f"user{n}@example.com"
+    return OutgoingMessage(key=f"row-{n}", envelope_from=SENDER, recipients=(to, *bcc), message=raw_message(n, to))
 
 
 async def test_delivers_exactly_what_was_built(server: FakeSmtpServer) -> None:
@@ -53,6 +56,7 @@ async def test_delivers_exactly_what_was_built(server: FakeSmtpServer) -> None:
     [received] = server.messages
     assert received.envelope_from == SENDER
     assert received.rcpt_tos == ["user1@example.com", "hidden@example.com"]
+    assert isinstance(msg.message, bytes)
     assert received.raw.replace(b"\r\n", b"\n") == msg.message.replace(b"\r\n", b"\n")
     parsed = received.message
     assert parsed["From"] == f"Bob Ray <{SENDER}>"
@@ -153,7 +157,9 @@ async def test_unreachable_server_fails_the_call_as_transient() -> None:
     with pytest.raises(TransientSendError, match="cannot connect to SMTP server"):
         await transport.send_many([message(1), message(2)])
     with pytest.raises(TransientSendError):
-        await transport.send(envelope_from=SENDER, recipients=["a@example.com"], message=message(1).message)
+        await transport.send(
+            envelope_from=SENDER, recipients=["a@example.com"], message=raw_message(1, "a@example.com")
+        )
 
 
 async def test_credentials_from_the_url() -> None:
@@ -171,7 +177,7 @@ async def test_credentials_from_the_url() -> None:
 
 async def test_send_returns_the_result_or_raises(server: FakeSmtpServer) -> None:
     transport = SmtpTransport(server.url)
-    raw = message(7).message
+    raw = raw_message(7, "user7@example.com")
     result = await transport.send(envelope_from=SENDER, recipients=["user7@example.com"], message=raw, key="k7")
     assert (result.key, result.provider_id) == ("k7", "row-7@mail.example.com")
     server.refuse("nobody@example.com")

@@ -24,7 +24,8 @@ from mailroom.crypto import SecretBox
 from mailroom.files.storage import LocalStorage
 from mailroom.links import unsubscribe_url
 from mailroom.sending.attachments import AttachmentError, Parts, load_parts
-from mailroom.sending.execute import SHARED_MESSAGE_LIMIT, fail_campaign
+from mailroom.sending.execute import fail_campaign
+from mailroom.sending.expansion import SHARED_MESSAGE_LIMIT
 from mailroom.sending.mailgun_template import template_send
 from mailroom.sending.ratelimit import RateLimiter
 from mailroom.sending.record import record, settle_counters
