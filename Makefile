@@ -27,6 +27,7 @@ bench: $(BIN)/mailroom
 	$(BIN)/python bench/attachments.py
 	$(BIN)/python bench/send.py
 	$(BIN)/python bench/render.py
+	$(BIN)/python bench/mime.py
 
 clean:
 	rm -rf $(VENV) var

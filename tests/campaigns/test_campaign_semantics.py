@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.campaigns.test_campaign_input import campaign
+from tests.support.campaigns import campaign
 from tests.support.world import Actor, World
 
 

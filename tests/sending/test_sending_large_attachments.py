@@ -17,7 +17,7 @@ from mailroom.transports.base import OutgoingMessage
 from mailroom.transports.mime import Attachment, build_segments, encode_part
 from mailroom.transports.outbox import OutboxTransport
 from mailroom.transports.smtp import SmtpTransport
-from tests.sending.test_sending_pipeline import schedule
+from tests.support.campaigns import schedule
 from tests.support.sender import running_worker, wait_until_sent
 from tests.support.smtp_server import smtp_server
 from tests.support.smtp_sink import smtp_sink
