@@ -21,11 +21,13 @@ lint: $(BIN)/mailroom
 	$(BIN)/ruff check src tests migrations bench
 	$(BIN)/ruff format --check src tests migrations bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: $(BIN)/mailroom
 	$(BIN)/python bench/attachments.py
 	$(BIN)/python bench/send.py
 	$(BIN)/python bench/render.py
+	$(BIN)/python bench/mime.py
 
 clean:
 	rm -rf $(VENV) var

@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.support: the discarding SMTP server
 
-from mailroom.sending.mime import Attachment, build_segments, encode_part  # noqa: E402
 from mailroom.transports.base import OutgoingMessage  # noqa: E402
+from mailroom.transports.mime import Attachment, build_segments, encode_part  # noqa: E402
 from mailroom.transports.smtp import SmtpTransport  # noqa: E402
 from tests.support.smtp_sink import smtp_sink  # noqa: E402
 
@@ -63,7 +63,7 @@ async def measure(url: str, data: bytes, recipients: int, *, joined: bool) -> tu
         _, encoding = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
         started = time.perf_counter()
-        results = await transport.send_batch(chunk(part, recipients, joined=joined))
+        results = await transport.send_many(chunk(part, recipients, joined=joined))
         del part
         _, sending = tracemalloc.get_traced_memory()
     finally:

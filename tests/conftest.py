@@ -25,15 +25,9 @@ from mailroom.config import Settings
 from mailroom.db import libpq_url, start_embedded_postgres
 from mailroom.migrate import migrate
 from mailroom.models import metadata
+from tests.support.databases import with_database
 from tests.support.keys import TEST_SECRET_KEY
 from tests.support.world import World
-
-
-def _with_database(url: str, name: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +53,7 @@ def database_url(tmp_root: Path) -> Iterator[str]:
     admin = libpq_url(server_url)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = _with_database(admin, name)
+    url = with_database(admin, name)
     migrate(url)
     yield url
     with psycopg.connect(admin, autocommit=True) as conn:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 
 import pytest
 from cryptography.fernet import InvalidToken as InvalidFernet
@@ -28,7 +29,7 @@ def test_a_sealed_token_gives_back_its_payload_and_hides_it() -> None:
         lambda t: "not base64 !!",
     ],
 )
-def test_a_tampered_token_is_refused(mangle) -> None:  # type: ignore[no-untyped-def]
+def test_a_tampered_token_is_refused(mangle: Callable[[str], str]) -> None:
     box = SecretBox(KEY)
     with pytest.raises(InvalidToken):
         box.unseal("invitation", mangle(box.seal("invitation", {"a": 1}, ttl=60)))
@@ -65,7 +66,7 @@ def test_a_fixed_token_is_the_same_each_time_hides_its_data_and_never_expires() 
         lambda t: "not base64 !!",
     ],
 )
-def test_a_tampered_fixed_token_is_refused(mangle) -> None:  # type: ignore[no-untyped-def]
+def test_a_tampered_fixed_token_is_refused(mangle: Callable[[str], str]) -> None:
     box = SecretBox(KEY)
     with pytest.raises(InvalidToken):
         box.unseal_fixed("unsubscribe", mangle(box.seal_fixed("unsubscribe", b"some data")))

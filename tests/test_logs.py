@@ -48,7 +48,7 @@ def test_access_log_lines_are_json_without_the_token(json_lines: io.StringIO) ->
 
 
 def test_extra_fields_and_exceptions_are_fields_of_the_line(json_lines: io.StringIO) -> None:
-    log = logging.getLogger("mailroom.sending.batch")
+    log = logging.getLogger("mailroom.sending.slices")
     log.info("campaign c1 finished", extra={"campaign": "c1", "sent": 3, "failed": 1, "duration": 1.5})
     try:
         raise ValueError("boom")

@@ -31,7 +31,7 @@ from mailroom.queue_schema import (
 )
 from mailroom.sending.notices import DEFER_NOTICE, NOTICE_TASK
 from mailroom.sending.queue import DEFER_FUNCTION, JOB_ATTRIBUTES, JOB_TYPE, defer_jobs
-from tests.conftest import _with_database
+from tests.support.databases import with_database
 
 # Everything in the public schema that code or data depends on, in a form two databases can be compared by.
 SCHEMA_SHAPE = {
@@ -67,7 +67,7 @@ SCHEMA_SHAPE = {
 
 def schema_shape(url: str) -> dict[str, list[tuple[Any, ...]]]:
     with psycopg.connect(libpq_url(url)) as conn:
-        return {name: conn.execute(query).fetchall() for name, query in SCHEMA_SHAPE.items()}  # type: ignore[arg-type]
+        return {name: conn.execute(query).fetchall() for name, query in SCHEMA_SHAPE.items()}
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def scratch_url(database_url: str) -> Iterator[str]:
     name = f"mailroom_scratch_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield _with_database(libpq_url(database_url), name)
+    yield with_database(libpq_url(database_url), name)
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
@@ -106,7 +106,7 @@ def make_previous_release_database(url: str, job_queue_schema: str) -> uuid.UUID
     Returns the campaign's id."""
     command.upgrade(alembic_config(url), "0003")
     with psycopg.connect(libpq_url(url)) as conn:
-        conn.execute(job_queue_schema)  # type: ignore[arg-type]
+        conn.execute(job_queue_schema)
         brand = conn.execute("INSERT INTO brands (name) VALUES ('Harbour Realty') RETURNING id").fetchone()
         user = conn.execute("INSERT INTO users (email) VALUES ('ann@harbour.example') RETURNING id").fetchone()
         assert brand and user
@@ -143,7 +143,7 @@ async def test_previous_release_database_migrates_to_head_keeping_its_rows(
         assert subject == ("Open house on Sunday",)
         queued = conn.execute("SELECT task_name, args, status FROM procrastinate_jobs").fetchall()
         assert queued == [("mailroom.send_batch", {"first": 1}, "todo")]
-        recorded = [row[0] for row in conn.execute(f"SELECT name FROM {APPLIED_TABLE} ORDER BY name")]  # type: ignore[arg-type]
+        recorded = [row[0] for row in conn.execute(f"SELECT name FROM {APPLIED_TABLE} ORDER BY name")]
         assert recorded == shipped_migrations()
 
     engine = make_engine(scratch_url, pool_size=1)
@@ -165,7 +165,7 @@ async def test_previous_release_database_migrates_to_head_keeping_its_rows(
 
 def test_fresh_database_records_every_job_queue_migration(database_url: str) -> None:
     with psycopg.connect(libpq_url(database_url)) as conn:
-        recorded = [row[0] for row in conn.execute(f"SELECT name FROM {APPLIED_TABLE} ORDER BY name")]  # type: ignore[arg-type]
+        recorded = [row[0] for row in conn.execute(f"SELECT name FROM {APPLIED_TABLE} ORDER BY name")]
     assert recorded == shipped_migrations()
     assert recorded, "procrastinate ships its migrations as package data"
 
@@ -220,5 +220,5 @@ def test_job_queue_revision_downgrades_and_upgrades_again(scratch_url: str) -> N
     migrate(scratch_url)
 
     with psycopg.connect(libpq_url(scratch_url)) as conn:
-        recorded = [row[0] for row in conn.execute(f"SELECT name FROM {APPLIED_TABLE} ORDER BY name")]  # type: ignore[arg-type]
+        recorded = [row[0] for row in conn.execute(f"SELECT name FROM {APPLIED_TABLE} ORDER BY name")]
     assert recorded == shipped_migrations()

@@ -12,19 +12,19 @@ from fastapi.openapi.utils import get_openapi
 from sqlalchemy import text
 
 from mailroom.api.auth import token_is_valid
+from mailroom.api.campaigns import router as campaigns_router
+from mailroom.api.crm import router as crm_router
 from mailroom.api.envelope import ORJSONResponse
 from mailroom.api.errors import document_errors, install_error_handlers
 from mailroom.api.limits import BodyLimitMiddleware, BodyLimits
 from mailroom.api.metrics import RequestMetrics
 from mailroom.api.metrics import router as metrics_router
-from mailroom.campaigns.routes import router as campaigns_router
+from mailroom.api.unsubscribe import router as unsubscribe_router
 from mailroom.config import Settings
-from mailroom.crm.routes import router as crm_router
 from mailroom.crypto import SecretBox
 from mailroom.db import make_engine, make_sessionmaker, resolve_database_url
 from mailroom.links import install_access_log_filter
 from mailroom.sending.renderer import RenderLimits, RenderPool
-from mailroom.tracking.unsubscribe import router as unsubscribe_router
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -14,13 +14,21 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from mailroom.config import Settings
 from mailroom.db import make_engine, make_sessionmaker, resolve_database_url
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from mailroom.crm.models import Brand, User
+
+T = TypeVar("T")
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help="mailroom: email campaigns for your CRM.")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -167,7 +175,7 @@ def worker_command(
         asyncio.run(run_worker(settings, concurrency=concurrency))
 
 
-async def _in_transaction(settings: Settings, work):  # type: ignore[no-untyped-def]
+async def _in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     from mailroom.errors import MailroomError
 
     engine = make_engine(resolve_database_url(settings), pool_size=1)
@@ -197,7 +205,7 @@ def bootstrap(
     settings = _settings()
     _prepare(settings)
 
-    async def work(session):  # type: ignore[no-untyped-def]
+    async def work(session: AsyncSession) -> tuple[Brand, User, str]:
         return await do_bootstrap(session, brand_name=brand, email=email, first_name=first, last_name=last)
 
     made_brand, user, token = asyncio.run(_in_transaction(settings, work))
@@ -221,7 +229,7 @@ def token_create(
     _prepare(settings)
     expires_at = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
 
-    async def work(session):  # type: ignore[no-untyped-def]
+    async def work(session: AsyncSession) -> str:
         return (await issue_token(session, user=user, name=name and name.strip(), expires_at=expires_at))[1]
 
     typer.echo(asyncio.run(_in_transaction(settings, work)))
@@ -236,7 +244,7 @@ def token_list(user: Annotated[uuid.UUID, typer.Option(help="The user's id.")]) 
     settings = _settings()
     _prepare(settings)
 
-    async def work(session):  # type: ignore[no-untyped-def]
+    async def work(session: AsyncSession) -> list[dict[str, Any]]:
         return [token_out(row) for row in await list_tokens(session, user=user)]
 
     for row in asyncio.run(_in_transaction(settings, work)):
@@ -251,7 +259,7 @@ def token_revoke(token: Annotated[uuid.UUID, typer.Argument(help="The token's id
     settings = _settings()
     _prepare(settings)
 
-    async def work(session):  # type: ignore[no-untyped-def]
+    async def work(session: AsyncSession) -> None:
         await revoke_token(session, token_id=token, user=None)
 
     asyncio.run(_in_transaction(settings, work))

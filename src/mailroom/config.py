@@ -79,7 +79,8 @@ class Settings(BaseSettings):
     allow_private_attachment_links: bool = False
     # Seconds one attachment link may take to download in all (connect, headers and body together).
     attachment_fetch_timeout: float = Field(default=30.0, gt=0)
-    # Recipients per send job: big enough to amortise a job, small enough to spread over workers.
+    # Recipients per send job (a slice): big enough to amortise a job, small enough to spread over workers.
+    # Named for MAILROOM_BATCH_SIZE, the documented setting.
     batch_size: int = 500
     # User templates render in child processes (per API process and per worker), each capped in
     # memory; one request (a chunk of recipients, or one create-time check) may take

@@ -4,8 +4,9 @@ from mailroom.campaigns import models as campaigns
 from mailroom.crm import models as crm
 from mailroom.files import models as files
 from mailroom.orm import Base
+from mailroom.sending import models as sending
 from mailroom.tracking import models as tracking
 
 metadata = Base.metadata
 
-__all__ = ["campaigns", "crm", "files", "metadata", "tracking"]
+__all__ = ["campaigns", "crm", "files", "metadata", "sending", "tracking"]

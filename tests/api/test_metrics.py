@@ -105,7 +105,7 @@ async def test_queued_send_jobs_are_reported_waiting(world: World, app: FastAPI,
     # Execute only (no job runner): the batches wait in the queue.
     from mailroom.sending.jobs import execute_due_campaigns
 
-    assert await execute_due_campaigns(app.state.sessionmaker, batch_size=2) == 2
+    assert await execute_due_campaigns(app.state.sessionmaker, slice_size=2) == 2
     async with scraper(settings) as ops:
         body = (await ops.get("/metrics")).text
     assert value(body, "mailroom_send_jobs", state="waiting") == 2

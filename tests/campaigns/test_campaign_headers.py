@@ -34,7 +34,7 @@ async def admin(world: World) -> Actor:
     return await world.brand_admin()
 
 
-REFUSED: list[tuple[str, dict[str, Any], str]] = [
+REFUSED: list[tuple[str, Any, str]] = [
     ("Bcc", {"Bcc": "spy@example.com"}, "headers.Bcc"),
     ("From", {"From": "ceo@bank.example"}, "headers.From"),
     ("Reply-To", {"Reply-To": "x@example.com"}, "headers.Reply-To"),

@@ -8,41 +8,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tests.support.campaigns import assert_refused, campaign, row_counts
 from tests.support.world import Actor, World
-
-TABLES = ("email_campaigns", "email_campaign_recipients", "email_campaign_attachments")
-
-
-def campaign(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "to": [{"recipient_type": "Email", "email": "jane@example.com"}],
-        "subject": "Open house",
-        "html": "<p>Sunday 2pm</p>",
-        "due_at": "2031-05-01T15:00:00Z",
-    }
-    body.update(overrides)
-    return {k: v for k, v in body.items() if v is not ...}
-
-
-async def row_counts(session: AsyncSession) -> dict[str, int]:
-    return {t: (await session.execute(text(f"SELECT count(*) FROM {t}"))).scalar_one() for t in TABLES}
-
-
-async def assert_refused(
-    actor: Actor, session: AsyncSession, body: Any, field: str, *, status: int = 400, path: str = "/emails"
-) -> None:
-    before = await row_counts(session)
-    if isinstance(body, bytes):
-        response = await actor.client.post(
-            path, content=body, headers={**actor.headers, "Content-Type": "application/json"}
-        )
-    else:
-        response = await actor.post(path, body)
-    assert response.status_code == status, response.text
-    answer = response.json()
-    assert set(answer) == {"code", "message"}
-    assert field in answer["message"], answer["message"]
-    assert await row_counts(session) == before
 
 
 @pytest.fixture

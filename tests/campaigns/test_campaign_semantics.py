@@ -10,12 +10,12 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.campaigns.test_campaign_input import campaign
+from tests.support.campaigns import campaign
 from tests.support.world import Actor, World
 
 
 async def create(actor: Actor, **overrides: Any) -> dict[str, Any]:
-    return actor.data(await actor.post("/emails", campaign(**overrides)))  # type: ignore[no-any-return]
+    return actor.data(await actor.post("/emails", campaign(**overrides)))
 
 
 async def mark_executed(session: AsyncSession, campaign_id: str, when: datetime | None = None) -> None:

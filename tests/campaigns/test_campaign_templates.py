@@ -9,7 +9,7 @@ import time
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.campaigns.test_campaign_input import assert_refused, campaign, row_counts
+from tests.support.campaigns import assert_refused, campaign, row_counts
 from tests.support.world import Actor, World
 
 # Short enough for a subject (998 characters), deep enough to exhaust Jinja's recursive parser.

@@ -15,7 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailroom.crm.models import GoogleCredential, MicrosoftCredential
 from tests.support.world import World
 
-MODELS = {"google": GoogleCredential, "microsoft": MicrosoftCredential}
+MODELS: dict[str, type[GoogleCredential] | type[MicrosoftCredential]] = {
+    "google": GoogleCredential,
+    "microsoft": MicrosoftCredential,
+}
 KINDS = pytest.mark.parametrize("kind", ["google", "microsoft"])
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mailroom.sending.batch import CHUNK
+from mailroom.sending.slices import CHUNK
 from tests.support import faults
 from tests.support.smtp_server import smtp_server
 from tests.support.workers import WorkerGroup

@@ -1,4 +1,4 @@
-"""Two worker processes (as on two machines) share one large campaign's batches: both do work, and
+"""Two worker processes (as on two machines) share one large campaign's slices: both do work, and
 no address receives the message twice. Each worker relays to its own SMTP server, so what each
 server received is exactly what that worker sent."""
 

@@ -24,8 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.config import Settings
 from mailroom.sending.attachments import AttachmentError, fetch
-from tests.campaigns.test_campaign_input import assert_refused, campaign
-from tests.sending.test_sending_pipeline import schedule
+from tests.support.campaigns import assert_refused, campaign, schedule
 from tests.support.links import Oversized, Trickle, fake_dns, file_server
 from tests.support.sender import running_worker, wait_until_sent
 from tests.support.smtp_server import smtp_server

@@ -15,7 +15,7 @@ import pytest
 
 from mailroom.sending.render import TemplateError, compile_campaign
 from mailroom.sending.renderer import CampaignTemplates, RendererUnavailable, RenderLimits, RenderPool
-from tests.sending.test_render import CONTEXT
+from tests.support.render import CONTEXT
 
 T = TypeVar("T")
 

@@ -8,7 +8,7 @@ from sqlalchemy import text
 
 from mailroom.config import Settings
 from mailroom.files.storage import LocalStorage
-from tests.sending.test_sending_pipeline import schedule
+from tests.support.campaigns import schedule
 from tests.support.links import fake_dns, file_server
 from tests.support.sender import running_worker, wait_until_sent
 from tests.support.smtp_server import smtp_server

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from mailroom.config import Settings
-from tests.sending.test_sending_pipeline import received, schedule
+from tests.support.campaigns import received, schedule
 from tests.support.sender import running_worker, wait_until_sent
 from tests.support.smtp_server import smtp_server
 from tests.support.world import World

@@ -47,7 +47,7 @@ async def test_executed_and_finished_lines(
 
 async def test_failed_line_keeps_link_secrets_out(world: World, app: FastAPI, caplog: pytest.LogCaptureFixture) -> None:
     campaign = await _campaign(world, 2)
-    await execute_due_campaigns(app.state.sessionmaker, batch_size=500)
+    await execute_due_campaigns(app.state.sessionmaker, slice_size=500)
     caplog.set_level(logging.INFO, logger="mailroom")
     reason = "attachment link answered 403: https://u:pw@files.example/a.pdf?X-Amz-Signature=SECRET#frag"
     for _ in range(2):  # a second failure of the same campaign is not a second line

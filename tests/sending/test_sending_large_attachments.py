@@ -13,11 +13,11 @@ from sqlalchemy import text
 
 from mailroom.config import Settings
 from mailroom.files.storage import LocalStorage
-from mailroom.sending.mime import Attachment, build_segments, encode_part
 from mailroom.transports.base import OutgoingMessage
+from mailroom.transports.mime import Attachment, build_segments, encode_part
 from mailroom.transports.outbox import OutboxTransport
 from mailroom.transports.smtp import SmtpTransport
-from tests.sending.test_sending_pipeline import schedule
+from tests.support.campaigns import schedule
 from tests.support.sender import running_worker, wait_until_sent
 from tests.support.smtp_server import smtp_server
 from tests.support.smtp_sink import smtp_sink
@@ -31,7 +31,7 @@ def brochure(size: int, seed: int = 7) -> bytes:
 async def uploaded(app: FastAPI, settings: Settings, admin: Actor, data: bytes) -> uuid.UUID:
     LocalStorage(settings.data_dir / "files").write(f"{admin.user}/brochure.pdf", data)
     async with app.state.sessionmaker() as s, s.begin():
-        return (  # type: ignore[no-any-return]
+        return (
             await s.execute(
                 text("INSERT INTO files (created_by, path, name, mime, size) "
                      "VALUES (:u, :p, 'brochure.pdf', 'application/pdf', :n) RETURNING id"),
@@ -123,7 +123,7 @@ async def test_messages_share_the_encoded_part_and_transports_write_it_whole(tmp
 
     with smtp_server() as server:
         transport = SmtpTransport(server.url)
-        results = await transport.send_batch([first, second])
+        results = await transport.send_many([first, second])
         await transport.aclose()
     assert all(r.accepted for r in results)
     arrived = sorted(server.messages, key=lambda m: m.rcpt_tos)
@@ -135,7 +135,7 @@ async def test_messages_share_the_encoded_part_and_transports_write_it_whole(tmp
         assert attachment.get_content() == data
 
     outbox = OutboxTransport(tmp_path)
-    await outbox.send_batch([first])
+    await outbox.send_many([first])
     assert outbox.path_for("row-1").read_bytes().endswith(first.joined())
 
 
@@ -153,7 +153,7 @@ async def test_dot_lines_are_escaped_across_segment_boundaries(segments: tuple[b
     message = OutgoingMessage("row-1", "bob@example.com", ["ann@example.com"], segments)
     with smtp_server() as server:
         transport = SmtpTransport(server.url)
-        (result,) = await transport.send_batch([message])
+        (result,) = await transport.send_many([message])
         await transport.aclose()
     assert result.accepted
     expected = message.joined()

@@ -8,15 +8,10 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from mailroom.config import Settings
-from tests.sending.test_sending_pipeline import due_now, schedule
-from tests.support.mailgun_server import FakeMailgun, mailgun_server
+from tests.support.campaigns import due_now, mailgun, schedule
+from tests.support.mailgun_server import mailgun_server
 from tests.support.sender import running_worker, wait_until_sent
 from tests.support.world import World
-
-
-def mailgun(settings: Settings, fake: FakeMailgun) -> dict[str, object]:
-    return {"transport": "mailgun", "mailgun_api_url": fake.url, "mailgun_api_key": "key-test",
-            "mailgun_domain": "mg.example.com"}  # fmt: skip
 
 
 async def test_individual_campaign_is_one_batch_call_with_recipient_variables(

@@ -8,8 +8,7 @@ import pytest
 from fastapi import FastAPI
 
 from mailroom.config import Settings
-from tests.sending.test_sending_mailgun import mailgun
-from tests.sending.test_sending_pipeline import schedule
+from tests.support.campaigns import mailgun, schedule
 from tests.support.mailgun_server import mailgun_server
 from tests.support.sender import running_worker, wait_until_sent
 from tests.support.world import World

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from mailroom.config import Settings
-from tests.sending.test_sending_pipeline import received, schedule
+from tests.support.campaigns import received, schedule
 from tests.support.sender import running_worker, wait_until_sent
 from tests.support.smtp_server import smtp_server
 from tests.support.world import World
@@ -29,4 +29,3 @@ async def test_two_workers_share_one_rate(world: World, app: FastAPI, settings: 
     assert len(received(server)) == 60
     # 60 messages at 40/s: the first 10 may go at once, the other 50 need at least 1.25 s.
     assert elapsed >= 1.2, elapsed
-    assert elapsed < 6, elapsed

@@ -109,7 +109,7 @@ def file_server(
         def remember(sock: ssl.SSLObject | ssl.SSLSocket, name: str | None, _: ssl.SSLContext) -> None:
             names[sock.fileno()] = name  # type: ignore[union-attr]
 
-        tls.sni_callback = remember  # type: ignore[assignment]
+        tls.sni_callback = remember
         httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
     server = FileServer(httpd.server_address[1], "https" if tls else "http")
     state["server"] = server

@@ -6,8 +6,8 @@ from typing import cast
 
 import pytest
 
-from mailroom.sending.mime import build_message, make_message_id
 from mailroom.transports.base import OutgoingMessage, TransientSendError, Transport
+from mailroom.transports.mime import build_message, make_message_id
 from mailroom.transports.outbox import OutboxTransport
 
 
@@ -40,7 +40,7 @@ async def test_writes_one_eml_per_message(tmp_path: Path) -> None:
     assert isinstance(outbox, Transport)
     bounces, hidden = "bounces@example.com", "hidden@example.com"
     messages = [OutgoingMessage(f"row-{n}", bounces, (f"u{n}@example.com", hidden), raw_message(n)) for n in range(3)]
-    results = await outbox.send_batch(messages)
+    results = await outbox.send_many(messages)
     assert [(r.key, r.provider_id, r.error) for r in results] == [
         (f"row-{n}", f"outbox:row-{n}", None) for n in range(3)
     ]
@@ -56,15 +56,15 @@ async def test_writes_one_eml_per_message(tmp_path: Path) -> None:
 
 async def test_rewriting_a_key_replaces_the_file_and_leaves_no_temporaries(tmp_path: Path) -> None:
     outbox = OutboxTransport(tmp_path)
-    await outbox.send_batch([OutgoingMessage("k", "a@example.com", ("b@example.com",), raw_message(1))])
-    await outbox.send_batch([OutgoingMessage("k", "a@example.com", ("b@example.com",), raw_message(2))])
+    await outbox.send_many([OutgoingMessage("k", "a@example.com", ("b@example.com",), raw_message(1))])
+    await outbox.send_many([OutgoingMessage("k", "a@example.com", ("b@example.com",), raw_message(2))])
     assert files(tmp_path) == ["k.eml"]
     assert read(tmp_path / "k.eml")["Subject"] == "Hello 2"
 
 
 async def test_unsafe_keys_are_refused(tmp_path: Path) -> None:
     outbox = OutboxTransport(tmp_path)
-    bad, good = await outbox.send_batch(
+    bad, good = await outbox.send_many(
         [
             OutgoingMessage("../escape", "a@example.com", ("b@example.com",), raw_message(1)),
             OutgoingMessage("fine", "a@example.com", ("b@example.com",), raw_message(2)),
@@ -87,4 +87,4 @@ async def test_an_unusable_folder_is_a_transient_failure(tmp_path: Path) -> None
     blocker.write_text("not a folder")
     outbox = OutboxTransport(blocker / "outbox")
     with pytest.raises(TransientSendError, match="cannot create the outbox"):
-        await outbox.send_batch([OutgoingMessage("k", "a@example.com", ("b@example.com",), raw_message(1))])
+        await outbox.send_many([OutgoingMessage("k", "a@example.com", ("b@example.com",), raw_message(1))])

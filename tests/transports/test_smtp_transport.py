@@ -3,13 +3,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from mailroom.sending.mime import build_message, make_message_id
 from mailroom.transports.base import (
     OutgoingMessage,
     PermanentSendError,
     TransientSendError,
     Transport,
 )
+from mailroom.transports.mime import build_message, make_message_id
 from mailroom.transports.smtp import SmtpSettings, SmtpTransport
 from tests.support.smtp_server import FakeSmtpServer, smtp_server
 
@@ -22,9 +22,8 @@ def server(request: pytest.FixtureRequest) -> Iterator[FakeSmtpServer]:
         yield running
 
 
-def message(n: int, to: str | None = None, bcc: tuple[str, ...] = ()) -> OutgoingMessage:
-    to = to or f"user{n}@example.com"
-    raw = build_message(
+def raw_message(n: int, to: str) -> bytes:
+    return build_message(
         from_addr=f"Bob Ray <{SENDER}>",
         to=[f"User {n} <{to}>"],
         cc=[],
@@ -37,14 +36,18 @@ def message(n: int, to: str | None = None, bcc: tuple[str, ...] = ()) -> Outgoin
         inline=[],
         attachments=[],
     )
-    return OutgoingMessage(key=f"row-{n}", envelope_from=SENDER, recipients=(to, *bcc), message=raw)
+
+
+def message(n: int, to: str | None = None, bcc: tuple[str, ...] = ()) -> OutgoingMessage:
+    to = to or f"user{n}@example.com"
+    return OutgoingMessage(key=f"row-{n}", envelope_from=SENDER, recipients=(to, *bcc), message=raw_message(n, to))
 
 
 async def test_delivers_exactly_what_was_built(server: FakeSmtpServer) -> None:
     transport = SmtpTransport(server.url)
     assert isinstance(transport, Transport)
     msg = message(1, bcc=("hidden@example.com",))
-    [result] = await transport.send_batch([msg])
+    [result] = await transport.send_many([msg])
     await transport.aclose()
 
     assert result.key == "row-1"
@@ -53,6 +56,7 @@ async def test_delivers_exactly_what_was_built(server: FakeSmtpServer) -> None:
     [received] = server.messages
     assert received.envelope_from == SENDER
     assert received.rcpt_tos == ["user1@example.com", "hidden@example.com"]
+    assert isinstance(msg.message, bytes)
     assert received.raw.replace(b"\r\n", b"\n") == msg.message.replace(b"\r\n", b"\n")
     parsed = received.message
     assert parsed["From"] == f"Bob Ray <{SENDER}>"
@@ -66,18 +70,18 @@ async def test_delivers_exactly_what_was_built(server: FakeSmtpServer) -> None:
     assert server.quit_count == 1  # aclose said goodbye
 
 
-async def test_pool_reuses_connections_across_messages_and_batches(server: FakeSmtpServer) -> None:
+async def test_pool_reuses_connections_across_messages_and_calls(server: FakeSmtpServer) -> None:
     transport = SmtpTransport(server.url, pool_size=4)
-    results = await transport.send_batch([message(n) for n in range(50)])
+    results = await transport.send_many([message(n) for n in range(50)])
     assert all(r.provider_id == f"row-{n}@mail.example.com" for n, r in enumerate(results))
     assert sorted(m.rcpt_tos[0] for m in server.messages) == sorted(f"user{n}@example.com" for n in range(50))
     assert server.connections <= 4
     assert server.ehlo_count <= 4
     opened = server.connections
 
-    results = await transport.send_batch([message(n) for n in range(50, 60)])
+    results = await transport.send_many([message(n) for n in range(50, 60)])
     assert all(r.accepted for r in results)
-    assert server.connections == opened  # the second batch rode on the same connections
+    assert server.connections == opened  # the second call rode on the same connections
     await transport.aclose()
     assert server.quit_count == opened
 
@@ -87,7 +91,7 @@ async def test_refused_recipients_are_permanent_or_transient(server: FakeSmtpSer
     server.refuse("full@example.com", "452 4.2.2 Mailbox full")
     server.refuse("later@example.com", "451 4.7.1 Greylisted, try again")
     transport = SmtpTransport(server.url, pool_size=2)
-    gone, full, partly, fine = await transport.send_batch(
+    gone, full, partly, fine = await transport.send_many(
         [
             message(1, "gone@example.com"),
             message(2, "full@example.com", bcc=("later@example.com",)),
@@ -114,7 +118,7 @@ async def test_data_replies_map_to_transient_and_permanent(server: FakeSmtpServe
     transport = SmtpTransport(server.url, pool_size=1)
     server.fail_next(1, "451 4.3.0 Local error")
     server.fail_next(1, "554 5.7.1 Message rejected as spam")
-    busy, spam, ok = await transport.send_batch([message(1), message(2), message(3)])
+    busy, spam, ok = await transport.send_many([message(1), message(2), message(3)])
     assert (busy.provider_id, busy.permanent, busy.error) == (None, False, "DATA: 451 4.3.0 Local error")
     assert (spam.provider_id, spam.permanent) == (None, True)
     assert spam.error == "DATA: 554 5.7.1 Message rejected as spam"
@@ -126,7 +130,7 @@ async def test_data_replies_map_to_transient_and_permanent(server: FakeSmtpServe
 async def test_421_drops_the_connection_and_the_next_message_reconnects(server: FakeSmtpServer) -> None:
     transport = SmtpTransport(server.url, pool_size=1)
     server.fail_next(1, "421 4.3.2 Shutting down", stage="mail")
-    first, second = await transport.send_batch([message(1), message(2)])
+    first, second = await transport.send_many([message(1), message(2)])
     assert (first.provider_id, first.permanent) == (None, False)
     assert first.error == "MAIL FROM: 421 4.3.2 Shutting down"
     assert second.accepted
@@ -136,42 +140,44 @@ async def test_421_drops_the_connection_and_the_next_message_reconnects(server: 
 
 async def test_a_connection_dropped_while_idle_is_replaced(server: FakeSmtpServer) -> None:
     transport = SmtpTransport(server.url, pool_size=1)
-    assert (await transport.send_batch([message(1)]))[0].accepted
+    assert (await transport.send_many([message(1)]))[0].accepted
     server.drop_connections()
-    [result] = await transport.send_batch([message(2)])
+    [result] = await transport.send_many([message(2)])
     assert result.accepted
     assert server.connections == 2
     assert [m.rcpt_tos[0] for m in server.messages] == ["user1@example.com", "user2@example.com"]
     await transport.aclose()
 
 
-async def test_unreachable_server_fails_the_batch_as_transient() -> None:
+async def test_unreachable_server_fails_the_call_as_transient() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     transport = SmtpTransport(f"smtp://127.0.0.1:{port}?timeout=2&helo=client.test")
     with pytest.raises(TransientSendError, match="cannot connect to SMTP server"):
-        await transport.send_batch([message(1), message(2)])
+        await transport.send_many([message(1), message(2)])
     with pytest.raises(TransientSendError):
-        await transport.send(envelope_from=SENDER, recipients=["a@example.com"], message=message(1).message)
+        await transport.send(
+            envelope_from=SENDER, recipients=["a@example.com"], message=raw_message(1, "a@example.com")
+        )
 
 
 async def test_credentials_from_the_url() -> None:
     with smtp_server(auth=("mailer", "p@ss:word")) as server:
         good = SmtpTransport(server.url.replace("p@ss:word", "p%40ss%3Aword"))
-        [result] = await good.send_batch([message(1)])
+        [result] = await good.send_many([message(1)])
         assert result.accepted and len(server.messages) == 1
         await good.aclose()
 
         bad = SmtpTransport(f"smtp://mailer:wrong@127.0.0.1:{server.port}?helo=client.test")
         with pytest.raises(PermanentSendError, match="refused the credentials: 535"):
-            await bad.send_batch([message(2)])
+            await bad.send_many([message(2)])
         assert len(server.messages) == 1
 
 
 async def test_send_returns_the_result_or_raises(server: FakeSmtpServer) -> None:
     transport = SmtpTransport(server.url)
-    raw = message(7).message
+    raw = raw_message(7, "user7@example.com")
     result = await transport.send(envelope_from=SENDER, recipients=["user7@example.com"], message=raw, key="k7")
     assert (result.key, result.provider_id) == ("k7", "row-7@mail.example.com")
     server.refuse("nobody@example.com")

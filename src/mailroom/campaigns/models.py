@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, Text, UniqueConstraint
 from sqlalchemy import text as sql_text
@@ -13,8 +13,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from mailroom.orm import Base, counter, created_at, fk, one_of, timestamp, uuid_pk
 
-RECIPIENT_TYPES = ("Email", "Contact", "List", "Tag", "Brand", "Agent", "AllContacts")
-SEND_TYPES = ("To", "CC", "BCC")
+# One definition each: the API schemas validate with the Literals, the tables check the tuples.
+RecipientType = Literal["Email", "Contact", "List", "Tag", "Brand", "Agent", "AllContacts"]
+SendType = Literal["To", "CC", "BCC"]
+RECIPIENT_TYPES: tuple[str, ...] = get_args(RecipientType)
+SEND_TYPES: tuple[str, ...] = get_args(SendType)
 
 
 class _EventCounters:

@@ -10,45 +10,14 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import func, or_, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailroom.campaigns.models import EmailCampaign, EmailCampaignEmail
-from mailroom.campaigns.recipients import EXPANSION_CTE
+from mailroom.campaigns.models import EmailCampaign
 from mailroom.crm.models import User
-
-# A campaign that is not individual goes out as one message To/Cc/Bcc up to this many recipients;
-# from this many on it is sent one message per recipient, and counts against the quota like one.
-SHARED_MESSAGE_LIMIT = 1000
+from mailroom.sending.expansion import EXPANSION_CTE, SHARED_MESSAGE_LIMIT, executed_this_month, month_bounds
 
 RECIPIENTS_PER_CAMPAIGN = text(f"WITH {EXPANSION_CTE} SELECT campaign, count(*) AS n FROM expanded GROUP BY campaign")
-
-
-def month_bounds(now: datetime) -> tuple[datetime, datetime]:
-    start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
-    return start, end
-
-
-async def executed_this_month(session: AsyncSession, user: uuid.UUID, now: datetime) -> int:
-    """Emails sent one by one as the user, in any brand, this calendar month (UTC)."""
-    start, end = month_bounds(now)
-    return int(
-        await session.scalar(
-            select(func.count())
-            .select_from(EmailCampaignEmail)
-            .join(EmailCampaign, EmailCampaign.id == EmailCampaignEmail.campaign)
-            .where(
-                EmailCampaign.from_ == user,
-                or_(EmailCampaign.individual.is_(True), EmailCampaign.recipients_count >= SHARED_MESSAGE_LIMIT),
-                EmailCampaign.executed_at >= start,
-                EmailCampaign.executed_at < end,
-                EmailCampaign.deleted_at.is_(None),
-                EmailCampaign.failed_at.is_(None),
-            )
-        )
-        or 0
-    )
 
 
 async def scheduled_this_month(session: AsyncSession, user: uuid.UUID, now: datetime) -> int:

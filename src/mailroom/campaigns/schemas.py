@@ -5,15 +5,14 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import AfterValidator, ConfigDict, Field, StrictBool, StringConstraints, field_validator, model_validator
 from typing_extensions import TypedDict
 
 from mailroom.addresses import Address
+from mailroom.campaigns.models import RecipientType, SendType
 from mailroom.validation import Strict, Tag, storable, utc
-
-RecipientType = Literal["Email", "Contact", "List", "Tag", "Brand", "Agent", "AllContacts"]
 
 # The one field each recipient type needs; Email may also name the contact it belongs to.
 REQUIRED_FIELD: dict[str, str | None] = {
@@ -92,7 +91,7 @@ class RecipientIn(Strict):
     brand: uuid.UUID | None = None
     agent: uuid.UUID | None = None
     # Implied by the array the item is in (to, cc, bcc); a client may repeat it, but not contradict it.
-    send_type: Literal["To", "CC", "BCC"] | None = None
+    send_type: SendType | None = None
 
     @model_validator(mode="after")
     def _fields_match_type(self) -> RecipientIn:

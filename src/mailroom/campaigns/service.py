@@ -17,11 +17,10 @@ from mailroom.crm.models import Agent, Contact, CrmList, GoogleCredential, Micro
 from mailroom.egress import link_problem
 from mailroom.errors import BadRequest, Conflict, Forbidden, NotFound
 from mailroom.files.models import File
+from mailroom.sending.attachments import MAILBOX_SIZE_LIMIT, MAILGUN_SIZE_LIMIT
 from mailroom.sending.render import TemplateError
 from mailroom.sending.renderer import RenderPool
 
-MAILGUN_SIZE_LIMIT = 15 * 1024 * 1024
-MAILBOX_SIZE_LIMIT = 26 * 1024 * 1024
 GOOGLE_SEND_SCOPES = {"mail.send"}
 MICROSOFT_SEND_SCOPES = {"mail.send", "mail.modify"}
 

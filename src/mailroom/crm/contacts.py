@@ -14,10 +14,10 @@ from sqlalchemy import RowMapping, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.crm.models import Contact
-from mailroom.crm.schemas import MAX_BATCH, ContactIn
+from mailroom.crm.schemas import MAX_PER_CALL, ContactIn
 from mailroom.errors import BadRequest
 
-# The whole batch travels as one jsonb document and is expanded server-side, so 10,000 contacts cost
+# The whole call travels as one jsonb document and is expanded server-side, so 10,000 contacts cost
 # one round trip and one plan rather than one per row (or one per multi-VALUES chunk). Ids are drawn in
 # `batch` (materialised once, as it is volatile and read twice) so the answer can be put back in the
 # order the contacts were sent: RETURNING alone promises no order.
@@ -54,8 +54,8 @@ async def create_contacts(session: AsyncSession, *, brand: uuid.UUID, items: Seq
     """Insert the contacts in one statement and return their rows in the order given."""
     if not items:
         raise BadRequest("at least one contact is required", field="contacts")
-    if len(items) > MAX_BATCH:
-        raise BadRequest(f"at most {MAX_BATCH} contacts per call", field="contacts")
+    if len(items) > MAX_PER_CALL:
+        raise BadRequest(f"at most {MAX_PER_CALL} contacts per call", field="contacts")
     payload = orjson.dumps([item.model_dump() for item in items]).decode()
     result = await session.execute(INSERT_CONTACTS, {"payload": payload, "brand": brand})
     return list(result.mappings())
@@ -98,8 +98,8 @@ def parse_csv(content: str) -> list[ContactIn]:
         number = 2
         for cells in reader:
             if any(cell.strip() for cell in cells):
-                if len(items) == MAX_BATCH:
-                    raise BadRequest(f"at most {MAX_BATCH} contacts per call", field="contacts")
+                if len(items) == MAX_PER_CALL:
+                    raise BadRequest(f"at most {MAX_PER_CALL} contacts per call", field="contacts")
                 if len(cells) > len(columns):
                     message = f"has {len(cells)} cells but the header names {len(columns)}"
                     raise BadRequest(message, field=f"row {number}")

@@ -17,7 +17,7 @@ from mailroom.validation import Strict, Tag, storable, utc
 
 # One request may create this many contacts (or add this many list members): large enough for a
 # real import, small enough that one statement and one answer stay well under a second.
-MAX_BATCH = 10_000
+MAX_PER_CALL = 10_000
 
 Scope = Literal["profile", "contacts", "mail.read", "mail.send", "mail.modify", "calendar"]
 SCOPES: tuple[str, ...] = get_args(Scope)
@@ -77,16 +77,16 @@ class ContactIn(Strict):
 
 
 class ContactsIn(Strict):
-    contacts: list[ContactIn] = Field(min_length=1, max_length=MAX_BATCH)
+    contacts: list[ContactIn] = Field(min_length=1, max_length=MAX_PER_CALL)
 
 
 class ListIn(Strict):
     name: RequiredName
-    members: list[uuid.UUID] = Field(default_factory=list, max_length=MAX_BATCH, description="Contact ids")
+    members: list[uuid.UUID] = Field(default_factory=list, max_length=MAX_PER_CALL, description="Contact ids")
 
 
 class MembersIn(Strict):
-    members: list[uuid.UUID] = Field(min_length=1, max_length=MAX_BATCH, description="Contact ids")
+    members: list[uuid.UUID] = Field(min_length=1, max_length=MAX_PER_CALL, description="Contact ids")
 
 
 class AgentIn(Strict):

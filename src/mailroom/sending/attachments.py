@@ -18,10 +18,13 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mailroom.campaigns.service import MAILBOX_SIZE_LIMIT
 from mailroom.egress import IPAddress, link_problem, literal_address, refused
 from mailroom.files.storage import LocalStorage
-from mailroom.sending.mime import Attachment, encode_part
+from mailroom.transports.mime import Attachment, encode_part
+
+# What a campaign's attachments may total: checked when a campaign is saved and again when it is sent.
+MAILGUN_SIZE_LIMIT = 15 * 1024 * 1024
+MAILBOX_SIZE_LIMIT = 26 * 1024 * 1024
 
 ATTACHMENTS = text(
     """

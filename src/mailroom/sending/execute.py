@@ -1,4 +1,4 @@
-"""Executing a due campaign: claim it once, expand its recipients, check the quota, queue its batches.
+"""Executing a due campaign: claim it once, expand its recipients, check the quota, queue its slices.
 
 All of it happens in one transaction holding the campaign's row lock, so a campaign is executed at
 most once however many workers look, and its send jobs exist exactly when its recipient rows do.
@@ -17,12 +17,13 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailroom.campaigns.quota import SHARED_MESSAGE_LIMIT, executed_this_month
-from mailroom.campaigns.recipients import EXPANSION_CTE
+from mailroom.sending.expansion import EXPANSION_CTE, SEND_TYPE_RANK, SHARED_MESSAGE_LIMIT, executed_this_month
 from mailroom.sending.queue import defer_jobs, defer_statement
 
 log = logging.getLogger(__name__)
 
+# A job sends one slice (a range of recipient positions). The task name keeps its first spelling:
+# jobs already queued in live databases refer to it by this string.
 SEND_TASK = "mailroom.send_batch"
 QUOTA_EXCEEDED = "Maximum marketing email quota per month exceeded."
 
@@ -53,14 +54,14 @@ INSERT_RECIPIENTS = text(
     WITH {EXPANSION_CTE}
     INSERT INTO email_campaign_emails (campaign, seq, email_address, send_type, contact, agent)
     SELECT campaign,
-           row_number() OVER (ORDER BY CASE send_type WHEN 'To' THEN 0 WHEN 'CC' THEN 1 ELSE 2 END, address),
+           row_number() OVER (ORDER BY {SEND_TYPE_RANK}, address),
            address, send_type, contact, agent
     FROM expanded
     """
 )
 
 # One job per range of positions, deferred in this transaction.
-DEFER_BATCHES = defer_statement(
+DEFER_SLICES = defer_statement(
     """
     SELECT jsonb_build_object('campaign', CAST(:campaign AS text), 'first', s, 'last', least(s + :size - 1, :count))
     FROM generate_series(1, :count, :size) AS s
@@ -126,7 +127,7 @@ async def fail_campaign(session: AsyncSession, campaign: uuid.UUID, reason: str,
     )
 
 
-async def execute_next_due(session: AsyncSession, *, batch_size: int) -> Execution | None:
+async def execute_next_due(session: AsyncSession, *, slice_size: int) -> Execution | None:
     """Claim and execute the most overdue campaign, or return None when nothing is due."""
     row = (await session.execute(CLAIM_DUE)).first()
     if row is None:
@@ -154,10 +155,10 @@ async def execute_next_due(session: AsyncSession, *, batch_size: int) -> Executi
             log.info("campaign %s refused: quota %d, would reach %d", campaign, quota, used)
             return Execution(campaign, count, 0, QUOTA_EXCEEDED)
     # One shared message cannot be split across jobs.
-    size = batch_size if individual or count >= SHARED_MESSAGE_LIMIT else max(count, 1)
+    size = slice_size if individual or count >= SHARED_MESSAGE_LIMIT else max(count, 1)
     jobs = 0
     if count:
-        await defer_jobs(session, DEFER_BATCHES, SEND_TASK, campaign=str(campaign), size=size, count=count)
+        await defer_jobs(session, DEFER_SLICES, SEND_TASK, campaign=str(campaign), size=size, count=count)
         jobs = -(-count // size)
     seconds = time.perf_counter() - started
     log.info(

@@ -27,13 +27,13 @@ from mailroom.config import Settings
 from mailroom.crypto import SecretBox
 from mailroom.db import libpq_url, make_engine, make_sessionmaker, resolve_database_url
 from mailroom.files.storage import LocalStorage
-from mailroom.sending.batch import RetryLater, SendContext, send_batch
 from mailroom.sending.execute import NEXT_DUE, SEND_TASK, execute_next_due
 from mailroom.sending.notices import NOTICE_TASK, send_notice
 from mailroom.sending.queue import QUEUE
 from mailroom.sending.ratelimit import RateLimiter
 from mailroom.sending.record import give_up
 from mailroom.sending.renderer import RenderLimits, RenderPool
+from mailroom.sending.slices import RetryLater, SendContext, send_slice
 from mailroom.transports.base import TransientSendError
 from mailroom.transports.factory import default_from, make_transport, message_domain, transport_name
 
@@ -54,12 +54,12 @@ RETRYABLE = (
 )
 
 
-async def execute_due_campaigns(sessionmaker: async_sessionmaker[AsyncSession], batch_size: int) -> int:
+async def execute_due_campaigns(sessionmaker: async_sessionmaker[AsyncSession], slice_size: int) -> int:
     """Execute every campaign that is due now; returns how many send jobs were queued."""
     jobs = 0
     while True:
         async with sessionmaker() as session, session.begin():
-            execution = await execute_next_due(session, batch_size=batch_size)
+            execution = await execute_next_due(session, slice_size=slice_size)
         if execution is None:
             break
         jobs += execution.jobs
@@ -79,13 +79,13 @@ async def _seconds_to_next_due(sessionmaker: async_sessionmaker[AsyncSession]) -
     return max(0.0, min(MAX_SLEEP, (next_due - datetime.now(UTC)).total_seconds()))
 
 
-async def watch_due_campaigns(sessionmaker: async_sessionmaker[AsyncSession], conninfo: str, batch_size: int) -> None:
+async def watch_due_campaigns(sessionmaker: async_sessionmaker[AsyncSession], conninfo: str, slice_size: int) -> None:
     while True:
         try:
             async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
                 await conn.execute(f"LISTEN {CHANNEL}")
                 while True:
-                    await execute_due_campaigns(sessionmaker, batch_size)
+                    await execute_due_campaigns(sessionmaker, slice_size)
                     timeout = await _seconds_to_next_due(sessionmaker)
                     if timeout > 0:
                         async for _ in conn.notifies(timeout=timeout, stop_after=1):
@@ -133,11 +133,11 @@ def build_job_app(conninfo: str, ctx: SendContext) -> procrastinate.App:
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo, min_size=1, max_size=4))
 
     @app.task(name=SEND_TASK, queue=QUEUE, pass_context=True, retry=SEND_RETRY)
-    async def send_batch_job(context: procrastinate.JobContext, campaign: str, first: int, last: int) -> None:
+    async def send_slice_job(context: procrastinate.JobContext, campaign: str, first: int, last: int) -> None:
         job = context.job
-        where = f"send_batch:{job.id if job else None}"
+        where = f"send_slice:{job.id if job else None}"
         try:
-            await send_batch(ctx, uuid.UUID(campaign), first, last, job=where)
+            await send_slice(ctx, uuid.UUID(campaign), first, last, job=where)
         except RETRYABLE as exc:
             if job is None or job.attempts + 1 < (SEND_RETRY.max_attempts or 0):
                 raise

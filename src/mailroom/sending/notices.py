@@ -15,9 +15,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.crypto import SecretBox
-from mailroom.sending.mime import build_message, sender_message_id
 from mailroom.sending.queue import defer_jobs, defer_statement
 from mailroom.transports.base import OutgoingMessage, PermanentSendError, Transport, send_one
+from mailroom.transports.mime import build_message, sender_message_id
 
 NOTICE_TASK = "mailroom.send_notice"
 CONFIRMATION = "email-confirmation"

@@ -118,7 +118,7 @@ async def bump_counters(session: AsyncSession, campaign: uuid.UUID, *, sent: int
 
 
 async def give_up(session: AsyncSession, campaign: uuid.UUID, first: int, last: int, reason: str) -> None:
-    """The last attempt of a batch failed: its unsent rows carry the reason instead of staying pending."""
+    """The last attempt of a slice failed: its unsent rows carry the reason instead of staying pending."""
     params = {"campaign": campaign, "first": first, "last": last, "reason": reason[:500]}
     failed = (await session.execute(GIVE_UP, params)).scalar_one()
     await bump_counters(session, campaign, failed=failed)

@@ -20,7 +20,7 @@ from typing import Any
 
 from jinja2 import TemplateSyntaxError, meta
 from jinja2.environment import Template
-from jinja2.sandbox import SecurityError
+from jinja2.exceptions import SecurityError
 
 from mailroom.sending.html_text import html_to_text
 from mailroom.sending.sandbox import CampaignEnvironment, TooLarge, environment

@@ -39,7 +39,7 @@ from mailroom.sending.render import (
     html_to_text,
 )
 
-# A context shaped like the one the sender gives each recipient (sending/batch.py).
+# A context shaped like the one the sender gives each recipient (sending/slices.py).
 SAMPLE_CONTEXT: dict[str, Any] = {
     "recipient": {"first_name": "Ann", "last_name": "Lee", "display_name": "Ann Lee", "email": "ann@example.com"},
     "sender": {

@@ -20,12 +20,12 @@ from string import Formatter
 from typing import Any
 
 from jinja2 import ChainableUndefined, Undefined
+from jinja2.exceptions import SecurityError
 from jinja2.filters import FILTERS, sync_do_slice
 from jinja2.sandbox import (
     ImmutableSandboxedEnvironment,
     SandboxedEscapeFormatter,
     SandboxedFormatter,
-    SecurityError,
 )
 from jinja2.utils import generate_lorem_ipsum
 from markupsafe import Markup

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, DateTime, Index, PrimaryKeyConstraint, Text, text
+from sqlalchemy import CheckConstraint, Index, PrimaryKeyConstraint, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mailroom.orm import Base, created_at, fk, one_of
@@ -26,11 +26,3 @@ class Suppression(Base):
         CheckConstraint("email = lower(btrim(email))", name="normalised"),
         Index("ix_suppressions_email", text("email")),
     )
-
-
-class SendRate(Base):
-    """The next instant a transport may send at, shared by every worker (see sending.ratelimit)."""
-
-    __tablename__ = "send_rate"
-    transport: Mapped[str] = mapped_column(Text, primary_key=True)
-    next_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

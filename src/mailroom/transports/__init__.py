@@ -8,7 +8,7 @@ from mailroom.transports.base import (
     TransientSendError,
     Transport,
 )
-from mailroom.transports.mailgun import MailgunTransport, TemplateBatch, TemplateRecipient
+from mailroom.transports.mailgun import MailgunTransport, TemplateRecipient, TemplateSend
 from mailroom.transports.outbox import OutboxTransport
 from mailroom.transports.smtp import SmtpTransport
 
@@ -20,8 +20,8 @@ __all__ = [
     "SendError",
     "SendResult",
     "SmtpTransport",
-    "TemplateBatch",
     "TemplateRecipient",
+    "TemplateSend",
     "TransientSendError",
     "Transport",
 ]

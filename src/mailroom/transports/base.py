@@ -1,6 +1,6 @@
 """The one interface every transport implements, and the shapes it exchanges.
 
-Contract of ``send_batch(messages)``:
+Contract of ``send_many(messages)``:
 
 * It returns one ``SendResult`` per message, in the order given, keyed by
   ``OutgoingMessage.key`` (the email_campaign_email id the result belongs to).
@@ -11,9 +11,9 @@ Contract of ``send_batch(messages)``:
   help (SMTP 5xx for every recipient, Mailgun 400): record the error on the row.
   ``permanent`` False means retry later (SMTP 4xx, dropped connection, HTTP 429/5xx).
 * It raises ``TransientSendError`` when the provider could not be used at all and nothing
-  in the batch was accepted (server unreachable, rate limited, 5xx): retry the whole batch
+  in the call was accepted (server unreachable, rate limited, 5xx): retry the whole call
   later, no sooner than ``retry_after`` when given. It raises ``PermanentSendError`` for a
-  batch-wide failure that retrying will not fix (rejected credentials, unknown domain),
+  call-wide failure that retrying will not fix (rejected credentials, unknown domain),
   with a ``reason`` that can be shown to the user as the campaign's failure.
 * A message dropped mid-DATA (connection lost after the body was sent) is reported as a
   transient failure, although the server may have kept it: SMTP cannot tell.
@@ -100,18 +100,18 @@ class Transport(Protocol):
         self, *, envelope_from: str, recipients: Sequence[str], message: bytes, key: str | None = None
     ) -> SendResult: ...
 
-    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]: ...
+    async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]: ...
 
     async def aclose(self) -> None: ...
 
 
 def settle(messages: Sequence[OutgoingMessage], outcomes: Sequence[SendResult | SendError]) -> list[SendResult]:
-    """Turn per-message outcomes into the batch answer described in the module docstring.
+    """Turn per-message outcomes into the answer of the whole call described in the module docstring.
 
     An outcome that is a ``SendError`` is a failure that was not about that message
     (connection refused, 429, bad credentials). When every message ended that way the
-    batch as a whole failed, and that error is raised, so the caller retries or fails
-    the batch once instead of marking each row.
+    call as a whole failed, and that error is raised, so the caller retries or fails
+    the call once instead of marking each row.
     """
     errors = [o for o in outcomes if isinstance(o, SendError)]
     if outcomes and len(errors) == len(outcomes):
@@ -127,8 +127,8 @@ def settle(messages: Sequence[OutgoingMessage], outcomes: Sequence[SendResult | 
 
 
 async def send_one(transport: Transport, message: OutgoingMessage) -> SendResult:
-    """``send()`` in terms of ``send_batch()``: raise unless the message was accepted."""
-    (result,) = await transport.send_batch([message])
+    """``send()`` in terms of ``send_many()``: raise unless the message was accepted."""
+    (result,) = await transport.send_many([message])
     if result.provider_id is None:
         error = PermanentSendError if result.permanent else TransientSendError
         raise error(result.error or "not sent")

@@ -2,19 +2,19 @@
 
 Two ways to send:
 
-* ``send_batch``: messages already rendered per recipient go one by one to
+* ``send_many``: messages already rendered per recipient go one by one to
   ``messages.mime`` (form field ``to`` per RCPT address + the file ``message``), several
-  requests in flight at once (``concurrency``, shared by all batches).
-* ``send_template_batch``: one request for up to 1,000 recipients using Mailgun batch
+  requests in flight at once (``concurrency``, shared by all calls).
+* ``send_template``: one request for up to 1,000 recipients using Mailgun batch
   sending: ``to`` once per recipient and ``recipient-variables`` (JSON, keyed by
   address), with ``%recipient.name%`` placeholders in subject/html/text. Mailgun expands
   it into one message per recipient; every recipient gets the id of that one request.
   The caller decides whether a campaign can take this path (no per-recipient Jinja logic).
 
 Errors: HTTP 429, 5xx, timeouts and connection errors are transient (``Retry-After`` is
-passed on); 401/403 (API key) and 404 (unknown domain) fail the batch permanently; any
+passed on); 401/403 (API key) and 404 (unknown domain) fail the call permanently; any
 other 4xx is a permanent error for the messages of that request. Once a request is rate
-limited or refused as a whole, the rest of the batch is not attempted.
+limited or refused as a whole, the rest of the call is not attempted.
 Provider ids are Mailgun's message ids without angle brackets, as its events report them.
 """
 
@@ -32,7 +32,6 @@ from urllib.parse import quote
 
 import httpx
 
-from mailroom.sending.mime import Attachment, parse_address
 from mailroom.transports.base import (
     OutgoingMessage,
     PermanentSendError,
@@ -42,8 +41,9 @@ from mailroom.transports.base import (
     send_one,
     settle,
 )
+from mailroom.transports.mime import Attachment, parse_address
 
-MAX_BATCH_RECIPIENTS = 1000
+MAX_TEMPLATE_RECIPIENTS = 1000
 MAX_TAGS = 3
 _SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
 _LINE_BREAKS = re.compile(r"[\r\n\x00]+")
@@ -60,7 +60,7 @@ class TemplateRecipient:
 
 
 @dataclass(frozen=True, slots=True)
-class TemplateBatch:
+class TemplateSend:
     """One Mailgun batch send. Mailgun documents at most 3 ``tags`` per message."""
 
     from_addr: str
@@ -111,7 +111,7 @@ class MailgunTransport:
     ) -> SendResult:
         return await send_one(self, OutgoingMessage(key or "", envelope_from, tuple(recipients), message))
 
-    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+    async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         abort: list[SendError] = []
 
         async def one(msg: OutgoingMessage) -> SendResult | SendError:
@@ -127,10 +127,10 @@ class MailgunTransport:
         outcomes = await asyncio.gather(*(one(m) for m in messages))
         return settle(messages, outcomes)
 
-    async def send_template_batch(self, batch: TemplateBatch) -> list[SendResult]:
+    async def send_template(self, batch: TemplateSend) -> list[SendResult]:
         """One API call for all of ``batch.recipients``; one result per recipient, in order."""
-        if not 0 < len(batch.recipients) <= MAX_BATCH_RECIPIENTS:
-            raise ValueError(f"a Mailgun batch holds 1 to {MAX_BATCH_RECIPIENTS} recipients")
+        if not 0 < len(batch.recipients) <= MAX_TEMPLATE_RECIPIENTS:
+            raise ValueError(f"a Mailgun batch holds 1 to {MAX_TEMPLATE_RECIPIENTS} recipients")
         # Mailgun writes the subject and h: fields as header lines, with recipient variables
         # substituted: a line break in any of them would add a header (a Bcc) of the sender's choosing.
         headers = {name: _one_line(value) for name, value in batch.headers.items()}
@@ -170,9 +170,9 @@ class MailgunTransport:
     async def _post(
         self, url: str, data: dict[str, str | list[str]], files: _Files, abort: list[SendError]
     ) -> tuple[str | None, str | None] | SendError:
-        """(provider id, None) when queued, (None, reason) for a refused message, or a batch-wide error."""
+        """(provider id, None) when queued, (None, reason) for a refused message, or a call-wide error."""
         async with self._slots:
-            if abort:  # an earlier request of this batch was rate limited or refused as a whole
+            if abort:  # an earlier request of this call was rate limited or refused as a whole
                 return abort[0]
             try:
                 response = await self._client.post(url, files=_multipart(data, files), auth=self._auth)

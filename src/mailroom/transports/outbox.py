@@ -43,10 +43,10 @@ class OutboxTransport:
         msg = OutgoingMessage(key or uuid.uuid4().hex, envelope_from, tuple(recipients), message)
         return await send_one(self, msg)
 
-    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+    async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         if not messages:
             return []
-        # One thread hop for the whole batch: file writes are quick, thread switches are not free.
+        # One thread hop for the whole call: file writes are quick, thread switches are not free.
         outcomes = await asyncio.to_thread(self._write_all, messages)
         return settle(messages, outcomes)
 

@@ -2,8 +2,8 @@
 
 Opening a connection (TCP, EHLO, STARTTLS, AUTH) costs several round trips; a campaign
 sends thousands of messages, so connections are opened lazily, kept for the next message
-and the next batch, and replaced when the server drops them. At most ``pool_size`` are
-open at once, shared by every batch sent through this transport.
+and the next call, and replaced when the server drops them. At most ``pool_size`` are
+open at once, shared by every call sent through this transport.
 
 The provider id of an accepted message is its own Message-ID (without angle brackets),
 which is stable and known before sending; queue ids in 250 replies differ per server and
@@ -114,7 +114,7 @@ class SmtpTransport:
     ) -> SendResult:
         return await send_one(self, OutgoingMessage(key or "", envelope_from, tuple(recipients), message))
 
-    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+    async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         if not messages:
             return []
         outcomes: list[SendResult | SendError | None] = [None] * len(messages)
@@ -125,7 +125,7 @@ class SmtpTransport:
         return settle(messages, [o for o in outcomes if o is not None])
 
     async def aclose(self) -> None:
-        """Say QUIT on the idle connections; call once no batch is in flight."""
+        """Say QUIT on the idle connections; call once no send is in flight."""
         idle, self._idle = self._idle, []
         for conn in idle:
             try:
@@ -151,7 +151,7 @@ class SmtpTransport:
                         continue
                     conn, outcome = await self._deliver(conn, messages[index])
                     if isinstance(outcome, SendError):
-                        abort.append(outcome)  # the server is unusable: stop the whole batch
+                        abort.append(outcome)  # the server is unusable: stop the whole call
                     outcomes[index] = outcome
                 finished = True
             finally:

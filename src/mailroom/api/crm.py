@@ -32,8 +32,9 @@ from mailroom.crm.schemas import (
     token_out,
     user_out,
 )
+from mailroom.crypto import InvalidToken
 from mailroom.errors import BadRequest, Conflict, PayloadTooLarge
-from mailroom.sending.notices import queue_confirmation
+from mailroom.sending.notices import queue_confirmation, read_confirmation
 from mailroom.validation import PlainText
 
 router = APIRouter(tags=["crm"])
@@ -119,8 +120,8 @@ _CONFIRM_PAGE = (
 )
 async def confirmation_page(token: TokenPath, box: Secrets) -> HTMLResponse:
     try:
-        invitations.read_confirmation(box, token)
-    except (invitations.InvalidToken, KeyError, ValueError):
+        read_confirmation(box, token)
+    except (InvalidToken, KeyError, ValueError):
         return HTMLResponse("<!doctype html><title>Link expired</title><p>This link is not valid.</p>", 404)
     # A GET only shows the page (mail scanners follow links); the button confirms.
     return HTMLResponse(_CONFIRM_PAGE)

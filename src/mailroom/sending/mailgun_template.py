@@ -1,4 +1,4 @@
-"""Turning rendered per-recipient messages into one Mailgun batch call.
+"""Turning rendered per-recipient messages into one Mailgun call with recipient variables.
 
 What is the same for everyone is sent once; what differs (a personalised subject or body, the
 unsubscribe link) travels as recipient-variables and is substituted by Mailgun per recipient. The
@@ -12,10 +12,10 @@ from typing import Any
 
 from mailroom.sending.attachments import Parts
 from mailroom.sending.render import RenderedMessage
-from mailroom.transports.mailgun import TemplateBatch, TemplateRecipient
+from mailroom.transports.mailgun import TemplateRecipient, TemplateSend
 
 
-def template_batch(
+def template_send(
     from_header: str,
     rows: Sequence[Any],
     rendered: Sequence[RenderedMessage],
@@ -24,7 +24,7 @@ def template_batch(
     unsubscribe: Sequence[str],
     tags: Sequence[str],
     parts: Parts,
-) -> TemplateBatch:
+) -> TemplateSend:
     variables: list[dict[str, str]] = [{"unsubscribe": url} for url in unsubscribe]
     fields: dict[str, str | None] = {}
     for name in ("subject", "html", "text"):
@@ -35,7 +35,7 @@ def template_batch(
             fields[name] = f"%recipient.{name}%"
             for per_recipient, value in zip(variables, values, strict=True):
                 per_recipient[name] = value or ""
-    return TemplateBatch(
+    return TemplateSend(
         from_addr=from_header,
         subject=fields["subject"] or "",
         html=fields["html"],

@@ -11,14 +11,12 @@ import uuid
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailroom.addresses import normalize
 from mailroom.api.deps import Secrets, Session
 from mailroom.crypto import InvalidToken, SecretBox
 from mailroom.errors import NotFound
 from mailroom.links import read_unsubscribe_token
+from mailroom.tracking.suppressions import suppress
 
 router = APIRouter(tags=["unsubscribe"])
 
@@ -28,27 +26,6 @@ def _read(box: SecretBox, token: str) -> tuple[uuid.UUID, str]:
         return read_unsubscribe_token(box, token)
     except InvalidToken:
         raise NotFound("no such unsubscribe link", field="token") from None
-
-
-async def suppress(session: AsyncSession, brand: uuid.UUID, address: str, reason: str = "unsubscribed") -> None:
-    """Never mail this address from this brand again, and tag the brand's contacts holding it."""
-    await session.execute(
-        text(
-            "INSERT INTO suppressions (brand, email, reason) VALUES (:brand, :email, :reason) "
-            "ON CONFLICT (brand, email) DO NOTHING"
-        ),
-        {"brand": brand, "email": normalize(address), "reason": reason},
-    )
-    if reason == "unsubscribed":
-        await session.execute(
-            text(
-                "UPDATE contacts SET tags = array_append(tags, 'Unsubscribed'), updated_at = now() "
-                "WHERE brand = :brand AND deleted_at IS NULL "
-                "AND mailroom_lower_array(emails) @> ARRAY[:email] "
-                "AND NOT mailroom_lower_array(tags) @> ARRAY['unsubscribed']"
-            ),
-            {"brand": brand, "email": normalize(address)},
-        )
 
 
 @router.post("/unsubscribe/{token}", summary="One-click unsubscribe (List-Unsubscribe-Post)")

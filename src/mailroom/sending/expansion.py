@@ -4,12 +4,28 @@ Each recipient type is its own branch of a UNION ALL so that every branch can us
 GIN index, list membership, the brand's contacts) instead of one OR-join the planner cannot split.
 Addresses are compared lower-cased and trimmed; To wins over CC, CC over BCC; a contact tagged
 Unsubscribed and a suppressed address are left out.
+
+The monthly count of mail sent one by one lives here too: the sender checks it when it executes a
+campaign, and the campaigns API shows it, so it sits in the lower of the two layers.
 """
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+# A campaign that is not individual goes out as one message To/Cc/Bcc up to this many recipients;
+# from this many on it is sent one message per recipient, and counts against the quota like one.
+SHARED_MESSAGE_LIMIT = 1000
+
+# To wins over CC, CC over BCC: the order both deduplication and message positions follow.
+SEND_TYPE_RANK = "CASE send_type WHEN 'To' THEN 0 WHEN 'CC' THEN 1 ELSE 2 END"
+
 # :campaigns is an array of campaign ids; each row is one (campaign, address) to send to.
-EXPANSION_CTE = """
+EXPANSION_CTE = f"""
 items AS (
     SELECT r.*, c.brand AS campaign_brand
     FROM email_campaign_recipients r
@@ -74,7 +90,7 @@ ranked AS (
     SELECT campaign, brand, lower(btrim(address)) AS address, send_type, contact, agent,
            row_number() OVER (
                PARTITION BY campaign, lower(btrim(address))
-               ORDER BY CASE send_type WHEN 'To' THEN 0 WHEN 'CC' THEN 1 ELSE 2 END, contact NULLS LAST
+               ORDER BY {SEND_TYPE_RANK}, contact NULLS LAST
            ) AS rank
     FROM candidates
     WHERE address IS NOT NULL AND btrim(address) <> ''
@@ -93,3 +109,23 @@ expanded AS (
       AND NOT EXISTS (SELECT 1 FROM unsubscribed u WHERE u.brand = r.brand AND u.address = r.address)
 )
 """
+
+
+EXECUTED_IN_MONTH = text(
+    "SELECT count(*) FROM email_campaign_emails e JOIN email_campaigns c ON c.id = e.campaign "
+    'WHERE c."from" = :user AND (c.individual OR c.recipients_count >= :shared_limit) '
+    "AND c.executed_at >= :start AND c.executed_at < :end AND c.deleted_at IS NULL AND c.failed_at IS NULL"
+)
+
+
+def month_bounds(now: datetime) -> tuple[datetime, datetime]:
+    start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+    return start, end
+
+
+async def executed_this_month(session: AsyncSession, user: uuid.UUID, now: datetime) -> int:
+    """Emails sent one by one as the user, in any brand, this calendar month (UTC)."""
+    start, end = month_bounds(now)
+    params = {"user": user, "shared_limit": SHARED_MESSAGE_LIMIT, "start": start, "end": end}
+    return int((await session.execute(EXECUTED_IN_MONTH, params)).scalar_one() or 0)

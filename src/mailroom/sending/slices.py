@@ -1,7 +1,7 @@
-"""Sending one batch of a campaign: render, build, hand to the transport, record every outcome.
+"""Sending one slice of a campaign: render, build, hand to the transport, record every outcome.
 
-A batch is a range of recipient positions. Rows that already hold an email (sent) or an error
-(failed for good) are skipped, so a retried or recovered batch only sends what is still pending;
+A slice is a range of recipient positions, sent by one job. Rows that already hold an email (sent) or an error
+(failed for good) are skipped, so a retried or recovered slice only sends what is still pending;
 at most the messages in flight when a worker died can go out twice. Results are recorded per chunk
 with set-based statements, one transaction per chunk.
 """
@@ -25,16 +25,17 @@ from mailroom.files.storage import LocalStorage
 from mailroom.links import unsubscribe_url
 from mailroom.metrics import SEND_LATENCY
 from mailroom.sending.attachments import AttachmentError, Parts, load_parts
-from mailroom.sending.execute import SHARED_MESSAGE_LIMIT, fail_campaign
-from mailroom.sending.mailgun_batch import template_batch
-from mailroom.sending.mime import build_segments, sender_message_id
+from mailroom.sending.execute import fail_campaign
+from mailroom.sending.expansion import SHARED_MESSAGE_LIMIT
+from mailroom.sending.mailgun_template import template_send
 from mailroom.sending.ratelimit import RateLimiter
 from mailroom.sending.record import record, settle_counters
 from mailroom.sending.render import RenderedMessage, TemplateError
 from mailroom.sending.renderer import CampaignTemplates, RenderPool
 from mailroom.serialize import full_name
 from mailroom.transports.base import OutgoingMessage, PermanentSendError, SendResult, Transport
-from mailroom.transports.mailgun import MAX_BATCH_RECIPIENTS, MailgunTransport
+from mailroom.transports.mailgun import MAX_TEMPLATE_RECIPIENTS, MailgunTransport
+from mailroom.transports.mime import build_segments, sender_message_id
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +68,12 @@ PENDING = text(
 
 
 class RetryLater(Exception):
-    """Some messages of the batch met a temporary refusal: run the batch again later."""
+    """Some messages of the slice met a temporary refusal: run the slice again later."""
 
 
 @dataclass
 class SendContext:
-    """What every batch in a worker shares: the transport, the limiter, settings, the renderer."""
+    """What every slice in a worker shares: the transport, the limiter, settings, the renderer."""
 
     sessionmaker: async_sessionmaker[AsyncSession]
     transport: Transport
@@ -90,9 +91,9 @@ class SendContext:
     _parts: dict[tuple[uuid.UUID, Any], asyncio.Future[Parts]] = field(default_factory=dict)
 
     async def parts(self, campaign: Any) -> Parts:
-        """The campaign's attachments, read (or fetched) and encoded once per worker, not once per batch.
+        """The campaign's attachments, read (or fetched) and encoded once per worker, not once per slice.
 
-        Batches of one campaign running at the same time wait for the same load instead of each
+        Slices of one campaign running at the same time wait for the same load instead of each
         holding its own copy; a failed load is not kept, so a retry tries again.
         """
         key = (campaign.id, campaign.updated_at)
@@ -112,7 +113,7 @@ class SendContext:
             )
             self._parts[key] = loading
         try:
-            # Shielded: one batch being cancelled does not cancel the load the others wait for.
+            # Shielded: one slice being cancelled does not cancel the load the others wait for.
             return await asyncio.shield(loading)
         except Exception:
             if loading.done() and self._parts.get(key) is loading:
@@ -144,7 +145,7 @@ def _from_address(ctx: SendContext, campaign: Any) -> str:
     return str(campaign.sender_email) if campaign.sender_confirmed else ctx.default_from
 
 
-async def send_batch(ctx: SendContext, campaign_id: uuid.UUID, first: int, last: int, *, job: str) -> None:
+async def send_slice(ctx: SendContext, campaign_id: uuid.UUID, first: int, last: int, *, job: str) -> None:
     async with ctx.sessionmaker() as session:
         campaign = (await session.execute(CAMPAIGN, {"id": campaign_id})).first()
         if campaign is None or campaign.failed_at is not None or campaign.deleted_at is not None:
@@ -193,7 +194,7 @@ async def _send_rows(ctx: SendContext, campaign: Any, rows: Sequence[Any]) -> in
     if not (campaign.individual or (campaign.recipients_count or 0) >= SHARED_MESSAGE_LIMIT):
         return await _send_shared(ctx, campaign, templates, parts, rows)
     # A Mailgun chunk is one API call, and Mailgun takes up to 1,000 recipients in one.
-    chunk = MAX_BATCH_RECIPIENTS if isinstance(ctx.transport, MailgunTransport) else CHUNK
+    chunk = MAX_TEMPLATE_RECIPIENTS if isinstance(ctx.transport, MailgunTransport) else CHUNK
     pending = 0
     for start in range(0, len(rows), chunk):
         pending += await _send_individually(ctx, campaign, templates, parts, rows[start : start + chunk])
@@ -275,8 +276,8 @@ async def _send_individually(
     await ctx.limiter.acquire(len(rows))
     if isinstance(ctx.transport, MailgunTransport):
         # One API call for the whole chunk (Mailgun batch sending), not one per message.
-        results = await ctx.transport.send_template_batch(
-            template_batch(
+        results = await ctx.transport.send_template(
+            template_send(
                 from_header,
                 rows,
                 rendered,
@@ -308,7 +309,7 @@ async def _send_individually(
             )
             for row, message in zip(rows, rendered, strict=True)
         ]
-        results = await ctx.transport.send_batch(messages)
+        results = await ctx.transport.send_many(messages)
     return await record(
         ctx.sessionmaker,
         campaign=campaign.id,
@@ -347,7 +348,7 @@ async def _send_shared(
     )
     everyone = [row.email_address for row in rows]
     await ctx.limiter.acquire(1)
-    (result,) = await ctx.transport.send_batch(
+    (result,) = await ctx.transport.send_many(
         [OutgoingMessage(str(rows[0].id), envelope_from, everyone, message, tags)]
     )
     # Every recipient row shares the one message's outcome.

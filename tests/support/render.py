@@ -1,0 +1,23 @@
+"""Template contexts and hostile inputs shared by the rendering tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+CONTEXT: dict[str, Any] = {
+    "recipient": {"first_name": "Ann", "last_name": "Lee", "display_name": "Ann Lee", "email": "ann@example.com"},
+    "sender": {"first_name": "Bob", "last_name": "Ray", "display_name": "Bob Ray", "email": "bob@example.com"},
+    "email": {"url": "https://mail.example.com/e/1"},
+}
+
+
+# Each of these made the old scans quadratic: one regex or html.parser pass from every `{` or `<`.
+HOSTILE_HTML = {
+    "unclosed braces": "{" * 2_000_000,
+    "braces in a raw block": "{% raw %}" + "{" * 1_000_000 + "{% endraw %}",
+    "unclosed tags": "<p>" + "<a " * 600_000,
+    "unclosed attribute quotes": "<a b='" * 300_000,
+    "unfinished attributes": "<a b=" * 400_000,
+    "unclosed comments": "<!--" * 500_000,
+    "unclosed declarations": "<!" * 1_000_000,
+}
