@@ -19,20 +19,23 @@ def json_lines() -> Iterator[io.StringIO]:
     handler = logging.StreamHandler(out)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
-    access = logging.getLogger("uvicorn.access")
-    # As configure_logging leaves it, whatever an in-process uvicorn elsewhere in the run set.
-    saved = (root.level, access.level, access.propagate, access.disabled)
+    # As configure_logging leaves uvicorn's loggers, whatever an in-process uvicorn elsewhere in the run set.
+    uvicorn = [logging.getLogger(name) for name in ("uvicorn", "uvicorn.access")]
+    saved = [(logger.level, logger.propagate, logger.disabled, list(logger.handlers)) for logger in uvicorn]
+    root_level = root.level
     root.addHandler(handler)
     root.setLevel(logging.INFO)
-    access.setLevel(logging.INFO)
-    access.propagate, access.disabled = True, False
+    for logger in uvicorn:
+        logger.setLevel(logging.INFO)
+        logger.propagate, logger.disabled, logger.handlers = True, False, []
     try:
         yield out
     finally:
         root.removeHandler(handler)
-        root.setLevel(saved[0])
-        access.setLevel(saved[1])
-        access.propagate, access.disabled = saved[2], saved[3]
+        root.setLevel(root_level)
+        for logger, (level, propagate, disabled, handlers) in zip(uvicorn, saved, strict=True):
+            logger.setLevel(level)
+            logger.propagate, logger.disabled, logger.handlers = propagate, disabled, handlers
 
 
 def test_access_log_lines_are_json_without_the_token(json_lines: io.StringIO) -> None:
