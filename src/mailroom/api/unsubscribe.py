@@ -16,7 +16,7 @@ from mailroom.api.deps import Secrets, Session
 from mailroom.crypto import InvalidToken, SecretBox
 from mailroom.errors import NotFound
 from mailroom.links import read_unsubscribe_token
-from mailroom.tracking.suppressions import suppress
+from mailroom.tracking.service import suppress
 
 router = APIRouter(tags=["unsubscribe"])
 
