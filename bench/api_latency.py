@@ -203,12 +203,19 @@ def finish(process: subprocess.Popen[str], timeout: float) -> Load:
     try:
         output, _ = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        process.kill()
-        process.communicate()
         raise BenchError("hey did not finish in time") from None
+    finally:
+        stop(process)
     if process.returncode != 0:
         raise BenchError(f"hey failed ({process.returncode}):\n{output}")
     return parse_hey(output)
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    """Whatever interrupts the bench (an error, Ctrl-C, SIGTERM), hey must not go on loading the port."""
+    if process.poll() is None:
+        process.kill()
+        process.communicate()
 
 
 def progress(conn: psycopg.Connection[tuple[object, ...]], campaign: str) -> tuple[int, bool]:
@@ -243,15 +250,19 @@ def one_run(n: int, args: argparse.Namespace, server: Server, url: str, ids: tup
             time.sleep(0.05)
         started, first = time.monotonic(), sent
         load = hey(target, token, brand, args.during, args.connections)
-        done = False
-        while load.poll() is None and time.monotonic() < started + args.during + 30:
-            sent, done = progress(conn, campaign)
-            if done:
-                load.send_signal(signal.SIGINT)  # hey stops and prints what it measured so far
-                break
-            time.sleep(0.1)
-        ended = time.monotonic()
-        sent = progress(conn, campaign)[0] if not done else sent
+        try:
+            done = False
+            while load.poll() is None and time.monotonic() < started + args.during + 30:
+                sent, done = progress(conn, campaign)
+                if done:
+                    load.send_signal(signal.SIGINT)  # hey stops and prints what it measured so far
+                    break
+                time.sleep(0.1)
+            ended = time.monotonic()
+            sent = progress(conn, campaign)[0] if not done else sent
+        except BaseException:
+            stop(load)
+            raise
         busy = finish(load, 30)
         # The next run's idle figure needs a quiet server: wait out this send (bounded).
         deadline = time.monotonic() + args.timeout
@@ -262,7 +273,7 @@ def one_run(n: int, args: argparse.Namespace, server: Server, url: str, ids: tup
     run = Run(idle, busy, sent - first, ended - started)
     print(
         f"  run {n}: idle p50 {idle.p50:.1f} ms p99 {idle.p99:.1f} ms; "
-        f"sending p50 {busy.p50:.1f} ms p99 {busy.p99:.1f} ms, {run.send_rate:,.0f} msg/s",
+        f"sending p50 {busy.p50:.1f} ms p99 {busy.p99:.1f} ms over {run.seconds:.1f} s, {run.send_rate:,.0f} msg/s",
         file=sys.stderr,
     )
     return run
