@@ -26,6 +26,7 @@ lint: $(BIN)/mailroom
 bench: $(BIN)/mailroom
 	$(BIN)/python bench/attachments.py
 	$(BIN)/python bench/send.py
+	$(BIN)/python bench/api_latency.py
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/mime.py
 
