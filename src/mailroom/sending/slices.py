@@ -35,7 +35,7 @@ from mailroom.sending.renderer import CampaignTemplates, RenderPool
 from mailroom.serialize import full_name
 from mailroom.transports.base import OutgoingMessage, PermanentSendError, SendResult, Transport
 from mailroom.transports.mailgun import MAX_TEMPLATE_RECIPIENTS, MailgunTransport
-from mailroom.transports.mime import build_segments, sender_message_id
+from mailroom.transports.mime import build_segments, make_message_id, message_id_domain
 
 log = logging.getLogger(__name__)
 
@@ -214,16 +214,26 @@ def _headers(ctx: SendContext, campaign: Any, address: str | None) -> dict[str, 
     return headers
 
 
-def _identity(ctx: SendContext, campaign: Any) -> tuple[dict[str, Any], str, str, list[str]]:
-    """The sender as templates see it, the From header, the envelope sender, and the ESP tags
-    (brand, campaign, own tags)."""
+@dataclass(frozen=True, slots=True)
+class _Identity:
+    """Who a campaign's mail is from, worked out once per chunk rather than once per message."""
+
+    sender: dict[str, Any]  # as templates see it
+    from_header: str
+    envelope_from: str
+    id_domain: str  # of Message-IDs
+    tags: list[str]  # ESP tags: brand, campaign, the campaign's own
+
+
+def _identity(ctx: SendContext, campaign: Any) -> _Identity:
     sender = _sender(campaign)
     address = _from_address(ctx, campaign)
-    return (
-        sender,
-        _from_header(sender, address),
-        address,
-        [str(campaign.brand), str(campaign.id), *(campaign.tags or [])],
+    return _Identity(
+        sender=sender,
+        from_header=_from_header(sender, address),
+        envelope_from=address,
+        id_domain=message_id_domain(address, ctx.message_domain),
+        tags=[str(campaign.brand), str(campaign.id), *(campaign.tags or [])],
     )
 
 
@@ -231,7 +241,7 @@ def _mime(
     ctx: SendContext,
     campaign: Any,
     parts: Parts,
-    from_header: str,
+    who: _Identity,
     message: RenderedMessage,
     *,
     row_id: uuid.UUID,
@@ -242,13 +252,13 @@ def _mime(
 ) -> tuple[bytes, ...]:
     # The attachment parts are the cached, shared ones: a message adds only its own head and text.
     return build_segments(
-        from_addr=from_header,
+        from_addr=who.from_header,
         to=to,
         cc=cc,
         subject=message.subject,
         text=message.text,
         html=message.html,
-        message_id=sender_message_id(row_id, _from_address(ctx, campaign), ctx.message_domain),
+        message_id=make_message_id(row_id, who.id_domain),
         date=date,
         headers=_headers(ctx, campaign, unsubscribe),
         inline=parts.inline_parts,
@@ -268,9 +278,9 @@ def _recipient(row: Any) -> dict[str, Any]:
 async def _send_individually(
     ctx: SendContext, campaign: Any, templates: CampaignTemplates, parts: Parts, rows: Sequence[Any]
 ) -> int:
-    sender, from_header, envelope_from, tags = _identity(ctx, campaign)
+    who = _identity(ctx, campaign)
     rendered = await ctx.renderer.render(
-        templates, [{"recipient": _recipient(row), "sender": sender, "email": {"url": ""}} for row in rows]
+        templates, [{"recipient": _recipient(row), "sender": who.sender, "email": {"url": ""}} for row in rows]
     )
     subjects = [r.subject for r in rendered]
     await ctx.limiter.acquire(len(rows))
@@ -278,12 +288,12 @@ async def _send_individually(
         # One API call for the whole chunk (Mailgun batch sending), not one per message.
         results = await ctx.transport.send_template(
             template_send(
-                from_header,
+                who.from_header,
                 rows,
                 rendered,
                 headers=_headers(ctx, campaign, None),
                 unsubscribe=[unsubscribe_url(ctx.public_url, ctx.box, campaign.brand, r.email_address) for r in rows],
-                tags=tags,
+                tags=who.tags,
                 parts=parts,
             )
         )
@@ -292,20 +302,20 @@ async def _send_individually(
         messages = [
             OutgoingMessage(
                 str(row.id),
-                envelope_from,
+                who.envelope_from,
                 [row.email_address],
                 _mime(
                     ctx,
                     campaign,
                     parts,
-                    from_header,
+                    who,
                     message,
                     row_id=row.id,
                     to=[row.email_address],
                     unsubscribe=row.email_address,
                     date=now,
                 ),
-                tags,
+                who.tags,
             )
             for row, message in zip(rows, rendered, strict=True)
         ]
@@ -317,8 +327,8 @@ async def _send_individually(
         rows=rows,
         results=results,
         subjects=subjects,
-        from_header=from_header,
-        tags=tags,
+        from_header=who.from_header,
+        tags=who.tags,
         domain=ctx.message_domain,
         cc=[],
         bcc=[],
@@ -329,16 +339,16 @@ async def _send_shared(
     ctx: SendContext, campaign: Any, templates: CampaignTemplates, parts: Parts, rows: Sequence[Any]
 ) -> int:
     """One message To/Cc/Bcc for the whole campaign, as a person would send it."""
-    sender, from_header, envelope_from, tags = _identity(ctx, campaign)
+    who = _identity(ctx, campaign)
     by_type: dict[str, list[str]] = {"To": [], "CC": [], "BCC": []}
     for row in rows:
         by_type[row.send_type].append(row.email_address)
-    (rendered,) = await ctx.renderer.render(templates, [{"recipient": {}, "sender": sender, "email": {"url": ""}}])
+    (rendered,) = await ctx.renderer.render(templates, [{"recipient": {}, "sender": who.sender, "email": {"url": ""}}])
     message = _mime(
         ctx,
         campaign,
         parts,
-        from_header,
+        who,
         rendered,
         row_id=rows[0].id,
         to=by_type["To"],
@@ -349,7 +359,7 @@ async def _send_shared(
     everyone = [row.email_address for row in rows]
     await ctx.limiter.acquire(1)
     (result,) = await ctx.transport.send_many(
-        [OutgoingMessage(str(rows[0].id), envelope_from, everyone, message, tags)]
+        [OutgoingMessage(str(rows[0].id), who.envelope_from, everyone, message, who.tags)]
     )
     # Every recipient row shares the one message's outcome.
     results = [SendResult(str(row.id), result.provider_id, result.error, result.permanent) for row in rows]
@@ -361,8 +371,8 @@ async def _send_shared(
         rows=rows,
         results=results,
         subjects=[rendered.subject] * len(rows),
-        from_header=from_header,
-        tags=tags,
+        from_header=who.from_header,
+        tags=who.tags,
         domain=ctx.message_domain,
         cc=by_type["CC"],
         bcc=by_type["BCC"],

@@ -72,16 +72,24 @@ def make_message_id(email_row_id: uuid.UUID | str, domain: str) -> str:
     return f"<{left}@{host}>"
 
 
-def sender_message_id(email_row_id: uuid.UUID | str, from_address: str, fallback_domain: str) -> str:
-    """The Message-ID under the From address's domain: receivers and filters expect the two to agree,
-    and the host the service runs on (often an IP address) says nothing about who sent the mail."""
+def message_id_domain(from_address: str, fallback_domain: str) -> str:
+    """The domain Message-IDs of mail From this address are made under: the address's own, since
+    receivers and filters expect the two to agree and the host the service runs on (often an IP
+    address) says nothing about who sent the mail; the configured sending domain when the address's
+    domain is not a name a Message-ID can carry."""
     domain = parseaddr(from_address)[1].rpartition("@")[2]
     if domain:
         try:
-            return make_message_id(email_row_id, domain)
+            make_message_id("x", domain)
+            return domain
         except ValueError:
-            pass  # not a name a Message-ID can carry: the configured sending domain still is one
-    return make_message_id(email_row_id, fallback_domain)
+            pass
+    return fallback_domain
+
+
+def sender_message_id(email_row_id: uuid.UUID | str, from_address: str, fallback_domain: str) -> str:
+    """The Message-ID under the From address's domain (see message_id_domain)."""
+    return make_message_id(email_row_id, message_id_domain(from_address, fallback_domain))
 
 
 def _clean(value: str) -> str:
@@ -349,6 +357,7 @@ __all__ = [
     "encode_part",
     "format_addresses",
     "make_message_id",
+    "message_id_domain",
     "parse_address",
     "sender_message_id",
 ]
