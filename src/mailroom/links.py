@@ -17,9 +17,11 @@ from mailroom.crypto import InvalidToken, SecretBox
 
 UNSUBSCRIBE = "unsubscribe"
 
+# Paths opened from an email: the link's own token is all the authority they take, no API token.
+LINK_ONLY_PREFIXES = ("/unsubscribe/", "/users/confirm/", "/t/")
 # Paths whose next segment (and anything after it) is a bearer token. A path is matched anywhere so
 # a service mounted under a prefix (root_path) is covered too.
-PUBLIC_TOKEN_PREFIXES = ("/unsubscribe/", "/invitations/", "/users/confirm/", "/t/")
+PUBLIC_TOKEN_PREFIXES = (*LINK_ONLY_PREFIXES, "/invitations/")
 REDACTED = "<redacted>"
 _TOKEN_PATH = re.compile("(" + "|".join(re.escape(prefix) for prefix in PUBLIC_TOKEN_PREFIXES) + ").+")
 
