@@ -255,25 +255,21 @@ async def campaigns_out(
             (row.campaign, campaign_email_out(row, contact, email, associations))
             for row, contact, email in result.all()
         )
-    senders_confirmed = await session.execute(
-        select(User.id, User.email_confirmed).where(User.id.in_({c.from_ for c in campaigns}))
-    )
-    confirmed = {row.id: row.email_confirmed for row in senders_confirmed}
-    senders: dict[uuid.UUID, dict[str, Any]] = {}
-    if "email_campaign.from" in associations:
-        users = await session.scalars(select(User).where(User.id.in_({c.from_ for c in campaigns})))
-        senders = {u.id: user_out(u) for u in users}
+    # One read of the senders serves both from_address_verified and the `from` association.
+    users = {u.id: u for u in await session.scalars(select(User).where(User.id.in_({c.from_ for c in campaigns})))}
     out = []
     for c in campaigns:
         data = campaign_fields(c)
         # Mail leaves From the user's address only once they have confirmed it, or through their own
         # connected mailbox; until then From is the service's address and theirs is the Reply-To.
-        data["from_address_verified"] = bool(confirmed.get(c.from_) or c.google_credential or c.microsoft_credential)
+        sender = users.get(c.from_)
+        verified = sender is not None and sender.email_confirmed
+        data["from_address_verified"] = bool(verified or c.google_credential or c.microsoft_credential)
         for name in CAMPAIGN_ASSOCIATIONS:
             if f"email_campaign.{name}" not in associations:
                 continue
             if name == "from":
-                data["from"] = senders.get(c.from_)
+                data["from"] = user_out(sender) if sender is not None else None
             elif name in by_campaign:
                 # An association with no rows reads null, as the document shows.
                 data[name] = by_campaign[name].get(c.id) or None
