@@ -3,10 +3,10 @@
     .venv/bin/python bench/api_latency.py [--contacts 20000] [--repeat 3] [--during 10] [--connections 8]
 
 `mailroom serve` runs its sending worker in a child process, so a busy send should not slow the API.
-This bench checks it: a fresh database (as bench/send.py makes it), N contacts tagged `bench`, and
+This bench checks it: a fresh database (as bench/send.py makes it), N contacts, and
 `mailroom serve` as a subprocess sending through SMTP to Postfix's smtp-sink on loopback. Per run,
 `hey` measures `GET /emails/<draft id>` for 5 s while nothing sends, then again while an individual
-campaign to the tag sends (up to --during seconds, or until the send finishes). Prints p50, p99 and
+campaign to all of them sends (up to --during seconds, or until the send finishes). Prints p50, p99 and
 requests/s both ways, their ratio, and the send's messages/s over the same window; then medians.
 Everything it started is stopped, and its database dropped, however it ends. See bench/README.md.
 """
@@ -36,7 +36,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # send.py: the database, the sink
 
-from send import SINK, BenchError, Sink, free_port, fresh_database
+from send import SINK, BenchError, Sink, free_port, fresh_database, seed_contacts
 
 from mailroom.db import libpq_url
 
@@ -47,13 +47,7 @@ NO_SINK = (
     "Install it with:  apt-get install -y postfix   (the bench never starts Postfix itself)"
 )
 NO_HEY = "bench/api_latency.py needs the HTTP load generator hey.\nInstall it with:  apt-get install -y hey"
-TAG = "bench"
 IDLE_SECONDS = 5
-SEED_TAGGED = """
-    INSERT INTO contacts (brand, emails, first_name, last_name, tags)
-    SELECT %(brand)s, ARRAY['r' || g || '@bench.example'], 'First' || g, 'Last' || g, ARRAY[%(tag)s]
-    FROM generate_series(1, %(count)s) AS g
-"""
 HTML = "<html><body><p>Hi {{recipient.first_name}}, three new homes near you this weekend.</p></body></html>"
 
 
@@ -165,19 +159,9 @@ def bootstrap(env: dict[str, str]) -> tuple[str, str, str]:
         raise BenchError(f"unexpected output of mailroom bootstrap:\n{out}") from None
 
 
-def seed(url: str, brand: str, user: str, contacts: int) -> None:
-    started = time.perf_counter()
-    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
-        # The monthly quota would refuse repeated runs; it is not what is measured.
-        conn.execute("UPDATE users SET email_quota = 2000000000 WHERE id = %s", (user,))
-        conn.execute(SEED_TAGGED, {"brand": brand, "tag": TAG, "count": contacts})
-        conn.execute("ANALYZE contacts")
-    print(f"  {contacts:,} contacts tagged {TAG!r} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-
-
 def create(api: httpx.Client, path: str, due_at: datetime | None) -> str:
     body = {
-        "to": [{"recipient_type": "Tag", "tag": TAG}],
+        "to": [{"recipient_type": "AllContacts"}],
         "subject": "Hello {{recipient.first_name}}",
         "html": HTML,
         "due_at": due_at.isoformat() if due_at else None,
@@ -346,7 +330,7 @@ def main() -> int:
             env = serve_env(url, tmp, sink.port)
             command(env, "migrate")
             ids = bootstrap(env)
-            seed(url, ids[0], ids[1], args.contacts)
+            seed_contacts(url, ids[0], ids[1], args.contacts, "Bench API")
             server = Server(env, tmp)
             stack.callback(server.stop)
             server.wait_healthy()

@@ -32,7 +32,6 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -45,6 +44,7 @@ from mailroom.campaigns.service import Actor, create_campaign  # noqa: E402
 from mailroom.crm.service import bootstrap  # noqa: E402
 from mailroom.db import libpq_url, make_engine, make_sessionmaker, start_embedded_postgres  # noqa: E402
 from mailroom.sending.renderer import RenderLimits, RenderPool  # noqa: E402
+from tests.support.databases import with_database  # noqa: E402
 from tests.support.mailgun_server import mailgun_server  # noqa: E402
 from tests.support.workers import SEED_CONTACTS, WorkerGroup, run_migrate, worker_env, worker_group  # noqa: E402
 
@@ -88,11 +88,6 @@ class Run:
         return self.sent / self.seconds if self.seconds > 0 else 0.0
 
 
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
-
-
 @contextmanager
 def fresh_database(tmp: Path) -> Iterator[str]:
     server_url = os.environ.get("MAILROOM_BENCH_DATABASE_URL")
@@ -110,7 +105,7 @@ def fresh_database(tmp: Path) -> Iterator[str]:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        yield _with_database(admin, name)
+        yield with_database(admin, name)
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
@@ -182,6 +177,12 @@ def setup_brand(url: str, contacts: int, name: str) -> tuple[uuid.UUID, uuid.UUI
             await engine.dispose()
 
     brand, user = asyncio.run(make())
+    seed_contacts(url, brand, user, contacts, name)
+    return brand, user
+
+
+def seed_contacts(url: str, brand: uuid.UUID | str, user: uuid.UUID | str, contacts: int, name: str) -> None:
+    """``contacts`` contacts in the brand, in set-based inserts, and a quota that repeated runs cannot reach."""
     started = time.perf_counter()
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         # The monthly quota would refuse repeated runs of a large campaign; it is not what is measured.
@@ -191,7 +192,6 @@ def setup_brand(url: str, contacts: int, name: str) -> tuple[uuid.UUID, uuid.UUI
             conn.execute(SEED_CONTACTS, {"brand": brand, "domain": "bench.example", "first": first, "last": last})
         conn.execute("ANALYZE contacts")
     print(f"  {contacts:,} contacts for {name} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-    return brand, user
 
 
 def schedule(url: str, brand: uuid.UUID, user: uuid.UUID, due_in: float) -> tuple[uuid.UUID, datetime]:
