@@ -41,12 +41,11 @@ from mailroom.transports.base import (
     send_one,
     settle,
 )
-from mailroom.transports.mime import Attachment, parse_address
+from mailroom.transports.mime import Attachment, one_line, parse_address
 
 MAX_TEMPLATE_RECIPIENTS = 1000
 MAX_TAGS = 3
 _SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
-_LINE_BREAKS = re.compile(r"[\r\n\x00]+")
 _PLACEHOLDER = re.compile(r"%recipient\.([^%\s]+)%")
 
 _Files = list[tuple[str, tuple[str, bytes, str]]]
@@ -133,7 +132,7 @@ class MailgunTransport:
             raise ValueError(f"a Mailgun batch holds 1 to {MAX_TEMPLATE_RECIPIENTS} recipients")
         # Mailgun writes the subject and h: fields as header lines, with recipient variables
         # substituted: a line break in any of them would add a header (a Bcc) of the sender's choosing.
-        headers = {name: _one_line(value) for name, value in batch.headers.items()}
+        headers = {name: one_line(value) for name, value in batch.headers.items()}
         in_headers = set(_PLACEHOLDER.findall(batch.subject)).union(*map(_PLACEHOLDER.findall, headers.values()))
         variables: dict[str, Mapping[str, Any]] = {}
         seen: set[str] = set()
@@ -143,13 +142,13 @@ class MailgunTransport:
                 raise ValueError(f"{address} appears twice in one Mailgun batch")
             seen.add(address.lower())
             variables[address] = {
-                name: _one_line(value) if name in in_headers and isinstance(value, str) else value
+                name: one_line(value) if name in in_headers and isinstance(value, str) else value
                 for name, value in recipient.variables.items()
             }
         data: dict[str, str | list[str]] = {
             "from": _form_address(batch.from_addr),
             "to": [_form_address(r.address) for r in batch.recipients],
-            "subject": _one_line(batch.subject),
+            "subject": one_line(batch.subject),
             "recipient-variables": json.dumps(variables, ensure_ascii=False, default=str),
         }
         if batch.text is not None:
@@ -206,11 +205,6 @@ def _multipart(data: dict[str, str | list[str]], files: _Files) -> list[tuple[st
         for item in [value] if isinstance(value, str) else value:
             fields.append((name, (None, item.encode())))
     return fields + list(files)
-
-
-def _one_line(value: str) -> str:
-    """A header value on one line: runs of CR, LF and NUL become one space, as in the MIME path."""
-    return _LINE_BREAKS.sub(" ", value).strip()
 
 
 def _form_address(entry: str) -> str:

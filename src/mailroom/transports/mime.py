@@ -92,7 +92,8 @@ def sender_message_id(email_row_id: uuid.UUID | str, from_address: str, fallback
     return make_message_id(email_row_id, message_id_domain(from_address, fallback_domain))
 
 
-def _clean(value: str) -> str:
+def one_line(value: str) -> str:
+    """A header value on one line: runs of CR, LF and NUL become one space (no header injection)."""
     return _CRLF_RUN.sub(" ", value).strip()
 
 
@@ -134,7 +135,7 @@ def _fold(name: str, value: str) -> str:
 
 
 def _unstructured(name: str, value: str) -> str:
-    value = _clean(value)
+    value = one_line(value)
     if value.isascii():
         return _fold(name, value)
     return _fold(name, " ".join(_encoded_words(value, _RFC2047_LINE - len(name) - 2)))
@@ -157,7 +158,7 @@ def _addr_spec(address: str) -> str:
 
 def parse_address(entry: str) -> tuple[str, str]:
     """(display name, address) of one entry; ValueError when it holds no address."""
-    entry = _clean(entry)
+    entry = one_line(entry)
     # Most entries are "addr" or "Name <addr>": a regex is 5x cheaper than email.utils.
     # Taking everything before "<" as the name also reads "Last, First <a@x.com>" as one person.
     match = _BARE.match(entry) or _NAMED.match(entry)
@@ -208,7 +209,7 @@ def encode_part(item: Attachment, *, inline: bool) -> bytes:
     """The attachment's whole MIME part (headers and base64 body): encoded once per campaign and
     shared, not copied, by every message that carries it (see ``build_segments``)."""
     disposition = "inline" if inline else "attachment"
-    filename = _clean(item.filename).replace("\\", "/").rsplit("/", 1)[-1] or "attachment"
+    filename = one_line(item.filename).replace("\\", "/").rsplit("/", 1)[-1] or "attachment"
     content_type = item.content_type.strip().lower()
     if not _CONTENT_TYPE.match(content_type):
         content_type = "application/octet-stream"
@@ -223,7 +224,7 @@ def encode_part(item: Attachment, *, inline: bool) -> bytes:
     head += "Content-Transfer-Encoding: base64\r\n"
     head += _fold("Content-Disposition", f"{disposition}; {disposition_name}")
     if inline:
-        content_id = _clean(item.content_id or filename).strip("<>")
+        content_id = one_line(item.content_id or filename).strip("<>")
         head += f"Content-ID: <{content_id}>\r\n"
     # Encoded a piece at a time and joined once: a whole-file encode, CRLF replace and concatenation
     # would each hold another copy of a part that may be tens of MB.
@@ -292,7 +293,7 @@ def build_segments(
         head.append(_fold("Cc", cc_line))
     head.append(_unstructured("Subject", subject))
     head.append(f"Date: {_date(date)}\r\n")
-    head.append(f"Message-ID: {_clean(message_id)}\r\n")
+    head.append(f"Message-ID: {one_line(message_id)}\r\n")
     head.append("MIME-Version: 1.0\r\n")
     for name, value in headers.items():
         if not _HEADER_NAME.match(name) or name.lower() in _RESERVED:
@@ -358,6 +359,7 @@ __all__ = [
     "format_addresses",
     "make_message_id",
     "message_id_domain",
+    "one_line",
     "parse_address",
     "sender_message_id",
 ]
