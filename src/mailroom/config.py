@@ -75,6 +75,19 @@ class Settings(BaseSettings):
     mailgun_api_key: str | None = None
     mailgun_domain: str | None = None
     rate_limit: float | None = None
+
+    # Connected mailboxes (Gmail API, Microsoft Graph). The URLs default to the real services; the
+    # OAuth redirect comes back to public_url + /users/self/{google,microsoft}/callback.
+    google_client_id: str | None = None
+    google_client_secret: str | None = None
+    google_auth_url: str = "https://accounts.google.com/o/oauth2/v2/auth"
+    google_token_url: str = "https://oauth2.googleapis.com/token"
+    google_api_url: str = "https://gmail.googleapis.com"
+    microsoft_client_id: str | None = None
+    microsoft_client_secret: str | None = None
+    microsoft_auth_url: str = "https://login.microsoftonline.com/common/oauth2/v2.0/authorize"
+    microsoft_token_url: str = "https://login.microsoftonline.com/common/oauth2/v2.0/token"
+    microsoft_graph_url: str = "https://graph.microsoft.com"
     # Attachment links are fetched by the server; private addresses stay off limits unless allowed.
     allow_private_attachment_links: bool = False
     # Seconds one attachment link may take to download in all (connect, headers and body together).

@@ -18,8 +18,13 @@ Contract of ``send_many(messages)``:
 * A message dropped mid-DATA (connection lost after the body was sent) is reported as a
   transient failure, although the server may have kept it: SMTP cannot tell.
 
-``send(...)`` sends one message: it returns the ``SendResult`` on success and raises
-``TransientSendError`` / ``PermanentSendError`` when that message was not accepted.
+``max_recipients_per_call`` is the most recipients one ``send_many`` call may address: the sender
+sends individual mail in calls of at most that many, and sends a campaign through a mailbox
+(Gmail, Outlook) only when all of its recipients fit in one of that mailbox's messages.
+
+Mailbox transports (Gmail, Outlook) are built per credential at send time and act with a
+``TokenSource``: they ask it for an access token before each call, and once more with
+``refresh=True`` when the provider answers 401 to a token it gave.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
+
+from mailroom.transports.mime import Attachment
 
 
 class SendError(Exception):
@@ -51,6 +58,25 @@ class PermanentSendError(SendError):
 
 
 @dataclass(frozen=True, slots=True)
+class MessageContent:
+    """A message as fields, for APIs that build the message themselves (Microsoft Graph).
+
+    ``attachments`` with a ``content_id`` are the inline ones (``cid:`` in the html).
+    ``headers`` are the extra headers the MIME form carries (List-Unsubscribe, Reply-To, ...).
+    """
+
+    from_addr: str
+    subject: str
+    html: str | None
+    text: str
+    to: Sequence[str]
+    cc: Sequence[str] = ()
+    bcc: Sequence[str] = ()
+    attachments: Sequence[Attachment] = ()
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class OutgoingMessage:
     """One rendered message for a transport.
 
@@ -68,6 +94,12 @@ class OutgoingMessage:
     message: bytes | tuple[bytes, ...]
     tags: Sequence[str] = ()
     variables: Mapping[str, str] = field(default_factory=dict)
+    # The same message as fields, for transports that take fields rather than MIME (Graph).
+    content: MessageContent | None = None
+    # Gmail: the thread the message joins (the campaign's headers.thread_id).
+    thread_id: str | None = None
+    # Outlook: the provider id of the message this one answers (the campaign's headers.message_id).
+    reply_to_id: str | None = None
 
     @property
     def segments(self) -> tuple[bytes, ...]:
@@ -84,6 +116,8 @@ class SendResult:
     provider_id: str | None
     error: str | None = None
     permanent: bool = False
+    # Gmail: the thread the sent message belongs to.
+    thread_id: str | None = None
 
     @property
     def accepted(self) -> bool:
@@ -95,14 +129,22 @@ class Transport(Protocol):
     """What the sending pipeline needs from Mailgun, SMTP, Gmail, Outlook or the outbox."""
 
     name: str
-
-    async def send(
-        self, *, envelope_from: str, recipients: Sequence[str], message: bytes, key: str | None = None
-    ) -> SendResult: ...
+    max_recipients_per_call: int
 
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]: ...
 
     async def aclose(self) -> None: ...
+
+
+class TokenSource(Protocol):
+    """Where a mailbox transport gets its OAuth access token.
+
+    ``refresh=True``: the provider refused the token last given (401); get a new one. A credential
+    the provider no longer honours (``invalid_grant``) raises ``PermanentSendError`` naming what the
+    user must do ("reconnect your Gmail account").
+    """
+
+    async def access_token(self, *, refresh: bool = False) -> str: ...
 
 
 def settle(messages: Sequence[OutgoingMessage], outcomes: Sequence[SendResult | SendError]) -> list[SendResult]:

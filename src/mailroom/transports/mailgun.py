@@ -78,6 +78,8 @@ class MailgunTransport:
     """See the module docstring and ``mailroom.transports.base`` for the contract."""
 
     name = "mailgun"
+    # Mailgun takes up to 1,000 recipients in one batch-sending call.
+    max_recipients_per_call = 1000
 
     def __init__(
         self,

@@ -277,12 +277,15 @@ def build_segments(
     headers: Mapping[str, str],
     inline: Sequence[bytes],
     attachments: Sequence[bytes],
+    bcc: Sequence[str] = (),
 ) -> tuple[bytes, ...]:
     """The complete message as consecutive byte segments, CRLF line endings, ready for SMTP DATA.
 
     ``inline`` and ``attachments`` are parts made by ``encode_part``: a campaign's messages all hold
     the same part objects, so a chunk of messages costs one copy of its attachments, not one each.
     Joined, the segments are the message; see ``build_message`` for the rest of the contract.
+    ``bcc`` writes a Bcc header, only for a mailbox API that reads its recipients from the message
+    and strips the header itself (Gmail); relays take Bcc from the envelope alone.
     """
     head = [_fold("From", format_addresses([from_addr]))]
     to_line = format_addresses(to)
@@ -291,6 +294,9 @@ def build_segments(
     cc_line = format_addresses(cc)
     if cc_line:
         head.append(_fold("Cc", cc_line))
+    bcc_line = format_addresses(bcc)
+    if bcc_line:
+        head.append(_fold("Bcc", bcc_line))
     head.append(_unstructured("Subject", subject))
     head.append(f"Date: {_date(date)}\r\n")
     head.append(f"Message-ID: {one_line(message_id)}\r\n")

@@ -30,6 +30,8 @@ _CRLF = re.compile(r"[\r\n]+")
 
 class OutboxTransport:
     name = "outbox"
+    # Messages per call, as for SMTP.
+    max_recipients_per_call = 100
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)

@@ -93,6 +93,9 @@ class SmtpTransport:
     """Relays raw MIME to an SMTP server; see ``mailroom.transports.base`` for the contract."""
 
     name = "smtp"
+    # Messages per call: the sender records outcomes every call, which bounds what a killed worker
+    # can have sent unrecorded.
+    max_recipients_per_call = 100
 
     def __init__(self, url: str, *, pool_size: int = 4, tls_context: ssl.SSLContext | None = None) -> None:
         if pool_size < 1:
