@@ -155,6 +155,9 @@ class FakeGmail:
     messages: dict[str, SentMessage] = field(default_factory=dict)  # every message the mailbox holds, by id
     sent: list[SentMessage] = field(default_factory=list)
     modifications: list[Modification] = field(default_factory=list)
+    answer_delay: float = 0.0  # seconds every request waits before its answer
+    peak_in_flight: int = 0  # the most requests the server held at once
+    _in_flight: int = 0
     _failures: deque[_Failure | None] = field(default_factory=deque)
 
     def grant(self, token: str, scopes: Iterable[str] = ALL_SCOPES) -> None:
@@ -195,6 +198,8 @@ class FakeGmail:
         self.sent.clear()
         self.modifications.clear()
         self._failures.clear()
+        self.answer_delay = 0.0
+        self.peak_in_flight = 0
 
     async def handle(self, request: Request) -> Response:
         recorded = GmailRequest(
@@ -205,7 +210,14 @@ class FakeGmail:
             await request.body(),
         )
         self.requests.append(recorded)
-        response = await self._answer(recorded)
+        self._in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+        try:
+            if self.answer_delay:
+                await asyncio.sleep(self.answer_delay)
+            response = await self._answer(recorded)
+        finally:
+            self._in_flight -= 1
         recorded.status = response.status_code
         return response
 

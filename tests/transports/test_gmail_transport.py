@@ -151,6 +151,33 @@ async def test_message_over_5_mb_goes_through_the_upload_endpoint(gmail: FakeGma
     assert parts(received.mime)["application/octet-stream"].get_content() == big.data
 
 
+async def test_upload_is_sent_again_whole_after_a_refresh(gmail: FakeGmail) -> None:
+    gmail.reset()
+    gmail.grant("ya29.fresh")
+    big = Attachment("scan.bin", "application/octet-stream", os.urandom(6 * 1024 * 1024))
+    sent = message(1, attachments=(encode_part(big, inline=False),))
+    transport = GmailTransport(api_url=gmail.url, tokens=Tokens("ya29.expired", "ya29.fresh"))
+    [result] = await transport.send_many([sent])
+    await transport.aclose()
+    assert result.accepted
+    assert [(r.path.startswith("/upload/"), r.status) for r in gmail.requests] == [(True, 401), (True, 200)]
+    assert gmail.sent[0].raw == sent.joined()
+
+
+async def test_a_few_messages_in_flight_results_in_order(gmail: FakeGmail) -> None:
+    gmail.reset()
+    gmail.grant(TOKEN)
+    gmail.answer_delay = 0.05
+    transport = GmailTransport(api_url=gmail.url, tokens=Tokens(TOKEN), concurrency=3)
+    sent = [message(n) for n in range(10)]
+    results = await transport.send_many(sent)
+    await transport.aclose()
+    assert gmail.peak_in_flight == 3
+    assert [r.key for r in results] == [m.key for m in sent]
+    by_id = {m.id: m for m in gmail.sent}
+    assert [by_id[r.provider_id or ""].mime["Subject"] for r in results] == [f"Hello {n}" for n in range(10)]
+
+
 async def test_message_over_35_mb_is_refused_without_a_request(gmail: FakeGmail, transport: GmailTransport) -> None:
     huge = OutgoingMessage("row-9", "bob@gmail.com", ("a@example.com",), (message(9).joined(), b"x" * (36 << 20)))
     ok, refused = await transport.send_many([message(1), huge])
