@@ -281,3 +281,19 @@ async def test_batch_access_denied_names_mail_modify(graph: FakeGraph, transport
     graph.fail_next(1, 403, code="ErrorAccessDenied", message="Access is denied.", in_batch=True)
     with pytest.raises(PermanentSendError, match=r"mail\.modify"):
         await transport.mark_read([message.id], read=True)
+
+
+async def test_text_only_and_unreadable_address(graph: FakeGraph, transport: OutlookTransport) -> None:
+    text_only = OutgoingMessage(
+        key="row-15",
+        envelope_from=MAILBOX,
+        recipients=(),
+        message=b"",
+        content=MessageContent(from_addr=MAILBOX, subject="Plain", html=None, text="Just text", to=["ann@example.com"]),
+    )
+    results = await transport.send_many([text_only, outgoing("row-16", to=("not an address",))])
+    assert results[0].accepted
+    assert graph.sent[0].body == {"contentType": "text", "content": "Just text"}
+    assert (results[1].provider_id, results[1].permanent) == (None, True)
+    assert "not an address" in (results[1].error or "")
+    assert len(graph.requests) == 2  # the unreadable one never reached Graph

@@ -130,7 +130,10 @@ class OutlookTransport:
         content = msg.content
         if content is None:
             raise _Refused("the message has no fields for Outlook (content missing)")
-        fields = _message_fields(content)
+        try:
+            fields = _message_fields(content)
+        except ValueError as exc:  # an address that is not one
+            raise _Refused(str(exc)) from None
         inline, later = _split_attachments(content.attachments)
         draft_id: str | None = None
         sending = False
@@ -268,7 +271,7 @@ class OutlookTransport:
                 # 404: the message is gone; 400: an id Graph cannot read. Nothing to act on either way.
                 pending.pop(n, None)
             elif status == 401:
-                await self._access_token(refresh=True)  # the next round goes with a fresh token
+                await self._access_token(refused=self._token)  # the next round goes with a fresh token
                 waits.append(0.0)
             elif status == 403:
                 raise PermanentSendError(_scope_reason("mail.modify", _item_error(item)))
@@ -281,12 +284,13 @@ class OutlookTransport:
 
     async def _json(self, method: str, path: str, body: Any, *, scope: str, gone: bool = False) -> dict[str, Any]:
         """One Graph request with the bearer token (refreshed once on 401); the JSON answer."""
+        token = await self._access_token()
         for attempt in (0, 1):
-            token = await self._access_token(refresh=attempt == 1)
             headers = {"Authorization": f"Bearer {token}", **_PREFER}
             response = await self._raw(method, self._base + path, json=body, headers=headers)
-            if response.status_code != 401:
+            if response.status_code != 401 or attempt:
                 break
+            token = await self._access_token(refused=token)
         status = response.status_code
         if 200 <= status < 300:
             return _json_body(response)
@@ -296,11 +300,14 @@ class OutlookTransport:
             raise PermanentSendError("Outlook refused a fresh access token; reconnect the Outlook account")
         raise _error(response, scope=scope)
 
-    async def _access_token(self, *, refresh: bool) -> str:
+    async def _access_token(self, *, refused: str | None = None) -> str:
+        """The token to use; with ``refused``, one other than that token Graph answered 401 to."""
         async with self._token_lock:
-            if refresh or self._token is None:
+            # Requests in flight together share one refresh: only the first to see the refused
+            # token still current asks for a new one.
+            if self._token is None or (refused is not None and refused == self._token):
                 # A PermanentSendError here (access revoked) ends the call as it is.
-                self._token = await self._tokens.access_token(refresh=refresh)
+                self._token = await self._tokens.access_token(refresh=refused is not None)
             return self._token
 
     async def _raw(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -326,6 +333,8 @@ def _error(response: httpx.Response, *, scope: str) -> SendError | _Refused:
     reason = f"Outlook answered {status} {code}: {message}" if code else f"Outlook answered {status}: {message}"
     if status in _RETRY_STATUSES or status >= 500:
         return TransientSendError(reason, retry_after=retry_after(response.headers.get("retry-after")))
+    if code == "MailboxNotEnabledForRESTAPI":
+        return PermanentSendError(f"this Microsoft account has no Exchange Online mailbox to send from ({message})")
     if status == 403:
         if code == "ErrorSendAsDenied":
             return _Refused(f"the Outlook mailbox may not send as this From address ({message})")
