@@ -48,3 +48,10 @@ class Conflict(MailroomError):
 class PayloadTooLarge(MailroomError):
     status = 413
     code = "PayloadTooLarge"
+
+
+class BadGateway(MailroomError):
+    """A provider the request depends on could not be reached or failed; nothing was changed."""
+
+    status = 502
+    code = "BadGateway"

@@ -17,10 +17,13 @@ from mailroom.crypto import InvalidToken, SecretBox
 
 UNSUBSCRIBE = "unsubscribe"
 
-# Paths opened from an email: the link's own token is all the authority they take, no API token.
-LINK_ONLY_PREFIXES = ("/unsubscribe/", "/users/confirm/", "/t/")
+# Paths opened from an email, or by a browser coming back from a provider's consent screen: the
+# link's own token (or OAuth state) is all the authority they take, no API token.
+OAUTH_CALLBACKS = ("/users/self/google/callback", "/users/self/microsoft/callback")
+LINK_ONLY_PREFIXES = ("/unsubscribe/", "/users/confirm/", "/t/", *OAUTH_CALLBACKS)
 # Paths whose next segment (and anything after it) is a bearer token. A path is matched anywhere so
-# a service mounted under a prefix (root_path) is covered too.
+# a service mounted under a prefix (root_path) is covered too. For the OAuth callbacks that is the
+# query string: its code and state redeem a mailbox connection.
 PUBLIC_TOKEN_PREFIXES = (*LINK_ONLY_PREFIXES, "/invitations/")
 REDACTED = "<redacted>"
 _TOKEN_PATH = re.compile("(" + "|".join(re.escape(prefix) for prefix in PUBLIC_TOKEN_PREFIXES) + ").+")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Index, LargeBinary, PrimaryKeyConstraint, Text, text
+from sqlalchemy import DateTime, Index, LargeBinary, PrimaryKeyConstraint, Text, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -143,6 +143,8 @@ class _MailboxCredential:
     access_token: Mapped[bytes | None] = mapped_column(LargeBinary)
     refresh_token: Mapped[bytes | None] = mapped_column(LargeBinary)
     expires_at: Mapped[datetime | None] = timestamp()
+    # Set by the sender when the provider throttles this mailbox: no sends through it before then.
+    paused_until: Mapped[datetime | None] = timestamp()
     created_at: Mapped[datetime] = created_at()
     updated_at: Mapped[datetime | None] = timestamp()
     deleted_at: Mapped[datetime | None] = timestamp()
@@ -156,3 +158,27 @@ class GoogleCredential(_MailboxCredential, Base):
 class MicrosoftCredential(_MailboxCredential, Base):
     __tablename__ = "microsoft_credentials"
     __table_args__ = (Index("ix_microsoft_credentials_user", "user"),)
+
+
+class OAuthState(Base):
+    """A mailbox connection under way: what the consent screen's callback will act on.
+
+    The browser carries only a sealed nonce (the OAuth ``state``); the PKCE verifier stays here,
+    encrypted, so nothing in a URL is enough to redeem an intercepted code. One use: the callback
+    deletes the row it reads.
+    """
+
+    __tablename__ = "oauth_states"
+    nonce: Mapped[str] = mapped_column(Text, primary_key=True)
+    user: Mapped[uuid.UUID] = fk("users.id", ondelete="CASCADE")
+    brand: Mapped[uuid.UUID] = fk("brands.id", ondelete="CASCADE")
+    kind: Mapped[str] = mapped_column(Text)
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    verifier: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = created_at()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (
+        one_of("kind", ("google", "microsoft"), name="kind"),
+        # Expired rows are swept by expiry; without it that is a scan.
+        Index("ix_oauth_states_expires_at", "expires_at"),
+    )
