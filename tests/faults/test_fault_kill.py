@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mailroom.sending.slices import CHUNK
+from mailroom.transports.smtp import SmtpTransport
 from tests.support import faults
 from tests.support.smtp_server import smtp_server
 from tests.support.workers import WorkerGroup
@@ -23,8 +23,8 @@ from tests.support.world import World
 RECIPIENTS = 20_000
 BATCH = 500
 CONCURRENCY = 2
-# A job records its outcomes every CHUNK messages: at most that many per running job can be unrecorded.
-IN_FLIGHT = CHUNK * CONCURRENCY
+# A job records its outcomes after every call to the transport: at most that many per running job can be unrecorded.
+IN_FLIGHT = SmtpTransport.max_recipients_per_call * CONCURRENCY
 
 
 @pytest.fixture

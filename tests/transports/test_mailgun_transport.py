@@ -10,6 +10,7 @@ from mailroom.transports.base import (
     PermanentSendError,
     TransientSendError,
     Transport,
+    send_one,
 )
 from mailroom.transports.mailgun import (
     MailgunTransport,
@@ -222,7 +223,7 @@ async def test_bad_key_and_unknown_domain_are_permanent(mailgun: FakeMailgun) ->
 
     wrong_domain = MailgunTransport(mailgun.url + "/v3/", KEY, "other.example.com")
     with pytest.raises(PermanentSendError, match=r"does not know the sending domain other\.example\.com"):
-        await wrong_domain.send(envelope_from="a@x.com", recipients=["b@example.com"], message=b"Subject: x\r\n\r\nx")
+        await send_one(wrong_domain, OutgoingMessage("k", "a@x.com", ["b@example.com"], b"Subject: x\r\n\r\nx"))
     await wrong_domain.aclose()
 
 
@@ -248,7 +249,7 @@ async def test_timeouts_and_refused_connections_are_transient(mailgun: FakeMailg
 async def test_send_single_message(mailgun: FakeMailgun, transport: MailgunTransport) -> None:
     raw = mime_message(5).message
     assert isinstance(raw, bytes)
-    result = await transport.send(envelope_from="bob@x.com", recipients=["user5@example.com"], message=raw, key="k5")
+    result = await send_one(transport, OutgoingMessage("k5", "bob@x.com", ["user5@example.com"], raw))
     assert (result.key, result.provider_id) == ("k5", f"20240101000000.1.abc@{DOMAIN}")
     assert mailgun.requests[0].fields["to"] == ["user5@example.com"]
     assert "key-3ax6" not in repr(transport)

@@ -6,7 +6,7 @@ from typing import cast
 
 import pytest
 
-from mailroom.transports.base import OutgoingMessage, TransientSendError, Transport
+from mailroom.transports.base import OutgoingMessage, TransientSendError, Transport, send_one
 from mailroom.transports.mime import build_message, make_message_id
 from mailroom.transports.outbox import OutboxTransport
 
@@ -77,7 +77,7 @@ async def test_unsafe_keys_are_refused(tmp_path: Path) -> None:
 
 async def test_send_without_a_key_names_the_file(tmp_path: Path) -> None:
     outbox = OutboxTransport(tmp_path)
-    result = await outbox.send(envelope_from="a@example.com", recipients=["b@example.com"], message=raw_message(4))
+    result = await send_one(outbox, OutgoingMessage("k4", "a@example.com", ["b@example.com"], raw_message(4)))
     assert result.provider_id == f"outbox:{result.key}"
     assert read(outbox.path_for(result.key))["Subject"] == "Hello 4"
 

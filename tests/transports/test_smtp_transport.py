@@ -8,6 +8,7 @@ from mailroom.transports.base import (
     PermanentSendError,
     TransientSendError,
     Transport,
+    send_one,
 )
 from mailroom.transports.mime import build_message, make_message_id
 from mailroom.transports.smtp import SmtpSettings, SmtpTransport
@@ -157,9 +158,7 @@ async def test_unreachable_server_fails_the_call_as_transient() -> None:
     with pytest.raises(TransientSendError, match="cannot connect to SMTP server"):
         await transport.send_many([message(1), message(2)])
     with pytest.raises(TransientSendError):
-        await transport.send(
-            envelope_from=SENDER, recipients=["a@example.com"], message=raw_message(1, "a@example.com")
-        )
+        await send_one(transport, OutgoingMessage("k1", SENDER, ["a@example.com"], raw_message(1, "a@example.com")))
 
 
 async def test_credentials_from_the_url() -> None:
@@ -178,11 +177,11 @@ async def test_credentials_from_the_url() -> None:
 async def test_send_returns_the_result_or_raises(server: FakeSmtpServer) -> None:
     transport = SmtpTransport(server.url)
     raw = raw_message(7, "user7@example.com")
-    result = await transport.send(envelope_from=SENDER, recipients=["user7@example.com"], message=raw, key="k7")
+    result = await send_one(transport, OutgoingMessage("k7", SENDER, ["user7@example.com"], raw))
     assert (result.key, result.provider_id) == ("k7", "row-7@mail.example.com")
     server.refuse("nobody@example.com")
     with pytest.raises(PermanentSendError, match="550"):
-        await transport.send(envelope_from=SENDER, recipients=["nobody@example.com"], message=raw)
+        await send_one(transport, OutgoingMessage("k8", SENDER, ["nobody@example.com"], raw))
     await transport.aclose()
 
 

@@ -27,13 +27,10 @@ log = logging.getLogger(__name__)
 SEND_TASK = "mailroom.send_batch"
 QUOTA_EXCEEDED = "Maximum marketing email quota per month exceeded."
 
-# Mailbox (Gmail/Outlook) sending is not part of this sender: those campaigns wait for it rather than
-# going out through the ESP under another From.
 CLAIM_DUE = text(
     """
     SELECT id, "from", individual FROM email_campaigns
     WHERE due_at <= now() AND executed_at IS NULL AND deleted_at IS NULL
-      AND google_credential IS NULL AND microsoft_credential IS NULL
     ORDER BY due_at
     FOR UPDATE SKIP LOCKED
     LIMIT 1
@@ -44,7 +41,6 @@ NEXT_DUE = text(
     """
     SELECT min(due_at) FROM email_campaigns
     WHERE executed_at IS NULL AND deleted_at IS NULL AND due_at IS NOT NULL
-      AND google_credential IS NULL AND microsoft_credential IS NULL
     """
 )
 

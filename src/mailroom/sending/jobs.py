@@ -28,6 +28,7 @@ from mailroom.crypto import SecretBox
 from mailroom.db import libpq_url, make_engine, make_sessionmaker, resolve_database_url
 from mailroom.files.storage import LocalStorage
 from mailroom.sending.execute import NEXT_DUE, SEND_TASK, execute_next_due
+from mailroom.sending.mailboxes import Mailboxes, Paused
 from mailroom.sending.notices import NOTICE_TASK, send_notice
 from mailroom.sending.queue import QUEUE
 from mailroom.sending.ratelimit import RateLimiter
@@ -46,6 +47,7 @@ STALLED_AFTER = 8.0
 MAX_SLEEP = 5.0
 RETRYABLE = (
     TransientSendError,
+    Paused,
     RetryLater,
     OSError,
     psycopg.OperationalError,
@@ -112,9 +114,14 @@ async def recover_stalled_jobs(app: procrastinate.App) -> None:
 
 
 class SendRetry(RetryStrategy):
-    """Exponential backoff, but never sooner than the provider asked (Retry-After)."""
+    """Exponential backoff, but never sooner than the provider asked (Retry-After).
+
+    A paused mailbox is waited for however often it happens: throttling is not a failure.
+    """
 
     def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
+        if isinstance(exception, Paused):
+            return RetryDecision(retry_at=datetime.now(UTC) + timedelta(seconds=exception.retry_after))
         decision = super().get_retry_decision(exception=exception, job=job)
         asked = getattr(exception, "retry_after", None)
         if decision is None or not asked:
@@ -139,7 +146,7 @@ def build_job_app(conninfo: str, ctx: SendContext) -> procrastinate.App:
         try:
             await send_slice(ctx, uuid.UUID(campaign), first, last, job=where)
         except RETRYABLE as exc:
-            if job is None or job.attempts + 1 < (SEND_RETRY.max_attempts or 0):
+            if isinstance(exc, Paused) or job is None or job.attempts + 1 < (SEND_RETRY.max_attempts or 0):
                 raise
             # The last attempt: the rows still unsent get the reason instead of waiting forever.
             async with ctx.sessionmaker() as session, session.begin():
@@ -169,15 +176,18 @@ async def run_worker(settings: Settings, *, concurrency: int = 8) -> None:
     sessionmaker = make_sessionmaker(engine)
     transport = make_transport(settings)
     renderer = RenderPool(RenderLimits.from_settings(settings))
+    box = SecretBox(settings.resolved_secret_key())
+    mailboxes = Mailboxes(settings, sessionmaker, box)
     ctx = SendContext(
         sessionmaker=sessionmaker,
         transport=transport,
         limiter=RateLimiter(sessionmaker, transport_name(settings), settings.rate_limit),
-        box=SecretBox(settings.resolved_secret_key()),
+        box=box,
         public_url=settings.public_url,
         message_domain=message_domain(settings),
         storage=LocalStorage(settings.data_dir / "files"),
         renderer=renderer,
+        mailboxes=mailboxes,
         allow_private_links=settings.allow_private_attachment_links,
         default_from=default_from(settings),
         fetch_deadline=settings.attachment_fetch_timeout,
@@ -207,5 +217,6 @@ async def run_worker(settings: Settings, *, concurrency: int = 8) -> None:
                         await task
     finally:
         await renderer.aclose()
+        await mailboxes.aclose()
         await transport.aclose()
         await engine.dispose()

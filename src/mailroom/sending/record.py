@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -21,6 +22,7 @@ import sqlalchemy.exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from mailroom.sending.to_send import PendingRow
 from mailroom.transports.base import SendResult
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,8 @@ DATABASE_GONE = (
     OSError,
 )
 
-# Emails rows are inserted and linked to their recipient rows in one statement per chunk.
+# Emails rows are inserted and linked to their recipient rows in one statement per chunk. The provider's
+# id goes in the column of the route the mail took (mailgun_id for the ESP), so each row shows it.
 RECORD_SENT = text(
     """
     WITH sent AS (
@@ -43,11 +46,16 @@ RECORD_SENT = text(
                AS s(email_id, row_id, provider, subject, to_address, error)
     ),
     emails AS (
-        INSERT INTO emails (id, "from", "to", cc, bcc, subject, headers, mailgun_id, domain, campaign, tags,
-                            sent_at, accepted)
+        INSERT INTO emails (id, "from", "to", cc, bcc, subject, headers, mailgun_id, google_id, microsoft_id,
+                            google_credential, microsoft_credential, domain, campaign, tags, sent_at, accepted)
         SELECT DISTINCT ON (email_id) email_id, :sender, string_to_array(to_address, ','),
-               CAST(:cc AS text[]), CAST(:bcc AS text[]), subject, CAST(:headers AS jsonb), provider, :domain,
-               :campaign, CAST(:tags AS text[]), now(), 1
+               CAST(:cc AS text[]), CAST(:bcc AS text[]), subject, CAST(:headers AS jsonb),
+               CASE WHEN :route = 'esp' THEN provider END,
+               CASE WHEN :route = 'google' THEN provider END,
+               CASE WHEN :route = 'microsoft' THEN provider END,
+               CASE WHEN :route = 'google' THEN CAST(:credential AS uuid) END,
+               CASE WHEN :route = 'microsoft' THEN CAST(:credential AS uuid) END,
+               :domain, :campaign, CAST(:tags AS text[]), now(), 1
         FROM sent
         RETURNING id
     ),
@@ -59,6 +67,9 @@ RECORD_SENT = text(
     SELECT count(*) FROM linked
     """
 )
+
+# A Gmail thread is known once the first message of the campaign is sent into it.
+RECORD_THREAD = text("UPDATE email_campaigns SET thread_key = :key WHERE id = :campaign AND thread_key IS NULL")
 
 RECORD_FAILED = text(
     """
@@ -124,52 +135,71 @@ async def give_up(session: AsyncSession, campaign: uuid.UUID, first: int, last: 
     await bump_counters(session, campaign, failed=failed)
 
 
-async def record(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    *,
-    campaign: uuid.UUID,
-    brand: uuid.UUID,
-    rows: Sequence[Any],
-    results: Sequence[SendResult],
-    subjects: Sequence[str],
-    from_header: str,
-    tags: list[str],
-    domain: str,
-    cc: list[str],
-    bcc: list[str],
-    to: str | None = None,
-    shared_email: uuid.UUID | None = None,
-) -> int:
+@dataclass(frozen=True, slots=True)
+class ChunkOutcome:
+    """What happened to one chunk of a campaign's recipients, as record() stores it.
+
+    ``route`` is where the mail went: "esp" (Mailgun, SMTP, outbox), "google" or "microsoft" (the
+    user's mailbox through ``credential``). A shared message (one for the whole campaign) gives every
+    row the same ``shared_email`` and ``to``.
+    """
+
+    campaign: uuid.UUID
+    rows: Sequence[PendingRow]
+    results: Sequence[SendResult]
+    subjects: Sequence[str]
+    from_header: str
+    tags: Sequence[str]
+    headers: Mapping[str, str]
+    domain: str | None
+    route: str = "esp"
+    credential: uuid.UUID | None = None
+    cc: Sequence[str] = ()
+    bcc: Sequence[str] = ()
+    to: str | None = None
+    shared_email: uuid.UUID | None = None
+
+
+async def record(sessionmaker: async_sessionmaker[AsyncSession], outcome: ChunkOutcome) -> int:
     """Store what happened; returns how many rows are still pending (temporary refusals)."""
+    rows, results, subjects = outcome.rows, outcome.results, outcome.subjects
     sent = [(row, result, subject) for row, result, subject in zip(rows, results, subjects, strict=True)
             if result.provider_id]  # fmt: skip
     failed = [(row, result) for row, result in zip(rows, results, strict=True)
               if not result.provider_id and result.permanent]  # fmt: skip
     sent_params = {
-        "email_ids": [shared_email or uuid.uuid4() for _ in sent],
+        "email_ids": [outcome.shared_email or uuid.uuid4() for _ in sent],
         "row_ids": [row.id for row, _, _ in sent],
         "providers": [result.provider_id for _, result, _ in sent],
         "subjects": [subject for _, _, subject in sent],
-        "tos": [to if to is not None else row.email_address for row, _, _ in sent],
+        "tos": [outcome.to if outcome.to is not None else row.email_address for row, _, _ in sent],
         "errors": [result.error for _, result, _ in sent],
-        "sender": from_header,
-        "cc": cc,
-        "bcc": bcc,
-        "headers": orjson.dumps({"Feedback-ID": f"rechat:{brand}:rechat"}).decode(),
-        "domain": domain,
-        "campaign": campaign,
-        "tags": tags,
+        "sender": outcome.from_header,
+        "cc": list(outcome.cc),
+        "bcc": list(outcome.bcc),
+        "headers": orjson.dumps(dict(outcome.headers)).decode(),
+        "route": outcome.route,
+        "credential": outcome.credential,
+        "domain": outcome.domain,
+        "campaign": outcome.campaign,
+        "tags": list(outcome.tags),
     }
     failed_params = {
         "row_ids": [row.id for row, _ in failed],
         "errors": [result.error or "refused" for _, result in failed],
     }
+    thread = next((result.thread_id for result in results if result.thread_id), None)
+    campaign = outcome.campaign
     waited = 0.0
     while True:
         try:
             async with sessionmaker() as session, session.begin():
                 linked = (await session.execute(RECORD_SENT, sent_params)).scalar_one() if sent else 0
                 refused = (await session.execute(RECORD_FAILED, failed_params)).scalar_one() if failed else 0
+                if thread is not None and outcome.credential is not None:
+                    # The credential and the provider's thread id together name a thread across mailboxes.
+                    key = f"{outcome.credential}{thread}"
+                    await session.execute(RECORD_THREAD, {"campaign": campaign, "key": key})
             break
         except DATABASE_GONE:
             if waited >= RECORD_PATIENCE:

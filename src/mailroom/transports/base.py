@@ -18,6 +18,10 @@ Contract of ``send_many(messages)``:
 * A message dropped mid-DATA (connection lost after the body was sent) is reported as a
   transient failure, although the server may have kept it: SMTP cannot tell.
 
+``builds_from_fields`` True: the transport builds its messages from ``OutgoingMessage.content``
+(Mailgun batch sending, Graph), so the sender may leave ``message`` None for mail to one recipient
+each; a shared message (one for many recipients) always comes with its MIME as well.
+
 ``max_recipients_per_call`` is the most recipients one ``send_many`` call may address: the sender
 sends individual mail in calls of at most that many, and sends a campaign through a mailbox
 (Gmail, Outlook) only when all of its recipients fit in one of that mailbox's messages.
@@ -61,7 +65,7 @@ class PermanentSendError(SendError):
 class MessageContent:
     """A message as fields, for APIs that build the message themselves (Microsoft Graph).
 
-    ``attachments`` with a ``content_id`` are the inline ones (``cid:`` in the html).
+    ``inline`` are the parts the html shows (``cid:<content_id>``), ``attachments`` the others.
     ``headers`` are the extra headers the MIME form carries (List-Unsubscribe, Reply-To, ...).
     """
 
@@ -73,6 +77,7 @@ class MessageContent:
     cc: Sequence[str] = ()
     bcc: Sequence[str] = ()
     attachments: Sequence[Attachment] = ()
+    inline: Sequence[Attachment] = ()
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -84,6 +89,7 @@ class OutgoingMessage:
     ``message`` is the MIME message, as bytes or as consecutive byte segments whose large
     ones (attachment parts) are shared by every message of a campaign: a transport writes
     the segments one after the other and joins them only where an API needs one buffer.
+    It is None when the transport builds its messages from ``content`` (``builds_from_fields``).
     ``tags`` and ``variables`` are provider metadata (Mailgun ``o:tag`` / ``v:name``, seen
     again in its webhooks); transports that relay raw MIME ignore them.
     """
@@ -91,7 +97,7 @@ class OutgoingMessage:
     key: str
     envelope_from: str
     recipients: Sequence[str]
-    message: bytes | tuple[bytes, ...]
+    message: bytes | tuple[bytes, ...] | None
     tags: Sequence[str] = ()
     variables: Mapping[str, str] = field(default_factory=dict)
     # The same message as fields, for transports that take fields rather than MIME (Graph).
@@ -103,11 +109,13 @@ class OutgoingMessage:
 
     @property
     def segments(self) -> tuple[bytes, ...]:
+        if self.message is None:
+            raise ValueError(f"message {self.key} was given as fields only")
         return (self.message,) if isinstance(self.message, bytes) else self.message
 
     def joined(self) -> bytes:
         """The message in one buffer: a copy of the shared parts, so only for one message at a time."""
-        return self.message if isinstance(self.message, bytes) else b"".join(self.message)
+        return self.message if isinstance(self.message, bytes) else b"".join(self.segments)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +138,7 @@ class Transport(Protocol):
 
     name: str
     max_recipients_per_call: int
+    builds_from_fields: bool
 
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]: ...
 

@@ -96,6 +96,7 @@ class GmailTransport:
     # Every To, Cc and Bcc address counts against the account's daily recipient quota, and
     # Google refuses large recipient lists from mail not sent in its web interface well before
     # a relay would: 100 stays inside the sending limits Google publishes for Workspace accounts.
+    builds_from_fields = False
     max_recipients_per_call = 100
 
     def __init__(

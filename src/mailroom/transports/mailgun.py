@@ -27,18 +27,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import httpx
 
 from mailroom.transports.base import (
+    MessageContent,
     OutgoingMessage,
     PermanentSendError,
     SendError,
     SendResult,
     TransientSendError,
-    send_one,
     settle,
 )
 from mailroom.transports.mime import Attachment, one_line, parse_address
@@ -74,11 +74,68 @@ class TemplateSend:
     attachments: Sequence[Attachment] = ()
 
 
+# Names, in recipient-variables, of the per-recipient headers a reader of Mailgun's webhooks looks for.
+_HEADER_VARIABLES = {"list-unsubscribe": "unsubscribe"}
+
+
+def batch_of(messages: Sequence[OutgoingMessage]) -> TemplateSend:
+    """Messages of one campaign to one recipient each, given as fields, as one Mailgun batch send.
+
+    What is the same for everyone is sent once; what differs (a personalised subject or body, the
+    unsubscribe link) travels as recipient-variables and is substituted by Mailgun per recipient. The
+    campaign's own templates stay ours: Mailgun only sees finished text, never template logic.
+    """
+    contents = [m.content for m in messages]
+    if not all(contents):
+        raise ValueError("a batch send needs every message as fields")
+    first = cast(MessageContent, contents[0])
+    each = cast(list[MessageContent], contents)
+    if any(c.from_addr != first.from_addr or len(m.recipients) != 1 for c, m in zip(each, messages, strict=True)):
+        raise ValueError("a batch send is one sender's mail to one recipient per message")
+    variables: list[dict[str, str]] = [{} for _ in messages]
+    fields: dict[str, str | None] = {}
+    for name in ("subject", "html", "text"):
+        values = [getattr(c, name) for c in each]
+        if len(set(values)) == 1:
+            fields[name] = values[0]
+        else:
+            fields[name] = f"%recipient.{name}%"
+            for per_recipient, value in zip(variables, values, strict=True):
+                per_recipient[name] = value or ""
+    headers: dict[str, str] = {}
+    for number, name in enumerate(first.headers):
+        values = [c.headers.get(name, "") for c in each]
+        if len(set(values)) == 1:
+            headers[name] = values[0]
+            continue
+        variable = _HEADER_VARIABLES.get(name.lower(), f"header{number}")
+        # Brackets common to every value (<url>) stay in the header, so the variable is the bare value.
+        bracketed = all(v.startswith("<") and v.endswith(">") for v in values)
+        headers[name] = f"<%recipient.{variable}%>" if bracketed else f"%recipient.{variable}%"
+        for per_recipient, value in zip(variables, values, strict=True):
+            per_recipient[variable] = value[1:-1] if bracketed else value
+    return TemplateSend(
+        from_addr=first.from_addr,
+        subject=fields["subject"] or "",
+        html=fields["html"],
+        text=fields["text"],
+        recipients=[
+            TemplateRecipient(key=m.key, address=m.recipients[0], variables=values)
+            for m, values in zip(messages, variables, strict=True)
+        ],
+        headers=headers,
+        tags=messages[0].tags,
+        inline=first.inline,
+        attachments=first.attachments,
+    )
+
+
 class MailgunTransport:
     """See the module docstring and ``mailroom.transports.base`` for the contract."""
 
     name = "mailgun"
     # Mailgun takes up to 1,000 recipients in one batch-sending call.
+    builds_from_fields = True
     max_recipients_per_call = 1000
 
     def __init__(
@@ -107,12 +164,13 @@ class MailgunTransport:
         if self._owns_client:
             await self._client.aclose()
 
-    async def send(
-        self, *, envelope_from: str, recipients: Sequence[str], message: bytes, key: str | None = None
-    ) -> SendResult:
-        return await send_one(self, OutgoingMessage(key or "", envelope_from, tuple(recipients), message))
-
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        """Messages given as fields only go out in batch sends (see ``batch_of``); the others as MIME."""
+        if messages and all(m.message is None for m in messages):
+            results: list[SendResult] = []
+            for start in range(0, len(messages), MAX_TEMPLATE_RECIPIENTS):
+                results += await self.send_template(batch_of(messages[start : start + MAX_TEMPLATE_RECIPIENTS]))
+            return results
         abort: list[SendError] = []
 
         async def one(msg: OutgoingMessage) -> SendResult | SendError:

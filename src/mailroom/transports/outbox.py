@@ -20,7 +20,6 @@ from mailroom.transports.base import (
     SendError,
     SendResult,
     TransientSendError,
-    send_one,
     settle,
 )
 
@@ -31,6 +30,7 @@ _CRLF = re.compile(r"[\r\n]+")
 class OutboxTransport:
     name = "outbox"
     # Messages per call, as for SMTP.
+    builds_from_fields = False
     max_recipients_per_call = 100
 
     def __init__(self, directory: Path) -> None:
@@ -38,12 +38,6 @@ class OutboxTransport:
 
     def __repr__(self) -> str:
         return f"OutboxTransport({str(self.directory)!r})"
-
-    async def send(
-        self, *, envelope_from: str, recipients: Sequence[str], message: bytes, key: str | None = None
-    ) -> SendResult:
-        msg = OutgoingMessage(key or uuid.uuid4().hex, envelope_from, tuple(recipients), message)
-        return await send_one(self, msg)
 
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         if not messages:

@@ -81,6 +81,7 @@ class OutlookTransport:
 
     name = "outlook"
     # Exchange Online takes at most 500 recipients (To, Cc and Bcc together) per message.
+    builds_from_fields = True
     max_recipients_per_call = 500
 
     def __init__(
@@ -134,13 +135,15 @@ class OutlookTransport:
             fields = _message_fields(content)
         except ValueError as exc:  # an address that is not one
             raise _Refused(str(exc)) from None
-        inline, later = _split_attachments(content.attachments)
+        # Graph tells inline parts by their contentId; the others are plain attachments.
+        files = [*content.inline, *content.attachments]
+        inline, later = _split_attachments(files)
         draft_id: str | None = None
         sending = False
         try:
             if msg.reply_to_id:
                 draft_id = await self._create_reply(msg.reply_to_id, content)
-                later = list(content.attachments)
+                later = files
                 await self._json("PATCH", f"/me/messages/{_seg(draft_id)}", fields, scope="mail.send")
             else:
                 body = {**fields, **_custom_headers(content.headers)}

@@ -28,7 +28,6 @@ from mailroom.transports.base import (
     SendError,
     SendResult,
     TransientSendError,
-    send_one,
     settle,
 )
 from mailroom.transports.smtp_wire import Reply, Wire, quit_politely, transact
@@ -95,6 +94,7 @@ class SmtpTransport:
     name = "smtp"
     # Messages per call: the sender records outcomes every call, which bounds what a killed worker
     # can have sent unrecorded.
+    builds_from_fields = False
     max_recipients_per_call = 100
 
     def __init__(self, url: str, *, pool_size: int = 4, tls_context: ssl.SSLContext | None = None) -> None:
@@ -111,11 +111,6 @@ class SmtpTransport:
     def __repr__(self) -> str:  # never show the password
         s = self.settings
         return f"SmtpTransport({'smtps' if s.use_tls else 'smtp'}://{s.host}:{s.port}, pool_size={self.pool_size})"
-
-    async def send(
-        self, *, envelope_from: str, recipients: Sequence[str], message: bytes, key: str | None = None
-    ) -> SendResult:
-        return await send_one(self, OutgoingMessage(key or "", envelope_from, tuple(recipients), message))
 
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         if not messages:
