@@ -15,7 +15,7 @@ from mailroom.campaigns.schemas import CampaignIn, field_path
 from mailroom.crm.membership import member_role
 from mailroom.crm.models import Agent, Contact, CrmList, GoogleCredential, MicrosoftCredential
 from mailroom.egress import link_problem
-from mailroom.errors import BadRequest, Conflict, Forbidden, NotFound
+from mailroom.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
 from mailroom.files.models import File
 from mailroom.sending.attachments import MAILBOX_SIZE_LIMIT, MAILGUN_SIZE_LIMIT
 from mailroom.sending.render import TemplateError
@@ -137,10 +137,10 @@ async def _attachment_rows(session: AsyncSession, body: CampaignIn, actor: Actor
             if file is None or file.created_by != actor.user:
                 raise BadRequest("no such uploaded file", field=f"attachments.{index}.file")
             if file.size > limit:
-                raise BadRequest(f"is larger than the {limit} byte limit", field=f"attachments.{index}.file")
+                raise PayloadTooLarge(f"is larger than the {limit} byte limit", field=f"attachments.{index}.file")
             total += file.size
         if total > limit:
-            raise BadRequest(f"add up to more than the {limit} byte limit", field="attachments")
+            raise PayloadTooLarge(f"add up to more than the {limit} byte limit", field="attachments")
     return rows
 
 

@@ -19,9 +19,9 @@ from mailroom.config import Settings
 from mailroom.crypto import SecretBox
 from mailroom.sending.mailbox_tokens import StoredTokens
 from mailroom.sending.to_send import CampaignToSend, MailboxKind
-from mailroom.transports.base import TransientSendError, Transport
+from mailroom.transports.base import PermanentSendError, TransientSendError, Transport
 from mailroom.transports.gmail import GmailTransport
-from mailroom.transports.oauth import OAuthClient
+from mailroom.transports.oauth import NotConfigured, OAuthClient
 from mailroom.transports.outlook import OutlookTransport
 
 # How long a throttled mailbox waits when the provider does not say.
@@ -62,18 +62,25 @@ class Mailboxes:
 
     @asynccontextmanager
     async def open(self, campaign: CampaignToSend) -> AsyncIterator[Transport]:
+        """The transport of the campaign's mailbox; Paused while the provider has it throttled."""
         kind, credential = campaign.mailbox, campaign.credential
         assert kind is not None and credential is not None
         await self._check_paused(kind, credential)
-        tokens = StoredTokens(
-            self._sessionmaker,
-            self._box,
-            OAuthClient.from_settings(self._settings, kind),
-            self._http,
-            kind=kind,
-            credential_id=credential,
-        )
-        transport: Transport
+        async with self.gmail_or_outlook(kind, credential) as transport:
+            yield transport
+
+    @asynccontextmanager
+    async def gmail_or_outlook(
+        self, kind: MailboxKind, credential: uuid.UUID
+    ) -> AsyncIterator[GmailTransport | OutlookTransport]:
+        """The transport of one credential, acting with its stored (and refreshed) tokens."""
+        try:
+            oauth = OAuthClient.from_settings(self._settings, kind)
+        except NotConfigured as exc:
+            # Tokens expire within the hour: without the server's OAuth client no mailbox can be used for long.
+            raise PermanentSendError(f"this server is not set up for connected mailboxes: {exc}") from exc
+        tokens = StoredTokens(self._sessionmaker, self._box, oauth, self._http, kind=kind, credential_id=credential)
+        transport: GmailTransport | OutlookTransport
         if kind == "google":
             transport = GmailTransport(api_url=self._settings.google_api_url, tokens=tokens, client=self._http)
         else:
