@@ -149,6 +149,19 @@ async def test_graph_without_a_mail_address_gives_the_principal_name(
     assert credential["scope_summary"] == ["profile", "mail.send"]
 
 
+async def test_a_send_only_gmail_connection_takes_the_address_of_the_id_token(
+    mailroom: World, provider: FakeOAuth, session: AsyncSession
+) -> None:
+    actor = await mailroom.brand_admin()
+    query = await auth_url(actor, "google", "mail.send")
+    code = grant_code(provider, "google", query, ["profile", "mail.send"], "ann.send@example.com")
+    credential = actor.data(await come_back(actor.client, "google", code=code, state=query["state"]))
+    # Gmail's profile needs a read scope: it answered 403, and the verified ID token named the address.
+    assert provider.profile_reads == ["google"]
+    assert credential["email"] == "ann.send@example.com"
+    assert credential["scope_summary"] == ["profile", "mail.send"]
+
+
 async def test_scopes_are_checked_and_comma_separated_ones_accepted(mailroom: World) -> None:
     actor = await mailroom.brand_admin()
     query = await auth_url(actor, "google", "mail.send, calendar")

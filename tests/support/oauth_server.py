@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import secrets
 import threading
 import time
@@ -40,6 +41,11 @@ from mailroom.config import Settings
 from mailroom.transports.oauth import GOOGLE_SCOPES, MICROSOFT_ALWAYS, MICROSOFT_SCOPES
 
 GRAPH = "https://graph.microsoft.com/"
+# The scopes Gmail's users.getProfile accepts (gmail.send alone is not one of them).
+GMAIL_PROFILE_SCOPES = {
+    "https://mail.google.com/",
+    *(f"https://www.googleapis.com/auth/gmail.{name}" for name in ("modify", "compose", "readonly", "metadata")),
+}
 
 
 @dataclass
@@ -87,6 +93,7 @@ class FakeOAuth:
     _codes: dict[str, _Code] = field(default_factory=dict)
     refresh_tokens: dict[str, _Refresh] = field(default_factory=dict)
     access_tokens: dict[str, str] = field(default_factory=dict)  # issued token -> mailbox address
+    _access_scopes: dict[str, str] = field(default_factory=dict)  # issued token -> granted scope string
     _failures: deque[_Failure] = field(default_factory=deque)
     # Answering a refresh is slow when asked (``refresh_delay``), so concurrent refreshes overlap.
     refresh_delay: float = 0.0
@@ -151,6 +158,7 @@ class FakeOAuth:
     def _tokens(self, kind: str, email: str, scope: str, *, new_refresh: bool) -> tuple[str, str, str]:
         access = f"{'ya29' if kind == 'google' else 'EwB'}.{secrets.token_urlsafe(24)}"
         self.access_tokens[access] = email
+        self._access_scopes[access] = scope
         refresh = f"1//{secrets.token_urlsafe(24)}" if new_refresh else ""
         if refresh:
             self.refresh_tokens[refresh] = _Refresh(kind, email, scope)
@@ -189,7 +197,7 @@ class FakeOAuth:
                 return _error(400, "invalid_grant", "Token has been expired or revoked.")
             # Microsoft rotates refresh tokens; Google keeps the one it gave.
             access, refresh, scope = self._tokens(kind, held.email, held.scope, new_refresh=kind == "microsoft")
-            return self._token_body(access, refresh or None, scope)
+            return self._token_body(kind, access, refresh or None, scope, held.email)
         return _error(400, "unsupported_grant_type", f"Invalid grant_type: {grant_type}")
 
     def _redeem(self, kind: str, form: dict[str, str]) -> Response:
@@ -205,9 +213,9 @@ class FakeOAuth:
         if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != code.challenge:
             return _error(400, "invalid_grant", "Invalid code verifier.")
         access, refresh, scope = self._tokens(kind, code.email, code.scope, new_refresh=True)
-        return self._token_body(access, refresh, scope)
+        return self._token_body(kind, access, refresh, scope, code.email)
 
-    def _token_body(self, access: str, refresh: str | None, scope: str) -> Response:
+    def _token_body(self, kind: str, access: str, refresh: str | None, scope: str, email: str) -> Response:
         body: dict[str, Any] = {
             "access_token": access,
             "expires_in": self.expires_in,
@@ -216,7 +224,26 @@ class FakeOAuth:
         }
         if refresh:
             body["refresh_token"] = refresh
+        if "openid" in scope.split():
+            body["id_token"] = self._id_token(kind, email)
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+    def _id_token(self, kind: str, email: str) -> str:
+        """An OpenID Connect ID token as Google issues it (the signature is not checked by its reader,
+        which has it straight from the token endpoint over TLS)."""
+        now = int(time.time())
+        claims = {
+            "iss": "https://accounts.google.com",
+            "aud": self.clients[kind][0],
+            "sub": "110169484474386276334",
+            "email": email,
+            "email_verified": True,
+            "iat": now,
+            "exp": now + 3600,
+        }
+        parts = [{"alg": "RS256", "kid": "1e9gdk7", "typ": "JWT"}, claims]
+        encoded = [base64.urlsafe_b64encode(json.dumps(p).encode()).rstrip(b"=").decode() for p in parts]
+        return ".".join([*encoded, secrets.token_urlsafe(256)])
 
     def _bearer(self, request: Request) -> str | None:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -232,6 +259,11 @@ class FakeOAuth:
                 "status": "UNAUTHENTICATED",
             }
             return JSONResponse({"error": error}, 401)
+        token = request.headers["authorization"].partition(" ")[2]
+        if not set(self._access_scopes[token].split()) & GMAIL_PROFILE_SCOPES:
+            message = "Request had insufficient authentication scopes."
+            error = {"code": 403, "message": message, "status": "PERMISSION_DENIED"}
+            return JSONResponse({"error": error}, 403)
         return JSONResponse({"emailAddress": email, "messagesTotal": 12, "threadsTotal": 9, "historyId": "4242"})
 
     async def graph_me(self, request: Request) -> Response:

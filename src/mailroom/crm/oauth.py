@@ -25,6 +25,7 @@ from mailroom.errors import BadGateway, BadRequest
 from mailroom.transports.base import TransientSendError
 from mailroom.transports.oauth import (
     LABELS,
+    Grant,
     InvalidGrant,
     NotConfigured,
     OAuthClient,
@@ -65,6 +66,18 @@ def redirect_uri(settings: Settings, kind: credentials.Kind) -> str:
 
 def api_url(settings: Settings, kind: credentials.Kind) -> str:
     return settings.google_api_url if kind == "google" else settings.microsoft_graph_url
+
+
+async def _address(settings: Settings, http: httpx.AsyncClient, kind: credentials.Kind, grant: Grant) -> str:
+    """The mailbox's address from its profile; for a Gmail grant without a scope that reads the
+    profile (gmail.send alone), the verified address of Google's ID token."""
+    try:
+        url = api_url(settings, kind)
+        return await account_address(kind, api_url=url, access_token=grant.access_token, client=http)
+    except OAuthError:
+        if grant.email is None:
+            raise
+        return grant.email
 
 
 async def start_connect(
@@ -131,9 +144,7 @@ async def finish_connect(
     label = LABELS[kind]
     try:
         grant = await oauth.exchange(code, verifier=verifier, redirect_uri=redirect_uri(settings, kind), client=http)
-        address = await account_address(
-            kind, api_url=api_url(settings, kind), access_token=grant.access_token, client=http
-        )
+        address = await _address(settings, http, kind, grant)
     except InvalidGrant:
         raise BadRequest(f"{label} did not accept this code: connect the mailbox again", field="code") from None
     except OAuthError as exc:
