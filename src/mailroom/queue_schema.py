@@ -47,8 +47,13 @@ REPEATABLE_RELEASES: frozenset[Version] = frozenset({(3, 3, 0)})
 
 
 def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
-    """Alembic's filter: the job queue's tables are procrastinate's (and this module's), not the models'."""
-    return not (type_ == "table" and name is not None and (name.startswith("procrastinate_") or name == APPLIED_TABLE))
+    """Alembic's filter: the job queue's tables are procrastinate's (and this module's), not the models'; the
+    monthly partitions of email_events are made as months come, not by the models."""
+    return not (
+        type_ == "table"
+        and name is not None
+        and (name.startswith(("procrastinate_", "email_events_")) or name == APPLIED_TABLE)
+    )
 
 
 class UnknownJobQueueSchema(RuntimeError):

@@ -59,6 +59,8 @@ class EmailCampaign(_EventCounters, Base):
     failure: Mapped[str | None] = mapped_column(Text)
     notifications_enabled: Mapped[bool] = mapped_column(server_default=sql_text("true"))
     archive: Mapped[bool] = mapped_column(server_default=sql_text("false"))
+    # Our own open and click tracking for this campaign (MAILROOM_TRACKING=off turns it off everywhere).
+    tracking: Mapped[bool] = mapped_column(server_default=sql_text("true"))
     tags: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
     recipients_count: Mapped[int | None] = mapped_column(Integer)
     listed: Mapped[bool] = mapped_column(server_default=sql_text("true"))
@@ -138,6 +140,8 @@ class Email(_EventCounters, Base):
     tags: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
     google_id: Mapped[str | None] = mapped_column(Text)
     microsoft_id: Mapped[str | None] = mapped_column(Text)
+    # The html's links in order: a tracked click redirects only to one of them.
+    links: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
     tracking_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), server_default=sql_text("gen_random_uuid()"))
     google_credential: Mapped[uuid.UUID | None] = fk("google_credentials.id", nullable=True)
     microsoft_credential: Mapped[uuid.UUID | None] = fk("microsoft_credentials.id", nullable=True)
@@ -165,6 +169,8 @@ class EmailCampaignEmail(_EventCounters, Base):
     contact: Mapped[uuid.UUID | None] = fk("contacts.id", nullable=True)
     agent: Mapped[uuid.UUID | None] = fk("agents.id", nullable=True)
     error: Mapped[str | None] = mapped_column(Text)
+    # Why an open or click of this recipient was kept as an event but not counted as a person.
+    uncounted: Mapped[str | None] = mapped_column(Text)
     __table_args__ = (
         UniqueConstraint("campaign", "email_address"),
         Index("ix_email_campaign_emails_campaign_seq", "campaign", "seq"),
