@@ -1,0 +1,77 @@
+"""Appending events: what a webhook, a tracking pixel, a tracked click or an unsubscribe reports.
+
+Events are appended as they arrive, in one statement per request, and counted afterwards by the
+settler (tracking.settle): a burst of events on one campaign never waits on the campaign's row.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailroom.tracking.models import EVENT_TYPES
+
+SOURCES = ("mailgun", "pixel", "click", "unsubscribe")
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """One event as it arrived. ``occurred_at`` None: now. Unknown ids stay None (the event is kept)."""
+
+    type: str
+    source: str
+    occurred_at: datetime | None = None
+    severity: str | None = None
+    brand: uuid.UUID | None = None
+    campaign: uuid.UUID | None = None
+    email: uuid.UUID | None = None
+    campaign_email: uuid.UUID | None = None
+    recipient: str | None = None
+    url: str | None = None
+    link_index: int | None = None
+    user_agent: str | None = None
+    ip: str | None = None
+    reason: str | None = None
+    provider_event_id: str | None = None
+    uncounted: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.type not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {self.type!r}")
+        if self.source not in SOURCES:
+            raise ValueError(f"unknown event source {self.source!r}")
+
+
+_COLUMNS = [f.name for f in fields(NewEvent)]
+_TYPES = {
+    "occurred_at": "timestamptz",
+    "brand": "uuid",
+    "campaign": "uuid",
+    "email": "uuid",
+    "campaign_email": "uuid",
+    "link_index": "integer",
+}
+# One INSERT for the whole request, however many events it carries.
+APPEND = text(
+    "INSERT INTO email_events ("
+    + ", ".join(_COLUMNS)
+    + ") SELECT "
+    + ", ".join("coalesce(occurred_at, now())" if c == "occurred_at" else c for c in _COLUMNS)
+    + " FROM unnest("
+    + ", ".join(f"CAST(:{c} AS {_TYPES.get(c, 'text')}[])" for c in _COLUMNS)
+    + ") AS e("
+    + ", ".join(_COLUMNS)
+    + ")"
+)
+
+
+async def append_events(session: AsyncSession, events: Sequence[NewEvent]) -> None:
+    """Append the events in the session's transaction; they are counted once it commits."""
+    if not events:
+        return
+    await session.execute(APPEND, {c: [getattr(e, c) for e in events] for c in _COLUMNS})
