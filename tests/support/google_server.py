@@ -32,8 +32,6 @@ import base64
 import binascii
 import json
 import secrets
-import threading
-import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -44,11 +42,11 @@ from email.policy import default as default_policy
 from email.utils import getaddresses
 from typing import Any, cast
 
-import uvicorn
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tests.support.http_server import serve_routes
 
 SEND_SCOPE = "https://www.googleapis.com/auth/gmail.send"
 MODIFY_SCOPE = "https://www.googleapis.com/auth/gmail.modify"
@@ -383,20 +381,6 @@ def gmail_server(*, tokens: Mapping[str, Iterable[str]] | Iterable[str] = ()) ->
         Route(f"/upload{base}/send", fake.handle, methods=["POST"]),
         Route(f"{base}/batchModify", fake.handle, methods=["POST"]),
     ]
-    app = Starlette(routes=routes)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the fake Gmail server did not start")
-        time.sleep(0.005)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    fake.url = f"http://127.0.0.1:{port}"
-    try:
+    with serve_routes(routes, name="Gmail") as url:
+        fake.url = url
         yield fake
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

@@ -22,8 +22,6 @@ import base64
 import itertools
 import json
 import re
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,11 +29,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-import uvicorn
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tests.support.http_server import serve_routes
 
 MAX_REQUEST = 4 * 1024 * 1024
 MAX_BATCH = 20
@@ -494,20 +492,6 @@ def graph_server(
         Route("/v1.0/{path:path}", fake.handle, methods=methods),
         Route("/upload/{token}", fake.handle_upload, methods=["PUT"]),
     ]
-    app = Starlette(routes=routes)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the fake Graph server did not start")
-        time.sleep(0.005)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    fake.url = f"http://127.0.0.1:{port}"
-    try:
+    with serve_routes(routes, name="Graph") as url:
+        fake.url = url
         yield fake
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import threading
-import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,12 +26,12 @@ from email.parser import BytesParser
 from email.policy import default as default_policy
 from typing import Any, cast
 
-import uvicorn
-from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+
+from tests.support.http_server import serve_routes
 
 
 @dataclass(frozen=True)
@@ -160,20 +158,6 @@ def mailgun_server(*, api_key: str = "key-test", domains: set[str] | None = None
         Route("/v3/{domain}/messages", fake.handle, methods=["POST"]),
         Route("/v3/{domain}/messages.mime", fake.handle, methods=["POST"]),
     ]
-    app = Starlette(routes=routes)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the fake Mailgun server did not start")
-        time.sleep(0.005)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    fake.url = f"http://127.0.0.1:{port}"
-    try:
+    with serve_routes(routes, name="Mailgun") as url:
+        fake.url = url
         yield fake
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

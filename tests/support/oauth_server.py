@@ -23,7 +23,6 @@ import base64
 import hashlib
 import json
 import secrets
-import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -31,14 +30,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mailroom.config import Settings
 from mailroom.transports.oauth import GOOGLE_SCOPES, MICROSOFT_ALWAYS, MICROSOFT_SCOPES
+from tests.support.http_server import serve_routes
 
 GRAPH = "https://graph.microsoft.com/"
 # The scopes Gmail's users.getProfile accepts (gmail.send alone is not one of them).
@@ -300,19 +298,6 @@ def oauth_server() -> Iterator[FakeOAuth]:
         Route("/gmail/v1/users/me/profile", fake.gmail_profile, methods=["GET"]),
         Route("/v1.0/me", fake.graph_me, methods=["GET"]),
     ]
-    config = uvicorn.Config(Starlette(routes=routes), host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the fake OAuth server did not start")
-        time.sleep(0.005)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    fake.url = f"http://127.0.0.1:{port}"
-    try:
+    with serve_routes(routes, name="OAuth") as url:
+        fake.url = url
         yield fake
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

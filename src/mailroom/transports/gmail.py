@@ -30,7 +30,6 @@ import secrets
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
 import httpx
@@ -44,6 +43,7 @@ from mailroom.transports.base import (
     TransientSendError,
     settle,
 )
+from mailroom.transports.retry import retry_after
 
 # Above this the JSON ``raw`` form is not accepted; Gmail documents the upload endpoint for it.
 SIMPLE_SEND_LIMIT: Final = 5 * 1024 * 1024
@@ -298,14 +298,14 @@ def _google_error(response: httpx.Response) -> _GoogleError:
     error = _json(response).get("error")
     if not isinstance(error, dict):
         text = response.text.strip()[:200] or response.reason_phrase
-        return _GoogleError(response.status_code, text, frozenset(), _retry_after_header(response))
+        return _GoogleError(response.status_code, text, frozenset(), retry_after(response))
     reasons: set[str] = set()
     for key in ("errors", "details"):  # v1 "errors" and the newer google.rpc.ErrorInfo "details"
         for item in error.get(key) or ():
             if isinstance(item, dict) and item.get("reason"):
                 reasons.add(str(item["reason"]))
     message = str(error.get("message") or error.get("status") or response.reason_phrase)
-    return _GoogleError(response.status_code, message, frozenset(reasons), _retry_after_header(response))
+    return _GoogleError(response.status_code, message, frozenset(reasons), retry_after(response))
 
 
 def _retry_after(error: _GoogleError) -> float:
@@ -317,20 +317,3 @@ def _retry_after(error: _GoogleError) -> float:
         when = datetime.fromisoformat(text.group(1).replace("Z", "+00:00"))
         return max(0.0, (when - datetime.now(UTC)).total_seconds())
     return DEFAULT_RETRY_AFTER
-
-
-def _retry_after_header(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())

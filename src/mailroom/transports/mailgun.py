@@ -25,8 +25,6 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, cast
 from urllib.parse import quote
 
@@ -42,6 +40,7 @@ from mailroom.transports.base import (
     settle,
 )
 from mailroom.transports.mime import Attachment, one_line, parse_address
+from mailroom.transports.retry import retry_after
 
 MAX_TEMPLATE_RECIPIENTS = 1000
 MAX_TAGS = 3
@@ -247,7 +246,7 @@ class MailgunTransport:
         reason = f"Mailgun answered {status}: {_error_message(response)}"
         error: SendError | None = None
         if status == 429 or status >= 500:
-            error = TransientSendError(reason, retry_after=_retry_after(response))
+            error = TransientSendError(reason, retry_after=retry_after(response))
         elif status in (401, 403):
             error = PermanentSendError(f"Mailgun refused the API key ({status})")
         elif status == 404:
@@ -297,20 +296,3 @@ def _json(response: httpx.Response) -> dict[str, Any]:
 def _error_message(response: httpx.Response) -> str:
     message = _json(response).get("message")
     return str(message) if message else response.text.strip()[:200] or response.reason_phrase
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -17,7 +17,6 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import urlencode
 
@@ -25,6 +24,7 @@ import httpx
 
 from mailroom.config import Settings
 from mailroom.transports.base import TransientSendError
+from mailroom.transports.retry import retry_after
 
 Kind = Literal["google", "microsoft"]
 LABELS: dict[Kind, str] = {"google": "Google", "microsoft": "Microsoft"}
@@ -286,7 +286,10 @@ async def _call(client: httpx.AsyncClient, method: str, url: str, label: str, **
     except httpx.TransportError as exc:
         raise TransientSendError(f"cannot reach {label}: {type(exc).__name__}") from None
     if response.status_code == 429 or response.status_code >= 500:
-        raise TransientSendError(f"{label} answered {response.status_code}", retry_after=retry_after(response))
+        raise TransientSendError(
+            f"{label} answered {response.status_code}",
+            retry_after=retry_after(response),
+        )
     return response
 
 
@@ -296,21 +299,3 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
-
-
-def retry_after(response: httpx.Response) -> float | None:
-    """Seconds a ``Retry-After`` header (delta seconds or an HTTP date) asks to wait, if any."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())

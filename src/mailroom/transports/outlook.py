@@ -30,8 +30,6 @@ import asyncio
 import base64
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -48,6 +46,7 @@ from mailroom.transports.base import (
     settle,
 )
 from mailroom.transports.mime import Attachment, parse_address
+from mailroom.transports.retry import retry_after, retry_after_seconds
 
 BATCH_LIMIT = 20  # requests per JSON batch, Graph's limit
 MOVE_DESTINATIONS = frozenset({"deleteditems", "archive"})
@@ -280,7 +279,7 @@ class OutlookTransport:
                 raise PermanentSendError(_scope_reason("mail.modify", _item_error(item)))
             else:
                 headers = {str(k).lower(): str(v) for k, v in (item.get("headers") or {}).items()}
-                waits.append(retry_after(headers.get("retry-after")) or 1.0)
+                waits.append(retry_after_seconds(headers.get("retry-after")) or 1.0)
         return waits
 
     # -- HTTP ---------------------------------------------------------------------------------
@@ -335,7 +334,7 @@ def _error(response: httpx.Response, *, scope: str) -> SendError | _Refused:
     code, message = graph_error(response)
     reason = f"Outlook answered {status} {code}: {message}" if code else f"Outlook answered {status}: {message}"
     if status in _RETRY_STATUSES or status >= 500:
-        return TransientSendError(reason, retry_after=retry_after(response.headers.get("retry-after")))
+        return TransientSendError(reason, retry_after=retry_after(response))
     if code == "MailboxNotEnabledForRESTAPI":
         return PermanentSendError(f"this Microsoft account has no Exchange Online mailbox to send from ({message})")
     if status == 403:
@@ -449,20 +448,3 @@ def graph_error(response: httpx.Response) -> tuple[str, str]:
     if isinstance(error, dict):
         return str(error.get("code") or ""), str(error.get("message") or "")
     return "", response.text.strip()[:200] or response.reason_phrase
-
-
-def retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value (seconds or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
