@@ -43,7 +43,7 @@ from mailroom.transports.base import (
     TransientSendError,
     settle,
 )
-from mailroom.transports.retry import retry_after
+from mailroom.transports.responses import json_object, retry_after
 
 # Above this the JSON ``raw`` form is not accepted; Gmail documents the upload endpoint for it.
 SIMPLE_SEND_LIMIT: Final = 5 * 1024 * 1024
@@ -213,7 +213,7 @@ class GmailTransport:
         if isinstance(response, SendError):
             return response
         if response.status_code == 200:
-            body = _json(response)
+            body = json_object(response)
             provider_id = str(body.get("id") or "") or None
             thread_id = str(body.get("threadId") or "") or None
             error = None if provider_id else "Gmail sent the message without an id"
@@ -286,16 +286,8 @@ async def _stream(parts: tuple[bytes, ...]) -> AsyncIterator[bytes]:
         yield part
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
 def _google_error(response: httpx.Response) -> _GoogleError:
-    error = _json(response).get("error")
+    error = json_object(response).get("error")
     if not isinstance(error, dict):
         text = response.text.strip()[:200] or response.reason_phrase
         return _GoogleError(response.status_code, text, frozenset(), retry_after(response))

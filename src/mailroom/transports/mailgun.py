@@ -40,7 +40,7 @@ from mailroom.transports.base import (
     settle,
 )
 from mailroom.transports.mime import Attachment, one_line, parse_address
-from mailroom.transports.retry import retry_after
+from mailroom.transports.responses import json_object, retry_after
 
 MAX_TEMPLATE_RECIPIENTS = 1000
 MAX_TAGS = 3
@@ -240,7 +240,7 @@ class MailgunTransport:
                 return TransientSendError(f"cannot reach Mailgun: {exc}")
         status = response.status_code
         if status == 200:
-            body = _json(response)
+            body = json_object(response)
             provider_id = str(body.get("id") or "").strip().strip("<>")
             return (provider_id or None, None if provider_id else "Mailgun queued the message without an id")
         reason = f"Mailgun answered {status}: {_error_message(response)}"
@@ -285,14 +285,6 @@ def _options(tags: Sequence[str], variables: Mapping[str, str]) -> dict[str, str
     return data
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
 def _error_message(response: httpx.Response) -> str:
-    message = _json(response).get("message")
+    message = json_object(response).get("message")
     return str(message) if message else response.text.strip()[:200] or response.reason_phrase

@@ -24,7 +24,7 @@ import httpx
 
 from mailroom.config import Settings
 from mailroom.transports.base import TransientSendError
-from mailroom.transports.retry import retry_after
+from mailroom.transports.responses import json_object, retry_after
 
 Kind = Literal["google", "microsoft"]
 LABELS: dict[Kind, str] = {"google": "Google", "microsoft": "Microsoft"}
@@ -219,7 +219,7 @@ class OAuthClient:
         form = {**form, "client_id": self.client_id, "client_secret": self.client_secret}
         label = LABELS[self.kind]
         response = await _call(client, "POST", self.token_url, label, data=form, headers={"Accept": "application/json"})
-        body = _json(response)
+        body = json_object(response)
         if response.status_code != 200:
             error = str(body.get("error") or f"HTTP {response.status_code}")
             description = str(body.get("error_description") or "")[:300]
@@ -249,7 +249,7 @@ async def account_address(kind: Kind, *, api_url: str, access_token: str, client
     url = f"{base}/gmail/v1/users/me/profile" if kind == "google" else f"{base}/v1.0/me"
     label = "Gmail" if kind == "google" else "Microsoft Graph"
     response = await _call(client, "GET", url, label, headers={"Authorization": f"Bearer {access_token}"})
-    body = _json(response)
+    body = json_object(response)
     if response.status_code != 200:
         raise OAuthError("profile_unreadable", f"{label} answered {response.status_code} for the mailbox profile")
     address = body.get("emailAddress") if kind == "google" else body.get("mail") or body.get("userPrincipalName")
@@ -291,11 +291,3 @@ async def _call(client: httpx.AsyncClient, method: str, url: str, label: str, **
             retry_after=retry_after(response),
         )
     return response
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}

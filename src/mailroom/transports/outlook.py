@@ -46,7 +46,7 @@ from mailroom.transports.base import (
     settle,
 )
 from mailroom.transports.mime import Attachment, parse_address
-from mailroom.transports.retry import retry_after, retry_after_seconds
+from mailroom.transports.responses import retry_after, retry_after_seconds
 
 BATCH_LIMIT = 20  # requests per JSON batch, Graph's limit
 MOVE_DESTINATIONS = frozenset({"deleteditems", "archive"})

@@ -1,9 +1,10 @@
-"""How long a provider asks to be left alone: the one reading of ``Retry-After`` every HTTP transport uses."""
+"""Reading a provider's HTTP answers the same way in every transport: its JSON body, and ``Retry-After``."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
 
@@ -28,3 +29,12 @@ def retry_after_seconds(value: str | None) -> float | None:
 def retry_after(response: httpx.Response) -> float | None:
     """What the response's ``Retry-After`` header asks, in seconds."""
     return retry_after_seconds(response.headers.get("retry-after"))
+
+
+def json_object(response: httpx.Response) -> dict[str, Any]:
+    """The body as a JSON object; {} when it is not one (an HTML error page from a proxy, say)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
