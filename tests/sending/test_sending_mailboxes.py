@@ -7,6 +7,8 @@ what is checked.
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Any
 
 from fastapi import FastAPI
@@ -15,8 +17,9 @@ from sqlalchemy import text
 from mailroom.config import Settings
 from mailroom.files.storage import LocalStorage
 from tests.support.campaigns import received, schedule
-from tests.support.google_server import gmail_server
+from tests.support.google_server import ALL_SCOPES, gmail_server
 from tests.support.graph_server import graph_server
+from tests.support.oauth_server import FakeOAuth, oauth_server
 from tests.support.sender import running_worker, wait_until_sent
 from tests.support.smtp_server import smtp_server
 from tests.support.world import Actor, World
@@ -206,3 +209,67 @@ async def test_a_mailbox_that_lost_the_send_scope_fails_the_campaign_naming_it(
             state = await wait_until_sent(app.state.sessionmaker, made["id"])
     assert state["failed_at"] is not None and "mail.send" in state["failure"]
     assert gmail.sent == [] and smtp.messages == []
+
+
+class IssuedTokens(dict[str, frozenset[str]]):
+    """Gmail's view of the access tokens the OAuth server has issued, however many refreshes later."""
+
+    def __init__(self, oauth: FakeOAuth) -> None:
+        super().__init__()
+        self.oauth = oauth
+
+    def get(self, token: str, default: Any = None) -> Any:
+        return ALL_SCOPES if token in self.oauth.access_tokens else default
+
+
+async def expired_google_credential(world: World, admin: Actor, oauth: FakeOAuth) -> tuple[str, str]:
+    address = f"agent-{uuid.uuid4().hex[:6]}@example.com"
+    access, refresh = oauth.grant("google", email=address, scopes=["mail.send", "mail.modify"])
+    credential = await world.google_credential(
+        admin, email=address, access_token=access, refresh_token=refresh, expires_at=time.time() - 60
+    )
+    return credential, refresh
+
+
+async def test_an_expired_token_is_refreshed_before_the_send(world: World, app: FastAPI, settings: Settings) -> None:
+    admin = await world.brand_admin()
+    with oauth_server() as oauth, gmail_server() as gmail, smtp_server() as smtp:
+        gmail.tokens = IssuedTokens(oauth)
+        credential, _ = await expired_google_credential(world, admin, oauth)
+        made = await schedule(
+            admin, to=[{"recipient_type": "Email", "email": "jane@example.com"}], google_credential=credential
+        )
+        configured = oauth.settings(settings).model_copy(update={"google_api_url": gmail.url})
+        async with running_worker(configured, transport="smtp", smtp_url=smtp.url):
+            state = await wait_until_sent(app.state.sessionmaker, made["id"])
+    assert state["failed_at"] is None, state["failure"]
+    assert oauth.refreshes("google") == 1 and len(gmail.sent) == 1
+    async with app.state.sessionmaker() as s:
+        expires_at = (
+            await s.execute(text("SELECT expires_at FROM google_credentials WHERE id = :id"), {"id": credential})
+        ).scalar_one()
+    assert expires_at.timestamp() > time.time() + 600
+
+
+async def test_a_revoked_account_fails_the_campaign_and_refuses_new_ones(
+    world: World, app: FastAPI, settings: Settings
+) -> None:
+    admin = await world.brand_admin()
+    with oauth_server() as oauth, gmail_server() as gmail, smtp_server() as smtp:
+        gmail.tokens = IssuedTokens(oauth)
+        credential, refresh = await expired_google_credential(world, admin, oauth)
+        oauth.revoke(refresh)
+        made = await schedule(
+            admin, to=[{"recipient_type": "Email", "email": "jane@example.com"}], google_credential=credential
+        )
+        configured = oauth.settings(settings).model_copy(update={"google_api_url": gmail.url})
+        async with running_worker(configured, transport="smtp", smtp_url=smtp.url):
+            state = await wait_until_sent(app.state.sessionmaker, made["id"])
+    assert state["failed_at"] is not None and "reconnect your Gmail account" in state["failure"]
+    assert gmail.sent == [] and smtp.messages == []  # not sent some other way under the user's name
+    again = await admin.post(
+        "/emails",
+        {"to": [{"recipient_type": "Email", "email": "jane@example.com"}], "subject": "Hi", "html": "<p>x</p>",
+         "due_at": None, "google_credential": credential},
+    )  # fmt: skip
+    assert again.status_code == 400 and "google_credential" in again.json()["message"]
