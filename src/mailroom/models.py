@@ -2,6 +2,7 @@
 
 from mailroom.campaigns import models as campaigns
 from mailroom.crm import models as crm
+from mailroom.domains import models as domains
 from mailroom.files import models as files
 from mailroom.orm import Base
 from mailroom.sending import models as sending
@@ -9,4 +10,4 @@ from mailroom.tracking import models as tracking
 
 metadata = Base.metadata
 
-__all__ = ["campaigns", "crm", "files", "metadata", "sending", "tracking"]
+__all__ = ["campaigns", "crm", "domains", "files", "metadata", "sending", "tracking"]

@@ -15,6 +15,8 @@ class File(Base):
     __tablename__ = "files"
     id: Mapped[uuid.UUID] = uuid_pk()
     created_by: Mapped[uuid.UUID] = fk("users.id")
+    # The brand the file was uploaded in: campaigns of that brand may attach it.
+    brand: Mapped[uuid.UUID | None] = fk("brands.id", nullable=True)
     path: Mapped[str] = mapped_column(Text)
     name: Mapped[str] = mapped_column(Text)
     mime: Mapped[str | None] = mapped_column(Text)
@@ -23,4 +25,4 @@ class File(Base):
     created_at: Mapped[datetime] = created_at()
     updated_at: Mapped[datetime | None] = timestamp()
     deleted_at: Mapped[datetime | None] = timestamp()
-    __table_args__ = (Index("ix_files_created_by", "created_by"),)
+    __table_args__ = (Index("ix_files_created_by", "created_by"), Index("ix_files_brand", "brand"))
