@@ -12,6 +12,7 @@ from fastapi import APIRouter, Body, Path, Response
 
 from mailroom.api.auth import CurrentCaller
 from mailroom.api.deps import Session
+from mailroom.api.errors import ERROR_SCHEMA
 from mailroom.crm import mailbox_actions
 from mailroom.crm.credentials import Kind
 from mailroom.crm.mailbox_actions import MAX_MESSAGE_ID, MAX_MESSAGE_IDS
@@ -39,7 +40,12 @@ def _body(properties: dict[str, Any]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-_QUEUED: dict[int | str, dict[str, Any]] = {202: {"description": "Queued; the mailbox changes moments later"}}
+_ERROR = {"application/json": {"schema": ERROR_SCHEMA}}
+_QUEUED: dict[int | str, dict[str, Any]] = {
+    202: {"description": "Queued; the mailbox changes moments later"},
+    403: {"description": "The account did not grant mail.modify", "content": _ERROR},
+    404: {"description": "The caller has no such account", "content": _ERROR},
+}
 
 
 def _action_routes(kind: Kind) -> None:
