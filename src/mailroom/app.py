@@ -17,6 +17,7 @@ from mailroom.api.crm import router as crm_router
 from mailroom.api.envelope import ORJSONResponse
 from mailroom.api.errors import document_errors, install_error_handlers
 from mailroom.api.limits import BodyLimitMiddleware, BodyLimits
+from mailroom.api.mailbox_actions import router as mailbox_actions_router
 from mailroom.api.mailboxes import router as mailboxes_router
 from mailroom.api.metrics import RequestMetrics
 from mailroom.api.metrics import router as metrics_router
@@ -78,6 +79,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(crm_router)
     app.include_router(mailboxes_router)
     app.include_router(campaigns_router)
+    app.include_router(mailbox_actions_router)
     app.include_router(unsubscribe_router)
     app.include_router(metrics_router)
 

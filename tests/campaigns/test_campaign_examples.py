@@ -24,15 +24,18 @@ EXAMPLES = json.loads((Path(__file__).parents[1] / "fixtures/api_examples.json")
 ADDED_FIELDS = {"email_campaign": {"from_address_verified"}}
 BY_TITLE = {e["title"]: e for e in EXAMPLES}
 
-# Sending domains, uploads and mailbox actions belong to other parts of the service.
+# Sending domains and uploads belong to other parts of the service.
 NOT_COVERED = {
     "Upload an Attachment",
-    "Update message's IsRead status",
-    "Batch update some messages IsRead status",
-    "Batch move to trash",
-    "Batch archive",
     "Get information about the domain of the current user",
     "Attempt at verifying user's domain",
+}
+# The mailbox-action examples and the action each queues.
+MAILBOX_ACTIONS = {
+    "Update message's IsRead status": "unread",
+    "Batch update some messages IsRead status": "unread",
+    "Batch move to trash": "trash",
+    "Batch archive": "archive",
 }
 # The query each GET example's parameters section documents (the example paths abbreviate them).
 QUERIES = {
@@ -221,6 +224,7 @@ def test_every_campaign_example_is_replayed() -> None:
         "Get an outlook campaign",
         "Get User Email Quota by brand",
         "Get emails of a campaign",
+        *MAILBOX_ACTIONS,
     }
     assert replayed | NOT_COVERED == set(BY_TITLE)
 
@@ -310,3 +314,21 @@ async def test_attachments_example_reads_back(replay: Replay) -> None:
         (a["file"] is not None, a["url"] is not None, a["name"], a["content_id"]) for a in got["attachments"]
     )
     assert kinds == [(False, True, "custom_name.jpg", "content_id"), (True, False, None, "content_id")]
+
+
+async def test_mailbox_action_examples(replay: Replay) -> None:
+    credential = replay.ids[EXAMPLE_GOOGLE]
+    for title in MAILBOX_ACTIONS:
+        assert await replay.run(title, path_ids={"credentialId": credential, "messageId": "18c2f0e9a1b2c3d4"}) is None
+    jobs = (
+        await replay.session.execute(
+            text("SELECT args FROM procrastinate_jobs WHERE task_name = 'mailroom.mailbox_action' ORDER BY id")
+        )
+    ).scalars()
+    example_ids = BY_TITLE["Batch archive"]["request"]["messageIds"]
+    assert [(j["kind"], j["credential"], j["action"], j["message_ids"]) for j in jobs] == [
+        ("google", credential, "unread", ["18c2f0e9a1b2c3d4"]),
+        ("google", credential, "unread", example_ids),
+        ("google", credential, "trash", example_ids),
+        ("google", credential, "archive", example_ids),
+    ]

@@ -28,6 +28,7 @@ from mailroom.crypto import SecretBox
 from mailroom.db import libpq_url, make_engine, make_sessionmaker, resolve_database_url
 from mailroom.files.storage import LocalStorage
 from mailroom.sending.execute import NEXT_DUE, SEND_TASK, execute_next_due
+from mailroom.sending.mailbox_jobs import MAILBOX_ACTION_TASK, run_mailbox_action
 from mailroom.sending.mailboxes import Mailboxes, Paused
 from mailroom.sending.notices import NOTICE_TASK, send_notice
 from mailroom.sending.queue import QUEUE
@@ -165,6 +166,17 @@ def build_job_app(conninfo: str, ctx: SendContext) -> procrastinate.App:
                 sender=ctx.default_from,
                 domain=ctx.message_domain,
             )
+
+    @app.task(name=MAILBOX_ACTION_TASK, queue=QUEUE, retry=SEND_RETRY)
+    async def mailbox_action_job(kind: str, credential: str, action: str, message_ids: list[str]) -> None:
+        await run_mailbox_action(
+            ctx.mailboxes,
+            sessionmaker=ctx.sessionmaker,
+            kind=kind,
+            credential=uuid.UUID(credential),
+            action=action,
+            message_ids=message_ids,
+        )
 
     return app
 

@@ -1,0 +1,132 @@
+"""Actions on the messages of a connected Gmail or Outlook mailbox: mark read or unread, trash, archive.
+
+Each route checks the request and queues the action; it answers 202 with no body, and the worker
+applies it through the provider's API moments later. Google and Microsoft share one implementation.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Response
+
+from mailroom.api.auth import CurrentCaller
+from mailroom.api.deps import Session
+from mailroom.api.errors import ERROR_SCHEMA
+from mailroom.crm import mailbox_actions
+from mailroom.crm.credentials import Kind
+from mailroom.crm.mailbox_actions import MAX_MESSAGE_ID, MAX_MESSAGE_IDS
+from mailroom.sending.mailbox_jobs import NAMES
+
+router = APIRouter(tags=["mailbox actions"])
+
+# Checked by the service (after the credential), so the body is taken as any JSON here.
+ActionBody = Annotated[Any, Body()]
+# Outlook ids may hold "/" (sent as %2F): the message id is the rest of the path.
+MessagePath = Annotated[str, Path(min_length=1, max_length=MAX_MESSAGE_ID)]
+
+_IDS_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "items": {"type": "string", "minLength": 1, "maxLength": MAX_MESSAGE_ID},
+    "minItems": 1,
+    "maxItems": MAX_MESSAGE_IDS,
+    "description": "The provider's message ids",
+}
+_STATUS_SCHEMA: dict[str, Any] = {"type": "boolean", "description": "true: mark read; false: mark unread"}
+
+
+def _body(properties: dict[str, Any]) -> dict[str, Any]:
+    schema = {"type": "object", "required": list(properties), "properties": properties}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+_ERROR = {"application/json": {"schema": ERROR_SCHEMA}}
+_QUEUED: dict[int | str, dict[str, Any]] = {
+    202: {"description": "Queued; the mailbox changes moments later"},
+    403: {"description": "The account did not grant mail.modify", "content": _ERROR},
+    404: {"description": "The caller has no such account", "content": _ERROR},
+}
+
+
+def _action_routes(kind: Kind) -> None:
+    mailbox = NAMES[kind]
+    base = f"/emails/{kind}/{{credential_id}}"
+
+    @router.put(
+        f"{base}/messages/{{message_id:path}}",
+        name=f"{kind}_mark_message",
+        status_code=202,
+        responses=_QUEUED,
+        summary=f"Mark one message of a connected {mailbox} mailbox read or unread",
+        openapi_extra=_body({"status": _STATUS_SCHEMA}),
+    )
+    async def mark_message(
+        credential_id: str,
+        message_id: MessagePath,
+        caller: CurrentCaller,
+        session: Session,
+        body: ActionBody = None,
+    ) -> Response:
+        await mailbox_actions.mark_read(
+            session, kind=kind, user=caller.user.id, credential_id=credential_id, body=body, message_id=message_id
+        )
+        return Response(status_code=202)
+
+    @router.put(
+        f"{base}/messages",
+        name=f"{kind}_mark_messages",
+        status_code=202,
+        responses=_QUEUED,
+        summary=f"Mark messages of a connected {mailbox} mailbox read or unread",
+        openapi_extra=_body({"status": _STATUS_SCHEMA, "messageIds": _IDS_SCHEMA}),
+    )
+    async def mark_messages(
+        credential_id: str,
+        caller: CurrentCaller,
+        session: Session,
+        body: ActionBody = None,
+    ) -> Response:
+        await mailbox_actions.mark_read(session, kind=kind, user=caller.user.id, credential_id=credential_id, body=body)
+        return Response(status_code=202)
+
+    @router.post(
+        f"{base}/trash",
+        name=f"{kind}_trash_messages",
+        status_code=202,
+        responses=_QUEUED,
+        summary=f"Move messages of a connected {mailbox} mailbox to its trash",
+        openapi_extra=_body({"messageIds": _IDS_SCHEMA}),
+    )
+    async def trash_messages(
+        credential_id: str,
+        caller: CurrentCaller,
+        session: Session,
+        body: ActionBody = None,
+    ) -> Response:
+        await mailbox_actions.move(
+            session, kind=kind, user=caller.user.id, credential_id=credential_id, body=body, action="trash"
+        )
+        return Response(status_code=202)
+
+    @router.post(
+        f"{base}/archive",
+        name=f"{kind}_archive_messages",
+        status_code=202,
+        responses=_QUEUED,
+        summary=f"Archive messages of a connected {mailbox} mailbox (out of the inbox, kept)",
+        openapi_extra=_body({"messageIds": _IDS_SCHEMA}),
+    )
+    async def archive_messages(
+        credential_id: str,
+        caller: CurrentCaller,
+        session: Session,
+        body: ActionBody = None,
+    ) -> Response:
+        await mailbox_actions.move(
+            session, kind=kind, user=caller.user.id, credential_id=credential_id, body=body, action="archive"
+        )
+        return Response(status_code=202)
+
+
+_action_routes("google")
+_action_routes("microsoft")

@@ -1,0 +1,130 @@
+"""Actions on the messages of a user's connected mailbox: mark read or unread, trash, archive.
+
+A request is checked here and queued as one worker job in the caller's transaction; nothing is
+sent to Gmail or Outlook while the request is open. The checks run in a fixed order, so a client
+learns the most basic problem first: the credential (the caller's own, else it does not exist),
+its state (connected), its permissions (mail.modify), then the body.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any, Final, cast
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailroom.crm.credentials import MODELS, Credential, Kind
+from mailroom.errors import BadRequest, Forbidden, NotFound
+from mailroom.sending.mailbox_jobs import NAMES, MailboxAction, queue_mailbox_action
+
+MODIFY_SCOPE: Final = "mail.modify"
+# Gmail takes 1,000 ids per call and Outlook 20: 10,000 is a day's cleanup in one request, in one job.
+MAX_MESSAGE_IDS: Final = 10_000
+# Gmail ids are 16 hex digits and Graph's immutable ids about 150 characters; this only bounds abuse.
+MAX_MESSAGE_ID: Final = 1_000
+
+
+async def mark_read(
+    session: AsyncSession,
+    *,
+    kind: Kind,
+    user: uuid.UUID,
+    credential_id: str,
+    body: object,
+    message_id: str | None = None,
+) -> None:
+    """Queue marking messages read (``status`` true) or unread (false).
+
+    ``message_id`` given (the one-message route): that message; else the body's ``messageIds``.
+    """
+    credential = await usable_credential(session, kind=kind, user=user, credential_id=credential_id)
+    fields = _object(body)
+    ids = _message_ids([message_id], "messageId") if message_id is not None else _message_ids(fields.get("messageIds"))
+    read = fields.get("status")
+    if not isinstance(read, bool):
+        raise BadRequest("must be true (read) or false (unread)", field="status")
+    await _queue(session, kind, credential, "read" if read else "unread", ids)
+
+
+async def move(
+    session: AsyncSession,
+    *,
+    kind: Kind,
+    user: uuid.UUID,
+    credential_id: str,
+    body: object,
+    action: MailboxAction,
+) -> None:
+    """Queue moving the body's ``messageIds`` to the trash or out of the inbox (``action``)."""
+    if action not in ("trash", "archive"):
+        raise ValueError(f"not a moving action: {action!r}")
+    credential = await usable_credential(session, kind=kind, user=user, credential_id=credential_id)
+    ids = _message_ids(_object(body).get("messageIds"))
+    await _queue(session, kind, credential, action, ids)
+
+
+async def usable_credential(session: AsyncSession, *, kind: Kind, user: uuid.UUID, credential_id: str) -> Credential:
+    """The caller's credential if it is connected and may change messages; else the error saying why."""
+    label = NAMES[kind]
+    try:
+        wanted = uuid.UUID(credential_id)
+    except ValueError:
+        wanted = None
+    model = MODELS[kind]
+    credential = None
+    if wanted is not None:
+        # Another user's credential answers exactly as a missing one: ids of others' mailboxes stay secret.
+        found = await session.scalar(select(model).where(model.id == wanted, model.user == user))
+        credential = cast(Credential | None, found)
+    if credential is None:
+        raise NotFound(f"no such {label} account of yours", field="credentialId")
+    if credential.deleted_at is not None:
+        raise BadRequest(f"this {label} account is disconnected: deleted", field="credentialId")
+    if credential.revoked:
+        raise BadRequest(f"this {label} account is disconnected: revoked", field="credentialId")
+    if MODIFY_SCOPE not in (credential.scope_summary or []):
+        raise Forbidden(
+            f"this {label} account did not grant {MODIFY_SCOPE}: connect it again allowing {MODIFY_SCOPE}",
+            field="credentialId",
+        )
+    return credential
+
+
+def _object(body: object) -> Mapping[str, Any]:
+    if not isinstance(body, dict):
+        raise BadRequest("must be a JSON object", field="body")
+    return cast(Mapping[str, Any], body)
+
+
+def _message_ids(value: object, field: str = "messageIds") -> list[str]:
+    if value is None:
+        raise BadRequest("is required: a list of message ids", field=field)
+    if not isinstance(value, list):
+        raise BadRequest("must be a list of message ids", field=field)
+    if not value:
+        raise BadRequest("must name at least one message", field=field)
+    if len(value) > MAX_MESSAGE_IDS:
+        raise BadRequest(f"at most {MAX_MESSAGE_IDS} ids per request, not {len(value)}", field=field)
+    for i, item in enumerate(value):
+        where = f"{field}[{i}]" if field == "messageIds" else field
+        if not isinstance(item, str) or not item.strip():
+            raise BadRequest("must be a non-empty string", field=where)
+        if len(item) > MAX_MESSAGE_ID:
+            raise BadRequest(f"must be at most {MAX_MESSAGE_ID} characters", field=where)
+        if "\x00" in item:
+            # PostgreSQL's jsonb cannot hold NUL: refused here rather than failing as a 500.
+            raise BadRequest("must not contain NUL characters", field=where)
+        try:
+            item.encode()
+        except UnicodeEncodeError:
+            raise BadRequest("must be valid Unicode text", field=where) from None
+    # The same message named twice is acted on once.
+    return list(dict.fromkeys(cast(list[str], value)))
+
+
+async def _queue(
+    session: AsyncSession, kind: Kind, credential: Credential, action: MailboxAction, ids: list[str]
+) -> None:
+    await queue_mailbox_action(session, kind=kind, credential=credential.id, action=action, message_ids=ids)
