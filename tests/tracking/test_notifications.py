@@ -213,7 +213,7 @@ async def test_nothing_is_told_when_the_recipient_is_the_sender(
     assert _brief(await _notifications(admin)) == [("opened", ANN, None, 1, t.timestamp(), t.timestamp())]
 
 
-async def test_activity_of_unknown_campaigns_or_other_types_is_not_told(
+async def test_activity_of_unknown_campaigns_or_recipients_or_other_types_is_not_told(
     world: World, app: FastAPI, settings: Settings, session: AsyncSession
 ) -> None:
     admin = await world.brand_admin()
@@ -224,6 +224,9 @@ async def test_activity_of_unknown_campaigns_or_other_types_is_not_told(
         session,
         SettledActivity("opened", uuid.uuid4(), None, ANN, None, t),
         SettledActivity("delivered", sent.id, sent.rows[ANN], ANN, None, t),
+        # Nobody to name: neither an address nor a recipient row of this campaign.
+        SettledActivity("clicked", sent.id, None, None, "https://example.com/a", t),
+        SettledActivity("opened", sent.id, uuid.uuid4(), None, None, t),
     )
     assert told == 0
     assert await session.scalar(text("SELECT count(*) FROM notifications")) == 0

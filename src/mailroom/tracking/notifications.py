@@ -5,7 +5,8 @@ recipient: an open within 5 minutes of that recipient's previous open adds to th
 (``count`` and ``updated_at``) instead of making a new one, so a sender sees at most one open
 notification per recipient in any 5 minutes. Nothing is told when the campaign's
 ``notifications_enabled`` is off, when it was executed more than 30 days ago, or when the recipient
-is the sender (their own address, or the mailbox the campaign went out through).
+is the sender (their own address, or the mailbox the campaign went out through), nor when the
+recipient is not known (neither given nor found from the campaign email).
 
 A notification's ``created_at`` is when the first activity it tells of happened and ``updated_at``
 when the latest did, so grouping follows the recipient's clock and not the time events are settled.
@@ -40,22 +41,28 @@ NOTIFY = text(
             CAST(:recipient AS text[]), CAST(:url AS text[]), CAST(:occurred_at AS timestamptz[])
         ) AS a(type, campaign, campaign_email, recipient, url, occurred_at)
     ),
-    eligible AS (
-        SELECT a.type, a.campaign, ce.id AS campaign_email, a.url, a.occurred_at, c."from" AS "user", c.brand,
-               lower(btrim(coalesce(a.recipient, ce.email_address))) AS recipient
+    -- The recipient's row is found by its id or, without one, by the address: two plain joins the
+    -- planner can hash, where one OR-join would compare every pair.
+    located AS (
+        SELECT a.*, coalesce(by_id.id, by_address.id) AS row_id,
+               lower(btrim(coalesce(a.recipient, by_id.email_address))) AS address
         FROM activity a
+        LEFT JOIN email_campaign_emails by_id ON by_id.id = a.campaign_email AND by_id.campaign = a.campaign
+        LEFT JOIN email_campaign_emails by_address ON a.campaign_email IS NULL
+             AND by_address.campaign = a.campaign AND by_address.email_address = lower(btrim(a.recipient))
+        WHERE a.type IN ('opened', 'clicked')
+    ),
+    eligible AS (
+        SELECT a.type, a.campaign, a.row_id AS campaign_email, a.url, a.occurred_at, c."from" AS "user", c.brand,
+               a.address AS recipient
+        FROM located a
         JOIN email_campaigns c ON c.id = a.campaign
         JOIN users u ON u.id = c."from"
-        LEFT JOIN email_campaign_emails ce ON ce.campaign = a.campaign AND (
-            ce.id = a.campaign_email
-            OR (a.campaign_email IS NULL AND ce.email_address = lower(btrim(a.recipient))))
         LEFT JOIN google_credentials g ON g.id = c.google_credential
         LEFT JOIN microsoft_credentials m ON m.id = c.microsoft_credential
-        WHERE a.type IN ('opened', 'clicked')
-          AND c.notifications_enabled AND c.deleted_at IS NULL AND u.deleted_at IS NULL
+        WHERE c.notifications_enabled AND c.deleted_at IS NULL AND u.deleted_at IS NULL
           AND c.executed_at > now() - interval '{CAMPAIGN_AGE}'
-          AND lower(btrim(coalesce(a.recipient, ce.email_address, ''))) NOT IN (
-              lower(u.email), lower(coalesce(g.email, '')), lower(coalesce(m.email, '')))
+          AND a.address NOT IN (lower(u.email), lower(coalesce(g.email, '')), lower(coalesce(m.email, '')))
     ),
     opens AS (SELECT * FROM eligible WHERE type = 'opened'),
     keys AS (
@@ -66,7 +73,7 @@ NOTIFY = text(
         SELECT DISTINCT ON (n."user", n.campaign, n.recipient)
                n.id, n."user", n.campaign, n.recipient, n.created_at, coalesce(n.updated_at, n.created_at) AS last_at
         FROM notifications n
-        JOIN keys k ON n."user" = k."user" AND n.campaign = k.campaign AND n.recipient IS NOT DISTINCT FROM k.recipient
+        JOIN keys k ON n."user" = k."user" AND n.campaign = k.campaign AND n.recipient = k.recipient
         WHERE n.type = 'opened' AND coalesce(n.updated_at, n.created_at) >= k.first_at - interval '{OPENS_APART}'
         ORDER BY n."user", n.campaign, n.recipient, n.created_at DESC
     ),
