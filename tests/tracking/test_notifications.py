@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -283,3 +284,23 @@ async def test_marking_seen_answers_the_notification_and_only_the_owner_may(
     assert again["seen_at"] == answered["seen_at"]
     listed = {n["id"]: n["seen_at"] for n in await _notifications(admin)}
     assert listed == {clicked["id"]: answered["seen_at"], opened["id"]: None}
+
+
+async def test_two_settlers_grouping_the_same_opens_at_once_make_one_notification(
+    world: World, app: FastAPI, settings: Settings
+) -> None:
+    admin = await world.brand_admin()
+    sent = await _sent(admin, app, settings, ANN)
+    t = _now()
+    async with app.state.sessionmaker() as first, app.state.sessionmaker() as second:
+        assert await notify(first, [_opened(sent, ANN, t)]) == 1
+        # The second waits for the first's transaction instead of missing its notification.
+        waiting = asyncio.create_task(notify(second, [_opened(sent, ANN, t + timedelta(minutes=1))]))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        await first.commit()
+        assert await asyncio.wait_for(waiting, 5) == 1
+        await second.commit()
+    assert _brief(await _notifications(admin)) == [
+        ("opened", ANN, None, 2, t.timestamp(), (t + timedelta(minutes=1)).timestamp())
+    ]

@@ -130,13 +130,27 @@ NOTIFY = text(
 )
 
 
+# Two settlers grouping opens of one campaign at once would each miss the other's new notification
+# and both insert: the later one waits here until the earlier commits, then sees it. Campaigns are
+# locked in one order so two lists never wait on each other.
+LOCK_CAMPAIGNS = text(
+    "SELECT pg_advisory_xact_lock(hashtextextended(CAST(campaign AS text), 11)) "
+    "FROM (SELECT DISTINCT campaign FROM unnest(CAST(:campaigns AS uuid[])) AS campaign ORDER BY campaign) AS c"
+)
+
+
 async def notify(session: AsyncSession, activity: Sequence[SettledActivity]) -> int:
     """Tell the senders about counted opens and clicks, in the caller's transaction.
 
-    Answers how many notifications were created or added to. One statement however long the list.
+    Answers how many notifications were created or added to. One statement however long the list
+    (and, when it has opens, one before it that waits for another transaction grouping opens of the
+    same campaigns).
     """
     if not activity:
         return 0
+    opened = [a.campaign for a in activity if a.type == "opened"]
+    if opened:
+        await session.execute(LOCK_CAMPAIGNS, {"campaigns": opened})
     told = await session.scalar(
         NOTIFY,
         {
