@@ -101,6 +101,7 @@ async def test_q_finds_part_of_an_address_in_any_case_and_its_wildcards_are_lite
         ("back\\slash@example.com", "complained", None),
     )
     assert _emails(await _list(admin, q="ANN")) == ["annie@other.org", "ann.lee@example.com"]
+    assert _emails(await _list(admin, q=" Ann.Lee ")) == ["ann.lee@example.com"]
     assert _emails(await _list(admin, q="OTHER.ORG")) == ["annie@other.org"]
     assert _emails(await _list(admin, q="b_s")) == ["bob_smith@example.com"]
     assert _emails(await _list(admin, q="%")) == ["100%real@example.com"]

@@ -3,7 +3,7 @@
 A click is told at once, one notification each. Opens are grouped per sender, campaign and
 recipient: an open within 5 minutes of that recipient's previous open adds to the same notification
 (``count`` and ``updated_at``) instead of making a new one, so a sender sees at most one open
-notification per recipient in any 5 minutes. Nothing is told when the campaign's
+notification per recipient of a campaign in any 5 minutes. Nothing is told when the campaign's
 ``notifications_enabled`` is off, when it was executed more than 30 days ago, or when the recipient
 is the sender (their own address, or the mailbox the campaign went out through), nor when the
 recipient is not known (neither given nor found from the campaign email).
@@ -132,7 +132,7 @@ NOTIFY = text(
 
 # Two settlers grouping opens of one campaign at once would each miss the other's new notification
 # and both insert: the later one waits here until the earlier commits, then sees it. Campaigns are
-# locked in one order so two lists never wait on each other.
+# locked in one order so two lists never deadlock.
 LOCK_CAMPAIGNS = text(
     "SELECT pg_advisory_xact_lock(hashtextextended(CAST(campaign AS text), 11)) "
     "FROM (SELECT DISTINCT campaign FROM unnest(CAST(:campaigns AS uuid[])) AS campaign ORDER BY campaign) AS c"

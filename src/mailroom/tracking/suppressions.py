@@ -27,9 +27,10 @@ async def list_suppressions(
     ``q`` matches any part of the address, in any case; ``%``, ``_`` and ``\\`` in it are literal.
     """
     where: list[Any] = [Suppression.brand == brand]
-    if q:
-        # Addresses are stored lower-cased, so lowering the search makes it case-insensitive.
-        where.append(Suppression.email.contains(q.lower(), autoescape=True))
+    # Addresses are stored lower-cased and trimmed, so the search is too: any case, pasted spaces.
+    needle = (q or "").strip().lower()
+    if needle:
+        where.append(Suppression.email.contains(needle, autoescape=True))
     total = await session.scalar(select(func.count()).select_from(Suppression).where(*where))
     # The address breaks ties between suppressions made at the same moment, so pages never overlap.
     rows = await session.scalars(
