@@ -107,6 +107,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_notifications")),
     )  # fmt: skip
     op.create_index("ix_notifications_user_created_at", "notifications", ["user", sa.text("created_at DESC")])
+    op.create_index(
+        "ix_notifications_opened",
+        "notifications",
+        ["campaign", "recipient"],
+        postgresql_where=sa.text("type = 'opened'"),
+    )
 
     op.add_column("email_campaign_emails", sa.Column("uncounted", sa.Text(), nullable=True))
     op.add_column("emails", sa.Column("links", postgresql.ARRAY(sa.Text()), nullable=True))

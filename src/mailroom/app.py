@@ -21,6 +21,8 @@ from mailroom.api.mailbox_actions import router as mailbox_actions_router
 from mailroom.api.mailboxes import router as mailboxes_router
 from mailroom.api.metrics import RequestMetrics
 from mailroom.api.metrics import router as metrics_router
+from mailroom.api.notifications import router as notifications_router
+from mailroom.api.suppressions import router as suppressions_router
 from mailroom.api.unsubscribe import router as unsubscribe_router
 from mailroom.config import Settings
 from mailroom.crypto import SecretBox
@@ -81,6 +83,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(campaigns_router)
     app.include_router(mailbox_actions_router)
     app.include_router(unsubscribe_router)
+    app.include_router(suppressions_router)
+    app.include_router(notifications_router)
     app.include_router(metrics_router)
 
     def openapi() -> dict[str, Any]:

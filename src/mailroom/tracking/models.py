@@ -111,4 +111,6 @@ class Notification(Base):
     __table_args__ = (
         one_of("type", ("opened", "clicked"), name="type"),
         Index("ix_notifications_user_created_at", "user", text("created_at DESC")),
+        # Grouping a recipient's opens finds that recipient's latest open notification of the campaign.
+        Index("ix_notifications_opened", "campaign", "recipient", postgresql_where=text("type = 'opened'")),
     )

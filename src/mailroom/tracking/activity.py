@@ -1,0 +1,17 @@
+"""Opens and clicks once they are counted: what the settler hands on to be told to the sender."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SettledActivity:
+    type: str  # "opened" or "clicked"
+    campaign: uuid.UUID
+    campaign_email: uuid.UUID | None
+    recipient: str | None
+    url: str | None
+    occurred_at: datetime

@@ -1,0 +1,64 @@
+"""A brand's suppression list as its people see it: who is no longer mailed, why, and lifting one.
+
+Lifting removes only the suppression. The contacts' ``Unsubscribed`` tag is the contact's own record
+(filters read it, and expansion leaves a tagged contact's addresses out), so it is left as it is: it
+is changed on the contact.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailroom.addresses import normalize
+from mailroom.errors import NotFound
+from mailroom.serialize import epoch
+from mailroom.tracking.models import Suppression
+
+
+async def list_suppressions(
+    session: AsyncSession, *, brand: uuid.UUID, start: int, limit: int, q: str | None
+) -> tuple[list[Suppression], int]:
+    """One page of the brand's suppressed addresses, newest first, and the number of all that match.
+
+    ``q`` matches any part of the address, in any case; ``%``, ``_`` and ``\\`` in it are literal.
+    """
+    where: list[Any] = [Suppression.brand == brand]
+    # Addresses are stored lower-cased and trimmed, so the search is too: any case, pasted spaces.
+    needle = (q or "").strip().lower()
+    if needle:
+        where.append(Suppression.email.contains(needle, autoescape=True))
+    total = await session.scalar(select(func.count()).select_from(Suppression).where(*where))
+    # The address breaks ties between suppressions made at the same moment, so pages never overlap.
+    rows = await session.scalars(
+        select(Suppression)
+        .where(*where)
+        .order_by(Suppression.created_at.desc(), Suppression.email)
+        .offset(start)
+        .limit(limit)
+    )
+    return list(rows.all()), int(total or 0)
+
+
+async def lift_suppression(session: AsyncSession, *, brand: uuid.UUID, address: str) -> None:
+    """Mail this address from this brand again; 404 when the brand has not suppressed it."""
+    removed = await session.scalar(
+        delete(Suppression)
+        .where(Suppression.brand == brand, Suppression.email == normalize(address))
+        .returning(Suppression.email)
+    )
+    if removed is None:
+        raise NotFound("is not suppressed in this brand", field="address")
+
+
+def suppression_out(row: Suppression) -> dict[str, Any]:
+    return {
+        "type": "suppression",
+        "email": row.email,
+        "reason": row.reason,
+        "detail": row.detail,
+        "created_at": epoch(row.created_at),
+    }
