@@ -76,6 +76,14 @@ def upgrade() -> None:
         postgresql_where=sa.text("provider_event_id IS NOT NULL"),
     )
 
+    # Temporary failures suppress an address at the third within a week in a brand: counted per address.
+    op.create_index(
+        "ix_email_events_temporary_failures",
+        "email_events",
+        ["brand", "recipient"],
+        postgresql_where=sa.text("type = 'failed' AND severity = 'temporary'"),
+    )
+
     op.create_table(
         "webhook_tokens",
         sa.Column("token", sa.Text(), nullable=False),

@@ -78,6 +78,12 @@ class EmailEvent(Base):
             "provider_event_id",
             postgresql_where=text("provider_event_id IS NOT NULL"),
         ),
+        Index(
+            "ix_email_events_temporary_failures",
+            "brand",
+            "recipient",
+            postgresql_where=text("type = 'failed' AND severity = 'temporary'"),
+        ),
         {"postgresql_partition_by": "RANGE (created_at)"},
     )
 
