@@ -34,16 +34,9 @@ async def test_a_signed_event_is_appended_for_its_email_and_recipient(
 ) -> None:
     admin = await world.brand_admin()
     sent = await sent_campaign(admin, app, settings, ["ann@example.com", "bob@example.com"])
-    call = signed(
-        event(
-            "failed",
-            sent.message_id,
-            "Bob@Example.com",
-            severity="permanent",
-            reason="bounce",
-            **{"delivery-status": {"code": 550, "message": "5.1.1 No such user", "description": ""}},
-        )
-    )
+    failed = event("failed", sent.message_id, "Bob@Example.com", severity="permanent", reason="bounce")
+    failed["delivery-status"] = {"code": 550, "message": "5.1.1 No such user", "description": ""}
+    call = signed(failed)
     answer = await post_events(world.client, call)
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"code": "OK", "data": {"appended": 1}}
