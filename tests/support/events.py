@@ -42,7 +42,12 @@ def signed(
     return {"signature": {"timestamp": stamp, "token": token, "signature": sign(key, stamp, token)}, "event-data": data}
 
 
-def event(kind: str, message_id: str, recipient: str, *, after: float = 120.0, **fields: Any) -> dict[str, Any]:
+DESKTOP = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15"
+
+
+def event(
+    kind: str, message_id: str, recipient: str, *, after: float = 120.0, user_agent: str = DESKTOP, **fields: Any
+) -> dict[str, Any]:
     """Mailgun's event-data; it happened ``after`` seconds from now (past the 30 s after sending by default)."""
     return {
         "id": secrets.token_urlsafe(16),
@@ -50,7 +55,7 @@ def event(kind: str, message_id: str, recipient: str, *, after: float = 120.0, *
         "timestamp": time.time() + after,
         "recipient": recipient,
         "message": {"headers": {"message-id": message_id}},
-        "client-info": {"user-agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15"},
+        "client-info": {"user-agent": user_agent},
         **fields,
     }
 
