@@ -193,3 +193,53 @@ async def test_next_months_partitions_are_made_and_take_rows_already_in_the_defa
     assert where == "email_events_2041_02"
     assert await ensure_partitions(session, today=date(2041, 1, 15)) == []
     await session.rollback()  # the test database keeps its own months only
+
+
+async def suppressed(session: AsyncSession, brand: object) -> dict[str, tuple[str, str | None]]:
+    rows = await session.execute(text("SELECT email, reason, detail FROM suppressions WHERE brand = :b"), {"b": brand})
+    return {r.email: (r.reason, r.detail) for r in rows}
+
+
+async def test_unsubscribes_complaints_and_bounces_suppress_and_a_later_campaign_skips_them(
+    world: World, app: FastAPI, settings: Settings, session: AsyncSession
+) -> None:
+    admin = await world.brand_admin()
+    contact = await world.contact(admin, "Uma@Example.com", first_name="Uma")
+    people = ["uma@example.com", "carl@example.com", "bea@example.com", "tom@example.com", "dan@example.com",
+              "kept@example.com"]  # fmt: skip
+    sent = await sent_campaign(admin, app, settings, people)
+    mid = sent.message_id
+    bounce = event("failed", mid, "bea@example.com", severity="permanent")
+    bounce["delivery-status"] = {"code": 550, "message": "5.1.1 The email account does not exist"}
+    week_ago = -8 * 86400.0
+    await post_ok(
+        world,
+        signed(event("unsubscribed", mid, "uma@example.com")),
+        signed(event("complained", mid, "carl@example.com")),
+        signed(bounce),
+        signed(event("failed", mid, "tom@example.com", severity="temporary")),
+        signed(event("failed", mid, "tom@example.com", severity="temporary")),
+        # Two temporary failures last week and one now are not three within seven days.
+        signed(event("failed", mid, "dan@example.com", severity="temporary", after=week_ago)),
+        signed(event("failed", mid, "dan@example.com", severity="temporary", after=week_ago)),
+        signed(event("failed", mid, "dan@example.com", severity="temporary")),
+        signed(event("delivered", mid, "kept@example.com")),
+    )
+    await settle_all(app.state.sessionmaker)
+    assert await suppressed(session, admin.brand) == {
+        "uma@example.com": ("unsubscribed", None),
+        "carl@example.com": ("complained", None),
+        "bea@example.com": ("bounced", "5.1.1 The email account does not exist"),
+    }
+    tags = await session.execute(text("SELECT tags FROM contacts WHERE id = :id"), {"id": contact["id"]})
+    assert tags.scalar_one() == ["Unsubscribed"]
+
+    # The third temporary failure within a week suppresses.
+    await post_ok(world, signed(event("failed", mid, "tom@example.com", severity="temporary")))
+    await settle_all(app.state.sessionmaker)
+    assert (await suppressed(session, admin.brand))["tom@example.com"][0] == "bounced"
+
+    later = await sent_campaign(admin, app, settings, people)
+    rows = await session.execute(text("SELECT email_address FROM email_campaign_emails WHERE campaign = :c"),
+                                 {"c": later.id})  # fmt: skip
+    assert sorted(rows.scalars()) == ["dan@example.com", "kept@example.com"]
