@@ -170,10 +170,10 @@ def worker_command(
     _share_metrics(settings, wipe=False)
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_work(settings, concurrency))
+        asyncio.run(work_and_settle(settings, concurrency))
 
 
-async def _work(settings: Settings, concurrency: int) -> None:
+async def work_and_settle(settings: Settings, concurrency: int) -> None:
     """Sending and counting what happened after: the settler lives here because sending cannot import
     tracking. Either one ending (or failing) stops the other, so the process exits and is restarted whole."""
     from mailroom.sending.jobs import run_worker

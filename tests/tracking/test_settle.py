@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailroom.cli import work_and_settle
 from mailroom.config import Settings
 from mailroom.tracking.settle import ensure_partitions, run_settler
 from tests.support.events import (
@@ -243,3 +244,24 @@ async def test_unsubscribes_complaints_and_bounces_suppress_and_a_later_campaign
     rows = await session.execute(text("SELECT email_address FROM email_campaign_emails WHERE campaign = :c"),
                                  {"c": later.id})  # fmt: skip
     assert sorted(rows.scalars()) == ["dan@example.com", "kept@example.com"]
+
+
+async def test_the_worker_settles_events_as_they_arrive(
+    world: World, app: FastAPI, settings: Settings, session: AsyncSession
+) -> None:
+    admin = await world.brand_admin()
+    sent = await sent_campaign(admin, app, settings, ["ann@example.com"])
+    worker = asyncio.create_task(work_and_settle(settings, 2))
+    try:
+        await post_ok(world, signed(event("delivered", sent.message_id, "ann@example.com")))
+        for _ in range(200):
+            got = await counters(session, sent.id)
+            await session.commit()
+            if got["campaign"]["delivered"]:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+    assert got["campaign"]["delivered"] == 1 and got["recipients"]["ann@example.com"]["delivered"] == 1
