@@ -90,6 +90,8 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.PrimaryKeyConstraint("token", name=op.f("pk_webhook_tokens")),
     )
+    # Purged by age every minute: without an index each purge would read every token of the last half hour.
+    op.create_index("ix_webhook_tokens_created_at", "webhook_tokens", ["created_at"])
     op.create_table(
         "notifications",
         sa.Column("id", sa.UUID(), server_default=sa.text("gen_random_uuid()"), nullable=False),

@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.config import Settings
+from mailroom.tracking.settle import purge_tokens
 from tests.support.events import event, post_events, sent_campaign, signed, use_signing_key
 from tests.support.world import World
 
@@ -128,3 +129,12 @@ async def test_without_a_signing_key_the_endpoint_is_not_there(
     answer = await post_events(world.client, signed(event("opened", "x@mg.example.com", "a@example.com")))
     assert answer.status_code == 404
     assert await stored(session) == [] and await tokens(session) == 0
+
+
+async def test_tokens_leave_after_half_an_hour(world: World, session: AsyncSession) -> None:
+    assert (await post_events(world.client, signed(event("opened", "y@mg.example.com", "a@example.com")))).is_success
+    old = "INSERT INTO webhook_tokens (token, created_at) VALUES ('old', now() - interval '31 min')"
+    await session.execute(text(old))
+    await purge_tokens(session)
+    assert (await session.execute(text("SELECT count(*) FROM webhook_tokens WHERE token = 'old'"))).scalar() == 0
+    assert await tokens(session) == 1

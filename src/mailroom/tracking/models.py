@@ -94,6 +94,7 @@ class WebhookToken(Base):
     __tablename__ = "webhook_tokens"
     token: Mapped[str] = mapped_column(Text, primary_key=True)
     created_at: Mapped[datetime] = created_at()
+    __table_args__ = (Index("ix_webhook_tokens_created_at", "created_at"),)
 
 
 class Notification(Base):

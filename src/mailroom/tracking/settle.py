@@ -261,18 +261,25 @@ async def ensure_partitions(session: AsyncSession, *, today: date | None = None,
 
 
 async def upkeep(session: AsyncSession) -> None:
-    """Hourly: next months' partitions, and webhook tokens too old to be replayed (older than 15 minutes
-    a signature is refused as stale anyway)."""
+    """Hourly: the next months' partitions."""
     for name in await ensure_partitions(session):
         log.info("created events partition %s", name)
+
+
+async def purge_tokens(session: AsyncSession) -> None:
+    """Webhook tokens older than 30 minutes: a signature older than 15 is refused as stale anyway."""
     await session.execute(_PURGE_TOKENS)
 
 
 async def run_settler(
-    sessionmaker: async_sessionmaker[AsyncSession], *, interval: float = 0.5, upkeep_every: float = 3600.0
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    interval: float = 0.5,
+    upkeep_every: float = 3600.0,
+    purge_every: float = 60.0,
 ) -> None:
     """Settle events until cancelled: batch after batch while there are any, then every ``interval`` s."""
-    next_upkeep = 0.0
+    next_upkeep = next_purge = 0.0
     while True:
         claimed = 0
         try:
@@ -280,6 +287,10 @@ async def run_settler(
                 async with sessionmaker() as session, session.begin():
                     await upkeep(session)
                 next_upkeep = time.monotonic() + upkeep_every
+            if time.monotonic() >= next_purge:
+                async with sessionmaker() as session, session.begin():
+                    await purge_tokens(session)
+                next_purge = time.monotonic() + purge_every
             async with sessionmaker() as session, session.begin():
                 claimed = await settle_once(session)
         except asyncio.CancelledError:
