@@ -16,6 +16,7 @@ from mailroom.api.campaigns import router as campaigns_router
 from mailroom.api.crm import router as crm_router
 from mailroom.api.envelope import ORJSONResponse
 from mailroom.api.errors import document_errors, install_error_handlers
+from mailroom.api.events import router as events_router
 from mailroom.api.limits import BodyLimitMiddleware, BodyLimits
 from mailroom.api.mailbox_actions import router as mailbox_actions_router
 from mailroom.api.mailboxes import router as mailboxes_router
@@ -80,6 +81,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(crm_router)
     app.include_router(mailboxes_router)
+    # Before the campaigns' /emails/{id} routes, so /emails/events is never read as a campaign id.
+    app.include_router(events_router)
     app.include_router(campaigns_router)
     app.include_router(mailbox_actions_router)
     app.include_router(unsubscribe_router)

@@ -169,10 +169,30 @@ def worker_command(
     _logging(settings)
     _share_metrics(settings, wipe=False)
 
-    from mailroom.sending.jobs import run_worker
-
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_worker(settings, concurrency=concurrency))
+        asyncio.run(work_and_settle(settings, concurrency))
+
+
+async def work_and_settle(settings: Settings, concurrency: int) -> None:
+    """Sending and counting what happened after: the settler lives here because sending cannot import
+    tracking. Either one ending (or failing) stops the other, so the process exits and is restarted whole."""
+    from mailroom.sending.jobs import run_worker
+    from mailroom.tracking.settle import run_settler
+
+    engine = make_engine(resolve_database_url(settings), pool_size=2)
+    tasks = [
+        asyncio.create_task(run_worker(settings, concurrency=concurrency)),
+        asyncio.create_task(run_settler(make_sessionmaker(engine))),
+    ]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await engine.dispose()
 
 
 async def _in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:

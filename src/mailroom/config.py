@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     mailgun_api_url: str = "https://api.mailgun.net"
     mailgun_api_key: str | None = None
     mailgun_domain: str | None = None
+    # Mailgun's HTTP webhook signing key: POST /emails/events answers 404 without it.
+    mailgun_webhook_signing_key: str | None = Field(default=None, repr=False)
     rate_limit: float | None = None
 
     # Connected mailboxes (Gmail API, Microsoft Graph). The URLs default to the real services; the

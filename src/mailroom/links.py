@@ -21,6 +21,8 @@ UNSUBSCRIBE = "unsubscribe"
 # link's own token (or OAuth state) is all the authority they take, no API token.
 OAUTH_CALLBACKS = ("/users/self/google/callback", "/users/self/microsoft/callback")
 LINK_ONLY_PREFIXES = ("/unsubscribe/", "/users/confirm/", "/t/", *OAUTH_CALLBACKS)
+# Called by a provider, signed inside the body (no API token); their bodies are small too.
+PROVIDER_WEBHOOKS = ("/emails/events",)
 # Paths whose next segment (and anything after it) is a bearer token. A path is matched anywhere so
 # a service mounted under a prefix (root_path) is covered too. For the OAuth callbacks that is the
 # query string: its code and state redeem a mailbox connection.

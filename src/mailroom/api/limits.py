@@ -21,7 +21,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailroom.api.envelope import error_body
-from mailroom.links import LINK_ONLY_PREFIXES
+from mailroom.links import LINK_ONLY_PREFIXES, PROVIDER_WEBHOOKS
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -32,6 +32,7 @@ Authenticate = Callable[[AsyncSession, str], Awaitable[bool]]
 
 # Links opened from an email carry their own signed token instead of an API token; their bodies are tiny.
 PUBLIC_BODY_LIMIT = 64 * 1024
+PUBLIC_PATHS = (*LINK_ONLY_PREFIXES, *PROVIDER_WEBHOOKS)
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class BodyLimits:
     deadline: float
 
     def for_path(self, path: str) -> int:
-        if path.startswith(LINK_ONLY_PREFIXES):
+        if path.startswith(PUBLIC_PATHS):
             return PUBLIC_BODY_LIMIT
         for pattern, limit in self.larger:
             if pattern.match(path):
@@ -103,7 +104,7 @@ class BodyLimitMiddleware:
                 raise _Refused(400, "BadRequest", "Content-Length: must be a number") from None
             if length > limit:
                 raise too_large
-        if not path.startswith(LINK_ONLY_PREFIXES):
+        if not path.startswith(PUBLIC_PATHS):
             token = _bearer(headers)
             valid = False
             if token is not None and len(token) <= 200:

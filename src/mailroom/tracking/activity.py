@@ -9,6 +9,8 @@ from datetime import datetime
 
 @dataclass(frozen=True, slots=True)
 class SettledActivity:
+    """One open or click just counted as a person's (not a proxy's, a scanner's or the send's own echo)."""
+
     type: str  # "opened" or "clicked"
     campaign: uuid.UUID
     campaign_email: uuid.UUID | None

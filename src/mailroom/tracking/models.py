@@ -78,6 +78,12 @@ class EmailEvent(Base):
             "provider_event_id",
             postgresql_where=text("provider_event_id IS NOT NULL"),
         ),
+        Index(
+            "ix_email_events_temporary_failures",
+            "brand",
+            "recipient",
+            postgresql_where=text("type = 'failed' AND severity = 'temporary'"),
+        ),
         {"postgresql_partition_by": "RANGE (created_at)"},
     )
 
@@ -88,6 +94,7 @@ class WebhookToken(Base):
     __tablename__ = "webhook_tokens"
     token: Mapped[str] = mapped_column(Text, primary_key=True)
     created_at: Mapped[datetime] = created_at()
+    __table_args__ = (Index("ix_webhook_tokens_created_at", "created_at"),)
 
 
 class Notification(Base):

@@ -1,0 +1,43 @@
+"""What happened after sending: Mailgun's event webhooks in, a campaign's statistics out."""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+from fastapi import APIRouter, Request
+
+from mailroom.api.auth import CurrentCaller
+from mailroom.api.deps import AppSettings, Session
+from mailroom.api.envelope import ORJSONResponse, ok
+from mailroom.campaigns import service
+from mailroom.errors import BadRequest, NotFound
+from mailroom.tracking import stats, webhooks
+
+router = APIRouter(tags=["events"])
+
+# Public (signed by Mailgun, no bearer token): the body limit middleware keeps its bodies small.
+WEBHOOK_PATH = "/emails/events"
+
+
+@router.post(
+    WEBHOOK_PATH,
+    summary="Mailgun event webhook (signed with the webhook signing key); 404 when no key is configured",
+)
+async def mailgun_events(request: Request, session: Session, settings: AppSettings) -> ORJSONResponse:
+    key = settings.mailgun_webhook_signing_key
+    if not key:
+        # Without a key no call can be verified: the endpoint does not exist here.
+        raise NotFound("no webhook signing key is configured", field="path")
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise BadRequest("body: must be JSON", field="body") from None
+    appended = await webhooks.receive(session, body, key)
+    return ok({"appended": appended})
+
+
+@router.get("/emails/{id}/stats", summary="What happened to a campaign's emails: counts, hours, links, failures")
+async def campaign_stats(id: uuid.UUID, caller: CurrentCaller, session: Session) -> ORJSONResponse:
+    campaign = await service.live_campaign(session, id, caller.user.id)
+    return ok(await stats.campaign_stats(session, campaign.id))

@@ -1,0 +1,87 @@
+"""A campaign's statistics: what its counters and its events say, in a few statements."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailroom.tracking.models import EVENT_TYPES
+
+PEOPLE = ("opened", "clicked")
+# unique: distinct recipients (the campaign's counters); total: every event (the emails' raw numbers).
+_COUNTS = text(
+    "SELECT c.sent, c.recipients_count, c.executed_at, "
+    + ", ".join(f"c.{t} AS unique_{t}, r.{t} AS total_{t}" for t in EVENT_TYPES)
+    + " FROM email_campaigns c, LATERAL (SELECT "
+    + ", ".join(f"coalesce(sum(m.{t}), 0) AS {t}" for t in EVENT_TYPES)
+    + " FROM emails m WHERE m.campaign = c.id) r WHERE c.id = :campaign"
+)
+# Counted opens and clicks only: proxies, scanners and the send's own echo are no one's reading.
+_HOURLY = text(
+    """
+    SELECT date_trunc('hour', e.occurred_at) AS hour,
+           floor(extract(epoch FROM date_trunc('hour', e.occurred_at) - date_trunc('hour', c.executed_at)) / 3600)
+               AS since_sending,
+           count(*) FILTER (WHERE e.type = 'opened') AS opened,
+           count(*) FILTER (WHERE e.type = 'clicked') AS clicked
+    FROM email_events e JOIN email_campaigns c ON c.id = e.campaign
+    WHERE e.campaign = :campaign AND e.type IN ('opened', 'clicked') AND e.uncounted IS NULL
+    GROUP BY 1, 2 ORDER BY 1
+    """
+)
+_LINKS = text(
+    """
+    SELECT url, count(DISTINCT recipient) FILTER (WHERE uncounted IS NULL) AS unique, count(*) AS total
+    FROM email_events WHERE campaign = :campaign AND type = 'clicked' AND url IS NOT NULL
+    GROUP BY url ORDER BY 2 DESC, 3 DESC, url
+    """
+)
+# Failures as the provider reported them, and the sends refused outright (no event: the row's error).
+_FAILURES = text(
+    """
+    WITH failures AS (
+        SELECT DISTINCT ON (recipient) recipient, coalesce(reason, severity, 'unknown') AS reason
+        FROM email_events WHERE campaign = :campaign AND type = 'failed' AND recipient IS NOT NULL
+        ORDER BY recipient, occurred_at DESC
+    ), refused AS (
+        SELECT email_address AS recipient, error AS reason FROM email_campaign_emails ce
+        WHERE ce.campaign = :campaign AND ce.error IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM failures f WHERE f.recipient = ce.email_address)
+    ), every AS (SELECT * FROM failures UNION ALL SELECT * FROM refused)
+    SELECT 'reason' AS kind, reason AS key, count(*) AS recipients FROM every GROUP BY reason
+    UNION ALL
+    SELECT 'domain', split_part(recipient, '@', 2), count(*) FROM every GROUP BY 2
+    ORDER BY 1, 3 DESC, 2
+    """
+)
+
+
+async def campaign_stats(session: AsyncSession, campaign: uuid.UUID) -> dict[str, Any]:
+    row = (await session.execute(_COUNTS, {"campaign": campaign})).one()
+    counts = {t: {"unique": getattr(row, f"unique_{t}"), "total": int(getattr(row, f"total_{t}"))} for t in EVENT_TYPES}
+    hourly = [
+        {
+            "hour": r.hour.isoformat(),
+            "since_sending": int(r.since_sending or 0),
+            "opened": r.opened,
+            "clicked": r.clicked,
+        }
+        for r in await session.execute(_HOURLY, {"campaign": campaign})
+    ]
+    found = await session.execute(_LINKS, {"campaign": campaign})
+    links = [{"url": r.url, "unique": r.unique, "total": r.total} for r in found]
+    failures: dict[str, list[dict[str, Any]]] = {"by_reason": [], "by_domain": []}
+    for r in await session.execute(_FAILURES, {"campaign": campaign}):
+        failures["by_" + r.kind].append({r.kind: r.key, "recipients": r.recipients})
+    return {
+        "sent": row.sent,
+        "recipients_count": row.recipients_count,
+        "executed_at": row.executed_at.isoformat() if row.executed_at else None,
+        "counts": counts,
+        "hourly": hourly,
+        "links": links,
+        "failures": failures,
+    }
