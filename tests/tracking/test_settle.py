@@ -265,3 +265,23 @@ async def test_the_worker_settles_events_as_they_arrive(
         with contextlib.suppress(asyncio.CancelledError):
             await worker
     assert got["campaign"]["delivered"] == 1 and got["recipients"]["ann@example.com"]["delivered"] == 1
+
+
+async def test_an_event_posted_twice_counts_once_at_every_level(
+    world: World, app: FastAPI, settings: Settings, session: AsyncSession
+) -> None:
+    admin = await world.brand_admin()
+    sent = await sent_campaign(admin, app, settings, ["ann@example.com"])
+    opened = event("opened", sent.message_id, "ann@example.com")
+    # Mailgun retries a webhook it thinks failed: the same event, signed again with a new token.
+    await post_ok(world, signed(opened))
+    await post_ok(world, signed(opened), signed(event("opened", sent.message_id, "ann@example.com")))
+    assert await settle_all(app.state.sessionmaker) == 3
+    got = await counters(session, sent.id)
+    assert got["emails"]["ann@example.com"]["opened"] == 2  # the retried copy is not a second open
+    assert got["recipients"]["ann@example.com"]["opened"] == 1 and got["campaign"]["opened"] == 1
+    kept = await session.execute(
+        text("SELECT count(*) FILTER (WHERE uncounted LIKE 'duplicate%') FROM email_events WHERE campaign = :c"),
+        {"c": sent.id},
+    )
+    assert kept.scalar_one() == 1

@@ -47,6 +47,7 @@ TEMPORARY_FAILURE_DAYS = 7
 UNCOUNTED_ECHO = "within 30 seconds of sending"
 UNCOUNTED_PROXY = "image proxy"
 UNCOUNTED_SCANNER = "link scanner"
+UNCOUNTED_DUPLICATE = "duplicate of an event already stored"
 
 # Per-connection scratch for the claimed batch; emptied at each commit.
 _SCRATCH = text(
@@ -54,13 +55,13 @@ _SCRATCH = text(
     CREATE TEMP TABLE IF NOT EXISTS settling (
         id bigint, created_at timestamptz, occurred_at timestamptz, type text, severity text, brand uuid,
         campaign uuid, email uuid, campaign_email uuid, recipient text, url text, user_agent text,
-        reason text, uncounted text
+        reason text, uncounted text, provider_event_id text
     ) ON COMMIT DELETE ROWS
     """
 )
 _COLUMNS = (
     "id, created_at, occurred_at, type, severity, brand, campaign, email, campaign_email, recipient, url, "
-    "user_agent, reason, uncounted"
+    "user_agent, reason, uncounted, provider_event_id"
 )
 _CLAIM = text(
     f"""
@@ -72,9 +73,23 @@ _CLAIM = text(
         WHERE ev.id = c.id AND ev.created_at = c.created_at
         RETURNING ev.id, ev.created_at, ev.occurred_at, ev.type, ev.severity, ev.brand, ev.campaign, ev.email,
                   ev.campaign_email, lower(btrim(ev.recipient)) AS recipient, ev.url, ev.user_agent, ev.reason,
-                  ev.uncounted
+                  ev.uncounted, ev.provider_event_id
     )
     INSERT INTO settling ({_COLUMNS}) SELECT {_COLUMNS} FROM marked
+    """
+)
+# A provider may post one event twice (a retried webhook): only the first stored copy counts, at every level.
+_DROP_DUPLICATES = text(
+    f"""
+    WITH again AS (
+        DELETE FROM settling s
+        WHERE s.provider_event_id IS NOT NULL AND EXISTS (
+            SELECT 1 FROM email_events e WHERE e.provider_event_id = s.provider_event_id AND e.id < s.id
+        )
+        RETURNING s.id, s.created_at
+    )
+    UPDATE email_events ev SET uncounted = '{UNCOUNTED_DUPLICATE}' FROM again
+    WHERE ev.id = again.id AND ev.created_at = again.created_at
     """
 )
 # Why an open or click is not a person's; the first rule that applies is the one recorded.
@@ -210,6 +225,7 @@ async def settle_once(session: AsyncSession, *, limit: int = 20000) -> int:
     claimed = (await session.execute(_CLAIM, {"limit": limit})).rowcount  # type: ignore[attr-defined]
     if not claimed:
         return 0
+    await session.execute(_DROP_DUPLICATES)
     await session.execute(_JUDGE, {"proxy": IMAGE_PROXY_PATTERN})
     await session.execute(_RECORD_UNCOUNTED)
     for lock in _LOCK.values():
