@@ -20,6 +20,8 @@ from mailroom.api.limits import BodyLimitMiddleware, BodyLimits
 from mailroom.api.mailboxes import router as mailboxes_router
 from mailroom.api.metrics import RequestMetrics
 from mailroom.api.metrics import router as metrics_router
+from mailroom.api.tracking import install as install_tracking
+from mailroom.api.tracking import router as tracking_router
 from mailroom.api.unsubscribe import router as unsubscribe_router
 from mailroom.config import Settings
 from mailroom.crypto import SecretBox
@@ -51,6 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.renderer = renderer
     app.state.secret_box = SecretBox(settings.resolved_secret_key())
+    install_tracking(app.state, app.state.secret_box, engine)
     install_error_handlers(app)
     # Multipart framing around an imported file is a few hundred bytes; 64 KiB leaves room for any client.
     import_limit = settings.max_import_body + 64 * 1024
@@ -77,6 +80,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(crm_router)
     app.include_router(mailboxes_router)
+    # Before the campaigns' /emails/{id}/... routes: /emails/view/<token> is a public link, not a campaign.
+    app.include_router(tracking_router)
     app.include_router(campaigns_router)
     app.include_router(unsubscribe_router)
     app.include_router(metrics_router)

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     mailgun_api_key: str | None = None
     mailgun_domain: str | None = None
     rate_limit: float | None = None
+    # Our own open and click tracking (links through /t/c/, a pixel /t/o/) for transports without
+    # their own, and Mailgun's tracking for Mailgun sends. MAILROOM_TRACKING=off turns both off.
+    tracking: bool = True
 
     # Connected mailboxes (Gmail API, Microsoft Graph). The URLs default to the real services; the
     # OAuth redirect comes back to public_url + /users/self/{google,microsoft}/callback.

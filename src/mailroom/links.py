@@ -20,7 +20,7 @@ UNSUBSCRIBE = "unsubscribe"
 # Paths opened from an email, or by a browser coming back from a provider's consent screen: the
 # link's own token (or OAuth state) is all the authority they take, no API token.
 OAUTH_CALLBACKS = ("/users/self/google/callback", "/users/self/microsoft/callback")
-LINK_ONLY_PREFIXES = ("/unsubscribe/", "/users/confirm/", "/t/", *OAUTH_CALLBACKS)
+LINK_ONLY_PREFIXES = ("/unsubscribe/", "/users/confirm/", "/t/", "/emails/view/", *OAUTH_CALLBACKS)
 # Paths whose next segment (and anything after it) is a bearer token. A path is matched anywhere so
 # a service mounted under a prefix (root_path) is covered too. For the OAuth callbacks that is the
 # query string: its code and state redeem a mailbox connection.
