@@ -39,6 +39,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await renderer.aclose()
+        await app.state.tracking_engine.dispose()
         await engine.dispose()
 
     app = FastAPI(

@@ -26,7 +26,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from mailroom.api.deps import AppSettings, Session
 from mailroom.crypto import InvalidToken, SecretBox
@@ -91,7 +91,11 @@ def install(state: Any, box: SecretBox, engine: AsyncEngine) -> None:
     Autocommit: a hit is one statement, so no BEGIN and COMMIT round trips around it.
     """
     state.tracking_tokens = TrackingTokens(box)
-    state.tracking_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    # Its own small pool, without a ping before each use: a hit is one statement, and a dead connection
+    # fails it (the pixel still answers; the click is retried by the person clicking).
+    state.tracking_engine = create_async_engine(
+        engine.url, pool_size=8, max_overflow=8, pool_pre_ping=False, isolation_level="AUTOCOMMIT"
+    )
 
 
 def _tokens(request: Request) -> TrackingTokens:
