@@ -24,6 +24,8 @@ from mailroom.api.metrics import RequestMetrics
 from mailroom.api.metrics import router as metrics_router
 from mailroom.api.notifications import router as notifications_router
 from mailroom.api.suppressions import router as suppressions_router
+from mailroom.api.tracking import install as install_tracking
+from mailroom.api.tracking import router as tracking_router
 from mailroom.api.unsubscribe import router as unsubscribe_router
 from mailroom.config import Settings
 from mailroom.crypto import SecretBox
@@ -41,6 +43,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await renderer.aclose()
+        await app.state.tracking_engine.dispose()
         await engine.dispose()
 
     app = FastAPI(
@@ -55,6 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.renderer = renderer
     app.state.secret_box = SecretBox(settings.resolved_secret_key())
+    install_tracking(app.state, app.state.secret_box, engine)
     install_error_handlers(app)
     # Multipart framing around an imported file is a few hundred bytes; 64 KiB leaves room for any client.
     import_limit = settings.max_import_body + 64 * 1024
@@ -81,8 +85,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(crm_router)
     app.include_router(mailboxes_router)
-    # Before the campaigns' /emails/{id} routes, so /emails/events is never read as a campaign id.
+    # Before the campaigns' /emails/{id} routes, so /emails/events and /emails/view/<token> (a public link)
+    # are never read as campaign ids.
     app.include_router(events_router)
+    app.include_router(tracking_router)
     app.include_router(campaigns_router)
     app.include_router(mailbox_actions_router)
     app.include_router(unsubscribe_router)

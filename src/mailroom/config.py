@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     # Mailgun's HTTP webhook signing key: POST /emails/events answers 404 without it.
     mailgun_webhook_signing_key: str | None = Field(default=None, repr=False)
     rate_limit: float | None = None
+    # Our own open and click tracking (links through /t/c/, a pixel /t/o/) for transports without
+    # their own, and Mailgun's tracking for Mailgun sends. MAILROOM_TRACKING=off turns both off.
+    tracking: bool = True
 
     # Connected mailboxes (Gmail API, Microsoft Graph). The URLs default to the real services; the
     # OAuth redirect comes back to public_url + /users/self/{google,microsoft}/callback.

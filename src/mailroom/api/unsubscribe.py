@@ -12,10 +12,12 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
+from mailroom.addresses import normalize
 from mailroom.api.deps import Secrets, Session
 from mailroom.crypto import InvalidToken, SecretBox
 from mailroom.errors import NotFound
 from mailroom.links import read_unsubscribe_token
+from mailroom.tracking.events import NewEvent, append_events
 from mailroom.tracking.service import suppress
 
 router = APIRouter(tags=["unsubscribe"])
@@ -32,6 +34,10 @@ def _read(box: SecretBox, token: str) -> tuple[uuid.UUID, str]:
 async def unsubscribe(token: str, session: Session, box: Secrets) -> Response:
     brand, address = _read(box, token)
     await suppress(session, brand, address)
+    # The link names the brand and the address only (links already sent must keep working): no campaign.
+    await append_events(
+        session, [NewEvent(type="unsubscribed", source="unsubscribe", brand=brand, recipient=normalize(address))]
+    )
     return Response(status_code=200)
 
 

@@ -203,6 +203,7 @@ async def run_worker(settings: Settings, *, concurrency: int = 8) -> None:
         allow_private_links=settings.allow_private_attachment_links,
         default_from=default_from(settings),
         fetch_deadline=settings.attachment_fetch_timeout,
+        tracking=settings.tracking,
     )
     app = build_job_app(conninfo, ctx)
     log.info("worker started: transport %s, concurrency %d", transport_name(settings), concurrency)

@@ -42,12 +42,14 @@ RECORD_SENT = text(
     """
     WITH sent AS (
         SELECT * FROM unnest(CAST(:email_ids AS uuid[]), CAST(:row_ids AS uuid[]), CAST(:providers AS text[]),
-                             CAST(:subjects AS text[]), CAST(:tos AS text[]), CAST(:errors AS text[]))
-               AS s(email_id, row_id, provider, subject, to_address, error)
+                             CAST(:subjects AS text[]), CAST(:tos AS text[]), CAST(:errors AS text[]),
+                             CAST(:links AS text[]))
+               AS s(email_id, row_id, provider, subject, to_address, error, links)
     ),
     emails AS (
         INSERT INTO emails (id, "from", "to", cc, bcc, subject, headers, mailgun_id, google_id, microsoft_id,
-                            google_credential, microsoft_credential, domain, campaign, tags, sent_at, accepted)
+                            google_credential, microsoft_credential, domain, campaign, tags, sent_at, accepted,
+                            links)
         SELECT DISTINCT ON (email_id) email_id, :sender, string_to_array(to_address, ','),
                CAST(:cc AS text[]), CAST(:bcc AS text[]), subject, CAST(:headers AS jsonb),
                CASE WHEN :route = 'esp' THEN provider END,
@@ -55,7 +57,9 @@ RECORD_SENT = text(
                CASE WHEN :route = 'microsoft' THEN provider END,
                CASE WHEN :route = 'google' THEN CAST(:credential AS uuid) END,
                CASE WHEN :route = 'microsoft' THEN CAST(:credential AS uuid) END,
-               :domain, :campaign, CAST(:tags AS text[]), now(), 1
+               :domain, :campaign, CAST(:tags AS text[]), now(), 1,
+               -- The tracked links of the message (a JSON array), in order: what a tracked click may redirect to.
+               CASE WHEN links IS NOT NULL THEN ARRAY(SELECT jsonb_array_elements_text(CAST(links AS jsonb))) END
         FROM sent
         RETURNING id
     ),
@@ -158,6 +162,15 @@ class ChunkOutcome:
     bcc: Sequence[str] = ()
     to: str | None = None
     shared_email: uuid.UUID | None = None
+    # The emails row id of each row's message, chosen before it was built (its tracked links name it);
+    # None: new ids (``shared_email`` for a shared message).
+    email_ids: Sequence[uuid.UUID] | None = None
+    # The tracked links of each row's message, in order; None where the message is not tracked.
+    links: Sequence[Sequence[str] | None] | None = None
+
+
+def _links_json(links: Sequence[str] | None) -> str | None:
+    return None if links is None else orjson.dumps(list(links)).decode()
 
 
 async def record(sessionmaker: async_sessionmaker[AsyncSession], outcome: ChunkOutcome) -> int:
@@ -165,10 +178,13 @@ async def record(sessionmaker: async_sessionmaker[AsyncSession], outcome: ChunkO
     rows, results, subjects = outcome.rows, outcome.results, outcome.subjects
     sent = [(row, result, subject) for row, result, subject in zip(rows, results, subjects, strict=True)
             if result.provider_id]  # fmt: skip
+    chosen = dict(zip((row.id for row in rows), outcome.email_ids, strict=True)) if outcome.email_ids else {}
+    links = dict(zip((row.id for row in rows), outcome.links, strict=True)) if outcome.links else {}
     failed = [(row, result) for row, result in zip(rows, results, strict=True)
               if not result.provider_id and result.permanent]  # fmt: skip
     sent_params = {
-        "email_ids": [outcome.shared_email or uuid.uuid4() for _ in sent],
+        "email_ids": [chosen.get(row.id) or outcome.shared_email or uuid.uuid4() for row, _, _ in sent],
+        "links": [_links_json(links.get(row.id)) for row, _, _ in sent],
         "row_ids": [row.id for row, _, _ in sent],
         "providers": [result.provider_id for _, result, _ in sent],
         "subjects": [subject for _, _, subject in sent],

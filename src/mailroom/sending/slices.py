@@ -8,6 +8,10 @@ with set-based statements, one transaction per chunk.
 The route: a campaign with a connected Gmail or Outlook mailbox goes out through it when its one shared
 message fits that mailbox's recipient limit; individual campaigns, bigger ones and the rest go through
 the ESP (Mailgun, SMTP or the outbox).
+
+Tracking: Mailgun tracks opens and clicks itself when asked; through any other transport the html's links
+are rewritten and a pixel added (sending/tracking_links.py), naming the emails row, whose id is therefore
+chosen before the message is built. With ``archive``, ``{{email.url}}`` is the recipient's view-in-browser link.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -35,6 +39,7 @@ from mailroom.sending.record import ChunkOutcome, record, settle_counters
 from mailroom.sending.render import RenderedMessage, TemplateError
 from mailroom.sending.renderer import CampaignTemplates, RenderPool
 from mailroom.sending.to_send import CampaignToSend, PendingRow, load_campaign, load_pending
+from mailroom.sending.tracking_links import LinkRewriter, TrackingTokens, view_url
 from mailroom.transports.base import (
     MessageContent,
     OutgoingMessage,
@@ -71,7 +76,44 @@ class SendContext:
     # From for users who have not confirmed their address (their own goes in Reply-To).
     default_from: str = "no-reply@localhost"
     fetch_deadline: float = 30.0
+    # MAILROOM_TRACKING: opens and clicks tracked (per campaign too, see CampaignToSend.tracking).
+    tracking: bool = True
     _parts: dict[tuple[uuid.UUID, Any], asyncio.Future[Parts]] = field(default_factory=dict)
+    tokens: TrackingTokens = field(init=False)
+    rewriter: LinkRewriter = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Built once per worker: the purpose keys are derived and keyed once, not per message.
+        self.tokens = TrackingTokens(self.box)
+        self.rewriter = LinkRewriter(self.tokens, self.public_url)
+
+    def tracked_by(self, campaign: CampaignToSend, transport: Transport) -> Literal["us", "provider"] | None:
+        """Who tracks the campaign's opens and clicks on this transport, if anyone."""
+        if not (self.tracking and campaign.tracking):
+            return None
+        return "provider" if getattr(transport, "tracks_itself", False) else "us"
+
+    def email_values(self, campaign: CampaignToSend, row: uuid.UUID, *, personal: bool) -> dict[str, str]:
+        """What templates see as ``email``: its view-in-browser link when the campaign is archived."""
+        if not campaign.archive:
+            return {"url": ""}
+        return {"url": view_url(self.public_url, self.tokens, row, personal=personal)}
+
+    def track(
+        self, rendered: Sequence[RenderedMessage], email_ids: Sequence[uuid.UUID]
+    ) -> tuple[list[RenderedMessage], list[Sequence[str] | None]]:
+        """The messages with tracked links and a pixel in their html, and each one's original links."""
+        messages: list[RenderedMessage] = []
+        links: list[Sequence[str] | None] = []
+        for message, email_id in zip(rendered, email_ids, strict=True):
+            if message.html is None:
+                messages.append(message)
+                links.append(None)
+                continue
+            tracked = self.rewriter.rewrite(message.html, email_id)
+            messages.append(RenderedMessage(message.subject, tracked.html, message.text))
+            links.append(tracked.links)
+        return messages, links
 
     async def parts(self, campaign: CampaignToSend) -> Parts:
         """The campaign's attachments, read (or fetched) and encoded once per worker, not once per slice.
@@ -224,8 +266,21 @@ async def _send_individually(
 ) -> int:
     who = ctx.identity(campaign, mailbox=False)
     rendered = await ctx.renderer.render(
-        templates, [{"recipient": row.template_values(), "sender": who.sender, "email": {"url": ""}} for row in rows]
+        templates,
+        [
+            {
+                "recipient": row.template_values(),
+                "sender": who.sender,
+                "email": ctx.email_values(campaign, row.id, personal=True),
+            }
+            for row in rows
+        ],
     )
+    email_ids = [uuid.uuid4() for _ in rows]
+    tracked_by = ctx.tracked_by(campaign, ctx.transport)
+    links: list[Sequence[str] | None] | None = None
+    if tracked_by == "us":
+        rendered, links = ctx.track(rendered, email_ids)
     await ctx.limiter.acquire(len(rows))
     now = datetime.now(UTC)
     # A transport that builds messages from fields (Mailgun's batch sending) needs no MIME of them.
@@ -253,6 +308,7 @@ async def _send_individually(
                 else None,
                 who.tags,
                 content=None if with_mime else _content(who, message, parts, message_headers, to=[row.email_address]),
+                tracking=tracked_by == "provider",
             )
         )
     results = await ctx.transport.send_many(messages)
@@ -267,6 +323,8 @@ async def _send_individually(
             tags=who.tags,
             headers=_stored_headers(ctx.headers(campaign, who, None)),
             domain=ctx.message_domain,
+            email_ids=email_ids,
+            links=links,
         ),
     )
 
@@ -313,7 +371,14 @@ async def _send_shared(
     by_type: dict[str, list[str]] = {"To": [], "CC": [], "BCC": []}
     for row in rows:
         by_type[row.send_type].append(row.email_address)
-    (rendered,) = await ctx.renderer.render(templates, [{"recipient": {}, "sender": who.sender, "email": {"url": ""}}])
+    # One message for everyone: its view link names the first recipient row, rendered for nobody in particular.
+    email_values = ctx.email_values(campaign, rows[0].id, personal=False)
+    (rendered,) = await ctx.renderer.render(templates, [{"recipient": {}, "sender": who.sender, "email": email_values}])
+    email_id = uuid.uuid4()
+    tracked_by = ctx.tracked_by(campaign, route.transport)
+    links: list[Sequence[str] | None] | None = None
+    if tracked_by == "us":
+        (rendered,), links = ctx.track([rendered], [email_id])
     sent_headers = ctx.headers(campaign, who, None)
     message = _mime(
         ctx,
@@ -346,6 +411,7 @@ async def _send_shared(
                 content=content,
                 thread_id=campaign.headers.get("thread_id") if route.name == "google" else None,
                 reply_to_id=campaign.headers.get("message_id") if route.name == "microsoft" else None,
+                tracking=tracked_by == "provider",
             )
         ]
     )
@@ -369,6 +435,7 @@ async def _send_shared(
             cc=by_type["CC"],
             bcc=by_type["BCC"],
             to=",".join(by_type["To"]),
-            shared_email=uuid.uuid4(),
+            shared_email=email_id,
+            links=links * len(rows) if links is not None else None,
         ),
     )

@@ -23,6 +23,7 @@ CAMPAIGN = text(
     """
     SELECT c.id, c.brand, c.subject, c.html, c.text, c.tags, c.individual, c.recipients_count,
            c.failed_at, c.deleted_at, c.updated_at, c.due_at, c.headers,
+           c.archive, c.tracking,
            c.google_credential, c.microsoft_credential,
            coalesce(g.email, m.email) AS mailbox_address,
            u.email AS sender_email, u.first_name AS sender_first_name, u.last_name AS sender_last_name,
@@ -90,6 +91,10 @@ class CampaignToSend:
     mailbox: MailboxKind | None
     credential: uuid.UUID | None
     mailbox_address: str | None
+    # Recipients get a view-in-browser link ({{email.url}}).
+    archive: bool = False
+    # Opens and clicks are tracked (when the service tracks at all).
+    tracking: bool = True
 
     @property
     def shared(self) -> bool:
@@ -149,6 +154,8 @@ async def load_campaign(session: AsyncSession, campaign: uuid.UUID) -> CampaignT
         mailbox=mailbox,
         credential=row.google_credential or row.microsoft_credential,
         mailbox_address=row.mailbox_address,
+        archive=bool(row.archive),
+        tracking=bool(row.tracking),
     )
 
 

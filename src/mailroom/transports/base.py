@@ -106,6 +106,8 @@ class OutgoingMessage:
     thread_id: str | None = None
     # Outlook: the provider id of the message this one answers (the campaign's headers.message_id).
     reply_to_id: str | None = None
+    # Ask a provider that tracks opens and clicks itself (Mailgun) to do so; the others ignore it.
+    tracking: bool = False
 
     @property
     def segments(self) -> tuple[bytes, ...]:

@@ -71,6 +71,8 @@ class TemplateSend:
     variables: Mapping[str, str] = field(default_factory=dict)
     inline: Sequence[Attachment] = ()
     attachments: Sequence[Attachment] = ()
+    # Mailgun's own open and click tracking (reported through its webhooks).
+    tracking: bool = False
 
 
 # Names, in recipient-variables, of the per-recipient headers a reader of Mailgun's webhooks looks for.
@@ -126,6 +128,7 @@ def batch_of(messages: Sequence[OutgoingMessage]) -> TemplateSend:
         tags=messages[0].tags,
         inline=first.inline,
         attachments=first.attachments,
+        tracking=messages[0].tracking,
     )
 
 
@@ -136,6 +139,8 @@ class MailgunTransport:
     # Mailgun takes up to 1,000 recipients in one batch-sending call.
     builds_from_fields = True
     max_recipients_per_call = 1000
+    # Opens and clicks are tracked by Mailgun (OutgoingMessage.tracking) and reported by its webhooks.
+    tracks_itself = True
 
     def __init__(
         self,
@@ -173,7 +178,10 @@ class MailgunTransport:
         abort: list[SendError] = []
 
         async def one(msg: OutgoingMessage) -> SendResult | SendError:
-            data: dict[str, str | list[str]] = {"to": list(msg.recipients), **_options(msg.tags, msg.variables)}
+            data: dict[str, str | list[str]] = {
+                "to": list(msg.recipients),
+                **_options(msg.tags, msg.variables, tracking=msg.tracking),
+            }
             # Joined per request while it is in flight (at most ``concurrency`` at once).
             files: _Files = [("message", ("message.mime", msg.joined(), "message/rfc822"))]
             outcome = await self._post(f"{self._messages_url}.mime", data, files, abort)
@@ -214,7 +222,7 @@ class MailgunTransport:
             data["text"] = batch.text
         if batch.html is not None:
             data["html"] = batch.html
-        data.update(_options(batch.tags, batch.variables))
+        data.update(_options(batch.tags, batch.variables, tracking=batch.tracking))
         for name, value in headers.items():
             data[f"h:{name}"] = value
         files: _Files = [("attachment", (a.filename, a.data, a.content_type)) for a in batch.attachments]
@@ -276,8 +284,12 @@ def _form_address(entry: str) -> str:
     return f"{name} <{address}>"
 
 
-def _options(tags: Sequence[str], variables: Mapping[str, str]) -> dict[str, str | list[str]]:
+def _options(tags: Sequence[str], variables: Mapping[str, str], *, tracking: bool) -> dict[str, str | list[str]]:
     data: dict[str, str | list[str]] = {f"v:{name}": value for name, value in variables.items()}
+    if tracking:
+        # Opens through Mailgun's pixel, clicks through its redirect in the html part only: links in
+        # the plain text stay the sender's own.
+        data.update({"o:tracking": "yes", "o:tracking-opens": "yes", "o:tracking-clicks": "htmlonly"})
     if tags:
         # Mailgun keeps at most three tags per message; ours come most important first
         # (brand, campaign, then the campaign's own).
