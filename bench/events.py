@@ -255,13 +255,16 @@ def run_phase(
                    "--", str(data), str(threads), mode, path]  # fmt: skip
         wrk = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + timeout
-        stored = 0
+        stored, still_since = 0, time.monotonic()
         try:
-            while time.monotonic() < deadline:
+            # Done when everything is stored, or nothing more arrives for 10 s (some requests failed).
+            while time.monotonic() < deadline and time.monotonic() - still_since < 10:
                 found = conn.execute("SELECT count(*) FROM email_events WHERE id > %s", (baseline,)).fetchone()
-                stored = int(found[0]) if found else 0
-                if stored >= truth.valid or wrk.poll() is not None:
+                now_stored = int(found[0]) if found else 0
+                if now_stored >= truth.valid or wrk.poll() is not None:
                     break
+                if now_stored != stored:
+                    stored, still_since = now_stored, time.monotonic()
                 time.sleep(0.5)
         finally:
             wrk.terminate()
