@@ -27,6 +27,7 @@ from mailroom.crypto import SecretBox
 from mailroom.files.storage import LocalStorage
 from mailroom.metrics import SEND_LATENCY
 from mailroom.sending.attachments import AttachmentError, Parts, load_parts
+from mailroom.sending.domains import OwnDomain, SendingDomains
 from mailroom.sending.execute import fail_campaign
 from mailroom.sending.identity import Identity, headers, identity
 from mailroom.sending.mailboxes import Mailboxes
@@ -71,6 +72,8 @@ class SendContext:
     # From for users who have not confirmed their address (their own goes in Reply-To).
     default_from: str = "no-reply@localhost"
     fetch_deadline: float = 30.0
+    # Users' verified sending domains (DKIM keys, Mailgun domains).
+    domains: SendingDomains | None = None
     _parts: dict[tuple[uuid.UUID, Any], asyncio.Future[Parts]] = field(default_factory=dict)
 
     async def parts(self, campaign: CampaignToSend) -> Parts:
@@ -108,6 +111,12 @@ class SendContext:
 
     def headers(self, campaign: CampaignToSend, who: Identity, address: str | None) -> dict[str, str]:
         return headers(campaign, who, box=self.box, public_url=self.public_url, address=address)
+
+    async def own_domain(self, who: Identity) -> OwnDomain | None:
+        """The From's verified domain, when mail goes out as it (through the ESP, never a mailbox)."""
+        if who.mailbox or self.domains is None:
+            return None
+        return await self.domains.for_address(who.envelope_from)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,9 +210,10 @@ def _mime(
     bcc: Sequence[str] = (),
     headers: dict[str, str],
     date: datetime,
+    own: OwnDomain | None = None,
 ) -> tuple[bytes, ...]:
     # The attachment parts are the cached, shared ones: a message adds only its own head and text.
-    return build_segments(
+    segments = build_segments(
         from_addr=who.from_header,
         to=to,
         cc=cc,
@@ -217,12 +227,14 @@ def _mime(
         inline=parts.inline_parts,
         attachments=parts.attached_parts,
     )
+    return own.sign(segments) if own is not None else segments
 
 
 async def _send_individually(
     ctx: SendContext, campaign: CampaignToSend, templates: CampaignTemplates, parts: Parts, rows: Sequence[PendingRow]
 ) -> int:
     who = ctx.identity(campaign, mailbox=False)
+    own = await ctx.own_domain(who)
     rendered = await ctx.renderer.render(
         templates, [{"recipient": row.template_values(), "sender": who.sender, "email": {"url": ""}} for row in rows]
     )
@@ -233,6 +245,8 @@ async def _send_individually(
     messages = []
     for row, message in zip(rows, rendered, strict=True):
         message_headers = ctx.headers(campaign, who, row.email_address)
+        if own is not None:
+            message_headers.update(own.headers(who.envelope_from))
         messages.append(
             OutgoingMessage(
                 str(row.id),
@@ -248,11 +262,13 @@ async def _send_individually(
                     to=[row.email_address],
                     headers=message_headers,
                     date=now,
+                    own=own,
                 )
                 if with_mime
                 else None,
                 who.tags,
                 content=None if with_mime else _content(who, message, parts, message_headers, to=[row.email_address]),
+                domain=own.mailgun_domain if own else None,
             )
         )
     results = await ctx.transport.send_many(messages)
@@ -266,7 +282,7 @@ async def _send_individually(
             from_header=who.from_header,
             tags=who.tags,
             headers=_stored_headers(ctx.headers(campaign, who, None)),
-            domain=ctx.message_domain,
+            domain=(own and own.mailgun_domain) or ctx.message_domain,
         ),
     )
 
@@ -315,6 +331,9 @@ async def _send_shared(
         by_type[row.send_type].append(row.email_address)
     (rendered,) = await ctx.renderer.render(templates, [{"recipient": {}, "sender": who.sender, "email": {"url": ""}}])
     sent_headers = ctx.headers(campaign, who, None)
+    own = await ctx.own_domain(who)
+    if own is not None:
+        sent_headers.update(own.headers(who.envelope_from))
     message = _mime(
         ctx,
         campaign,
@@ -328,6 +347,7 @@ async def _send_shared(
         bcc=by_type["BCC"] if route.mailbox else (),
         headers=sent_headers,
         date=datetime.now(UTC),
+        own=own,
     )
     content = None
     if route.transport.builds_from_fields:
@@ -346,6 +366,7 @@ async def _send_shared(
                 content=content,
                 thread_id=campaign.headers.get("thread_id") if route.name == "google" else None,
                 reply_to_id=campaign.headers.get("message_id") if route.name == "microsoft" else None,
+                domain=own.mailgun_domain if own else None,
             )
         ]
     )
@@ -363,7 +384,7 @@ async def _send_shared(
             from_header=who.from_header,
             tags=who.tags,
             headers=_stored_headers(sent_headers),
-            domain=None if route.mailbox else ctx.message_domain,
+            domain=None if route.mailbox else (own and own.mailgun_domain) or ctx.message_domain,
             route=route.name,
             credential=campaign.credential if route.mailbox else None,
             cc=by_type["CC"],

@@ -106,6 +106,8 @@ class OutgoingMessage:
     thread_id: str | None = None
     # Outlook: the provider id of the message this one answers (the campaign's headers.message_id).
     reply_to_id: str | None = None
+    # Mailgun: the domain set up there for the From's domain, to send through instead of the transport's own.
+    domain: str | None = None
 
     @property
     def segments(self) -> tuple[bytes, ...]:
