@@ -79,9 +79,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(crm_router)
     app.include_router(mailboxes_router)
+    # Before the campaigns' /emails/{id}, which would take /emails/domain for a campaign id.
+    app.include_router(domains_router)
     app.include_router(campaigns_router)
     app.include_router(mailbox_actions_router)
-    app.include_router(domains_router)
     app.include_router(unsubscribe_router)
     app.include_router(metrics_router)
 

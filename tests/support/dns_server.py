@@ -59,7 +59,8 @@ class FakeDns(BaseResolver):
 
 def _rdata(kind: str, value: Any) -> Any:
     if kind == "TXT":
-        strings = value if isinstance(value, list) else [value]
+        # One character-string holds at most 255 bytes: a longer value is split, as DNS providers do.
+        strings = value if isinstance(value, list) else [value[i : i + 255] for i in range(0, len(value), 255)]
         return TXT([s.encode() for s in strings])
     if kind == "CNAME":
         return CNAME(value)
