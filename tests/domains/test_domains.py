@@ -56,7 +56,7 @@ async def stored(session: AsyncSession, domain: str = DOMAIN) -> SendingDomain:
 
 async def _id(session: AsyncSession, domain: str) -> uuid.UUID:
     found = await session.execute(text("SELECT id FROM sending_domains WHERE domain = :d"), {"d": domain})
-    return found.scalar_one()  # type: ignore[no-any-return]
+    return found.scalar_one()
 
 
 def publish_own(dns: FakeDns, records: Any) -> None:
