@@ -6,7 +6,8 @@
 
 Names are matched without their trailing dot and in any case. A TXT value may be a list of strings: one
 record made of several character-strings, as long DKIM keys are published. A name with records of
-other types answers NOERROR with no data; an unknown name answers NXDOMAIN.
+other types answers NOERROR with no data; an unknown name answers NXDOMAIN. An answer over 512 bytes
+comes back truncated over UDP, as from a server without EDNS.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from dnslib import CNAME, MX, QTYPE, RCODE, RR, TXT, DNSRecord
 from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
 
+UDP_LIMIT = 512
 Records = dict[tuple[str, str], list[Any]]
 
 
@@ -33,6 +35,7 @@ class FakeDns(BaseResolver):
     records: Records = field(default_factory=dict)
     port: int = 0
     questions: list[tuple[str, str]] = field(default_factory=list)
+    over_tcp: list[tuple[str, str]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -46,6 +49,8 @@ class FakeDns(BaseResolver):
         kind = QTYPE[request.q.qtype]
         with self._lock:
             self.questions.append((name, kind))
+            if handler.protocol == "tcp":
+                self.over_tcp.append((name, kind))
             matching = [(t, v) for (n, t), v in self.records.items() if _key(n) == name]
         values = next((v for t, v in matching if t == kind), None)
         if values is None:
@@ -54,6 +59,10 @@ class FakeDns(BaseResolver):
             return reply
         for value in values:
             reply.add_answer(RR(request.q.qname, request.q.qtype, rdata=_rdata(kind, value), ttl=60))
+        if handler.protocol == "udp" and len(reply.pack()) > UDP_LIMIT:
+            # Too long for UDP without EDNS: the question answered with TC set, to be asked again over TCP.
+            reply = request.reply()
+            reply.header.tc = 1
         return reply
 
 
