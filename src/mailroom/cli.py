@@ -169,10 +169,22 @@ def worker_command(
     _logging(settings)
     _share_metrics(settings, wipe=False)
 
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_work(settings, concurrency))
+
+
+async def _work(settings: Settings, concurrency: int) -> None:
+    """Sending, and the daily re-check of sending domains' DNS records."""
+    from mailroom.domains.service import recheck_forever
     from mailroom.sending.jobs import run_worker
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_worker(settings, concurrency=concurrency))
+    rechecks = asyncio.create_task(recheck_forever(settings))
+    try:
+        await run_worker(settings, concurrency=concurrency)
+    finally:
+        rechecks.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await rechecks
 
 
 async def _in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:

@@ -13,8 +13,9 @@ outage of the resolver must not stop a domain's mail.
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import uuid
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,11 +30,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailroom.config import Settings
 from mailroom.crm.models import User
 from mailroom.crypto import SecretBox
+from mailroom.db import make_engine, make_sessionmaker, resolve_database_url
 from mailroom.domains.dns import DnsChecker, DnsRecord, RecordCheck, bare
 from mailroom.domains.models import SendingDomain
 from mailroom.errors import BadGateway, BadRequest, NotFound
 from mailroom.transports.factory import transport_name
 from mailroom.transports.mailgun_domains import MailgunDomains, MailgunDomainsError
+
+log = logging.getLogger(__name__)
 
 # Addresses at these are people's own mailboxes: nobody can publish records for them, and mail from
 # them goes out through the connected Gmail or Outlook mailbox instead.
@@ -229,39 +233,47 @@ async def recheck_domains(
     settings: Settings,
     box: SecretBox,
     every: timedelta = timedelta(days=1),
+    limit: int = 20,
     dns: DnsChecker | None = None,
 ) -> int:
-    """Check again every domain not checked within ``every`` (daily by default); returns how many were.
+    """Check again up to ``limit`` domains not checked within ``every`` (daily by default); returns how
+    many were. The caller commits; call again until it answers 0.
 
-    Each domain is checked in its own savepoint so that one failing (Mailgun unreachable) does not stop
-    the others; the caller commits.
+    Rows locked by another worker are skipped, and each domain is checked in a savepoint so that one
+    failing (Mailgun unreachable) does not undo the others.
     """
-    due = (
-        (
-            await session.execute(
-                select(SendingDomain.id).where(
-                    or_(SendingDomain.checked_at.is_(None), SendingDomain.checked_at < datetime.now(UTC) - every)
-                )
-            )
-        )
+    due = or_(SendingDomain.checked_at.is_(None), SendingDomain.checked_at < datetime.now(UTC) - every)
+    rows = (
+        (await session.execute(select(SendingDomain).where(due).limit(limit).with_for_update(skip_locked=True)))
         .scalars()
         .all()
     )
     checked = 0
-    for domain_id in due:
+    for row in rows:
         try:
             async with session.begin_nested():
-                row = await _locked(session, domain_id)
-                if row is not None:
-                    await check_domain(session, row, settings=settings, box=box, dns=dns)
-                    checked += 1
-        except BadGateway:
-            continue
+                await check_domain(session, row, settings=settings, box=box, dns=dns)
+        except BadGateway as exc:
+            log.warning("sending domain %s not re-checked: %s", row.domain, exc.message)
+            row.checked_at = datetime.now(UTC)  # try again tomorrow rather than in a tight loop
+        checked += 1
     return checked
 
 
-async def _locked(session: AsyncSession, domain_id: uuid.UUID) -> SendingDomain | None:
-    found = await session.execute(
-        select(SendingDomain).where(SendingDomain.id == domain_id).with_for_update(skip_locked=True)
-    )
-    return found.scalar_one_or_none()
+async def recheck_forever(settings: Settings, *, interval: float = 3600.0) -> None:
+    """Re-check due domains every ``interval`` seconds, each batch in its own transaction (a worker runs it)."""
+    engine = make_engine(resolve_database_url(settings), pool_size=1)
+    sessionmaker = make_sessionmaker(engine)
+    box = SecretBox(settings.resolved_secret_key())
+    try:
+        while True:
+            try:
+                while True:
+                    async with sessionmaker() as session, session.begin():
+                        if not await recheck_domains(session, settings=settings, box=box):
+                            break
+            except Exception:  # the next round tries again; the worker must keep sending meanwhile
+                log.exception("re-checking sending domains failed")
+            await asyncio.sleep(interval)
+    finally:
+        await engine.dispose()
