@@ -38,15 +38,17 @@ def txt_lookup(server: FakeDns) -> Any:
     return lookup
 
 
-async def schedule_from(admin: Actor, sender: Actor, to: str) -> str:
+async def schedule_from(
+    admin: Actor, sender: Actor, *to: str, path: str = "/emails/individual", html: str = "<p>Hello</p>"
+) -> str:
     body = {
         "from": str(sender.user),
         "subject": "Open house on Sunday",
-        "html": "<p>Hello {{recipient.first_name or 'there'}}</p>",
-        "to": [{"recipient_type": "Email", "email": to}],
+        "html": html,
+        "to": [{"recipient_type": "Email", "email": address} for address in to],
         "due_at": due_now(),
     }
-    campaign: str = admin.data(await admin.post("/emails/individual", body))["id"]
+    campaign: str = admin.data(await admin.post(path, body))["id"]
     return campaign
 
 
@@ -62,13 +64,15 @@ async def test_mail_from_an_enabled_domain_is_dkim_signed_through_smtp(
             server.records[(f"mailroom._domainkey.{DOMAIN}", "TXT")] = [dkim_record]
             server.records[(f"_dmarc.{DOMAIN}", "TXT")] = ["v=DMARC1; p=none"]
             assert all(r["is_active"] for r in jo.data(await jo.put("/emails/domain/verify")))
-        signed = await schedule_from(admin, jo, "ann@example.com")
+        signed = await schedule_from(admin, jo, "ann@example.com", html="<p>Hello {{recipient.first_name}}</p>")
         # The admin's own domain (example.com) is not set up: that mail goes out unsigned.
         unsigned = await schedule_from(admin, admin, "bob@example.com")
+        # One message to several people is signed the same way.
+        shared = await schedule_from(admin, jo, "cy@example.com", "di@example.com", path="/emails")
         with smtp_server() as smtp:
             async with running_worker(settings, transport="smtp", smtp_url=smtp.url):
-                await wait_until_sent(app.state.sessionmaker, signed)
-                await wait_until_sent(app.state.sessionmaker, unsigned)
+                for campaign in (signed, unsigned, shared):
+                    await wait_until_sent(app.state.sessionmaker, campaign)
         by_rcpt = {m.rcpt_tos[0]: m for m in smtp.messages}
         mail = by_rcpt["ann@example.com"]
         assert parseaddr(mail.message["From"])[1] == f"jo@{DOMAIN}"
@@ -82,6 +86,8 @@ async def test_mail_from_an_enabled_domain_is_dkim_signed_through_smtp(
         # A changed subject no longer verifies: the signature covers it.
         assert not dkim.verify(mail.raw.replace(b"Open house on Sunday", b"Open house on Monday"), dnsfunc=lookup)
         assert "DKIM-Signature" not in by_rcpt["bob@example.com"].message
+        assert by_rcpt["cy@example.com"].rcpt_tos == ["cy@example.com", "di@example.com"]
+        assert dkim.verify(by_rcpt["cy@example.com"].raw, dnsfunc=lookup)
 
 
 async def test_mail_from_an_enabled_domain_goes_through_its_mailgun_domain(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,7 +35,7 @@ from mailroom.domains.dns import DnsChecker, DnsRecord, RecordCheck, bare
 from mailroom.domains.models import SendingDomain
 from mailroom.errors import BadGateway, BadRequest, NotFound
 from mailroom.transports.factory import transport_name
-from mailroom.transports.mailgun_domains import MailgunDomains, MailgunDomainsError
+from mailroom.transports.mailgun_domains import MailgunDomain, MailgunDomains, MailgunDomainsError
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,8 @@ def _stored(check: RecordCheck) -> dict[str, Any]:
 
 def _settle(row: SendingDomain, stored: list[dict[str, Any]], now: datetime) -> None:
     required = [r for r in stored if r["required"]]
-    if all(r["is_active"] for r in required):
+    # A provider answering no records at all has not set the domain up: nothing to enable.
+    if required and all(r["is_active"] for r in required):
         if row.enabled_at is None:
             row.enabled_at = now
             row.disabled_at = None
@@ -215,7 +216,9 @@ async def _mailgun_records(row: SendingDomain, settings: Settings) -> list[_Want
     return wanted
 
 
-async def _mailgun_call(settings: Settings, call: Any) -> Any:
+async def _mailgun_call(
+    settings: Settings, call: Callable[[MailgunDomains], Awaitable[MailgunDomain]]
+) -> MailgunDomain:
     if not settings.mailgun_api_key:
         raise BadGateway("Mailgun is the transport but MAILROOM_MAILGUN_API_KEY is not set", field="domain")
     client = MailgunDomains(settings.mailgun_api_url, settings.mailgun_api_key)
