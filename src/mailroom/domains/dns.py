@@ -74,11 +74,16 @@ class DnsChecker:
         return resolver
 
     async def check_all(self, records: Sequence[DnsRecord]) -> list[RecordCheck]:
-        resolver = self._resolver()
+        try:
+            resolver = self._resolver()
+        except (dns.exception.DNSException, OSError) as exc:  # no resolv.conf, say
+            reason = f"no DNS resolver to ask: {exc}"
+            return [RecordCheck(False, r.name, r.record_type, r.desired_value, reason, False) for r in records]
         return list(await asyncio.gather(*(self._check(resolver, r) for r in records)))
 
     async def check(self, record: DnsRecord) -> RecordCheck:
-        return await self._check(self._resolver(), record)
+        (result,) = await self.check_all([record])
+        return result
 
     async def _check(self, resolver: dns.asyncresolver.Resolver, record: DnsRecord) -> RecordCheck:
         def result(active: bool, reason: str | None = None, *, answered: bool = True) -> RecordCheck:
