@@ -207,7 +207,7 @@ async def test_mailgun_domain_is_created_there_and_its_records_checked(
             assert "key-test" not in response.text and "Mailgun" in response.json()["message"]
 
 
-async def test_every_record_is_checked_with_one_query_per_record(world: World, app: FastAPI) -> None:
+async def test_the_records_mailgun_asks_for_are_the_ones_looked_up(world: World, app: FastAPI) -> None:
     jo = await agent(world)
     with mailgun_domains_server() as (mg, _), dns_server() as dns:
         changes = {"transport": "mailgun", "mailgun_api_url": mg.url, "mailgun_api_key": "key-test",
