@@ -14,6 +14,7 @@ from sqlalchemy import text
 from mailroom.api.auth import token_is_valid
 from mailroom.api.campaigns import router as campaigns_router
 from mailroom.api.crm import router as crm_router
+from mailroom.api.domains import router as domains_router
 from mailroom.api.envelope import ORJSONResponse
 from mailroom.api.errors import document_errors, install_error_handlers
 from mailroom.api.events import router as events_router
@@ -89,6 +90,8 @@ def create_app(settings: Settings) -> FastAPI:
     # are never read as campaign ids.
     app.include_router(events_router)
     app.include_router(tracking_router)
+    # Before the campaigns' /emails/{id}, which would take /emails/domain for a campaign id.
+    app.include_router(domains_router)
     app.include_router(campaigns_router)
     app.include_router(mailbox_actions_router)
     app.include_router(unsubscribe_router)

@@ -174,8 +174,10 @@ def worker_command(
 
 
 async def work_and_settle(settings: Settings, concurrency: int) -> None:
-    """Sending and counting what happened after: the settler lives here because sending cannot import
-    tracking. Either one ending (or failing) stops the other, so the process exits and is restarted whole."""
+    """Sending, counting what happened after, and the daily re-check of sending domains' DNS records: the
+    settler and the re-check live here because sending cannot import tracking or domains. Any one ending (or
+    failing) stops the others, so the process exits and is restarted whole."""
+    from mailroom.domains.service import recheck_forever
     from mailroom.sending.jobs import run_worker
     from mailroom.tracking.settle import run_settler
 
@@ -183,6 +185,7 @@ async def work_and_settle(settings: Settings, concurrency: int) -> None:
     tasks = [
         asyncio.create_task(run_worker(settings, concurrency=concurrency)),
         asyncio.create_task(run_settler(make_sessionmaker(engine))),
+        asyncio.create_task(recheck_forever(settings)),
     ]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

@@ -5,6 +5,7 @@ Nothing reads settings at import time; the CLI builds a Settings and hands it to
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import string
@@ -108,10 +109,36 @@ class Settings(BaseSettings):
     render_seconds_per_message: float = 0.05
     render_memory_mib: int = 512
 
+    # Sending domains. DNS checks ask these servers (comma-separated IP or IP:port); unset: the system's.
+    dns_servers: str | None = None
+    # The domain set up at Mailgun for a user's address domain.
+    mailgun_domain_pattern: str = "rechat-mail.{domain}"
+    # Through SMTP: the SPF mechanism a domain must publish ("include:spf.example.net", "ip4:192.0.2.1");
+    # unset: the relay's SPF is the operator's business and no SPF record is asked for.
+    spf_include: str | None = None
+    dkim_selector: str = "mailroom"
+    # When set, a domain must point its tracking host (email.<domain>) here with a CNAME.
+    tracking_host: str | None = None
+    dmarc_value: str = "v=DMARC1; p=none"
+
     @field_validator("secret_key")
     @classmethod
     def _strong_secret_key(cls, value: str | None) -> str | None:
         return None if value is None else check_secret_key(value)
+
+    @field_validator("mailgun_domain_pattern")
+    @classmethod
+    def _pattern_names_domain(cls, value: str) -> str:
+        if "{domain}" not in value or value.replace("{domain}", "").count("{"):
+            raise ValueError("must contain {domain} (and no other placeholder), e.g. rechat-mail.{domain}")
+        return value
+
+    @field_validator("dns_servers")
+    @classmethod
+    def _dns_servers(cls, value: str | None) -> str | None:
+        if value:
+            dns_server_addresses(value)
+        return value or None
 
     def resolved_secret_key(self) -> str:
         """The configured key, or the one generated for this data dir on first use.
@@ -140,6 +167,31 @@ class Settings(BaseSettings):
         finally:
             os.unlink(tmp)
         return key
+
+
+def dns_server_addresses(value: str) -> list[tuple[str, int]]:
+    """``"192.0.2.53, 192.0.2.54:5353, [2001:db8::53]:53"`` as (address, port) pairs; ValueError otherwise."""
+    servers = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        host, port = item, "53"
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            port = rest.removeprefix(":") or "53"
+        elif item.count(":") == 1:
+            host, port = item.split(":")
+        try:
+            address = str(ipaddress.ip_address(host))
+            number = int(port)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or IP:port") from None
+        if not 0 < number < 65536:
+            raise ValueError(f"{item!r}: port out of range")
+        servers.append((address, number))
+    if not servers:
+        raise ValueError("no DNS server given")
+    return servers
 
 
 def _read_key(path: Path) -> str:

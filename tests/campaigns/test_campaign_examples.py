@@ -14,21 +14,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tests.support.dns_server import dns_server
+from tests.support.domains import app_settings
+from tests.support.mailgun_domains_server import mailgun_domains_server
 from tests.support.world import Actor, World
 
 EXAMPLES = json.loads((Path(__file__).parents[1] / "fixtures/api_examples.json").read_text())
-# Fields this service adds to the document's objects, by object type.
-ADDED_FIELDS = {"email_campaign": {"from_address_verified"}}
+# Fields this service adds to the document's objects, by object type (DNS records have none: see object_type).
+ADDED_FIELDS = {"email_campaign": {"from_address_verified"}, "dns_record": {"reason"}}
 BY_TITLE = {e["title"]: e for e in EXAMPLES}
 
 # Sending domains and uploads belong to other parts of the service.
 NOT_COVERED = {
     "Upload an Attachment",
-    "Get information about the domain of the current user",
-    "Attempt at verifying user's domain",
 }
 # The mailbox-action examples and the action each queues.
 MAILBOX_ACTIONS = {
@@ -87,13 +89,17 @@ def kind(value: Any) -> str:
     return type(value).__name__
 
 
+def object_type(value: dict[str, Any]) -> str:
+    return "dns_record" if "record_type" in value else str(value.get("type"))
+
+
 def assert_same_shape(example: Any, actual: Any, path: str = "data") -> None:
     if example is None:
         return  # a null in the document says nothing about the type
     assert actual is not None, f"{path}: null where the document has {example!r}"
     assert kind(actual) == kind(example), f"{path}: {kind(actual)} where the document has {kind(example)}"
     if isinstance(example, dict):
-        added = ADDED_FIELDS.get(str(example.get("type")), set())
+        added = ADDED_FIELDS.get(object_type(example), set())
         assert set(actual) - added == set(example), (
             f"{path}: missing {sorted(set(example) - set(actual))}, extra {sorted(set(actual) - set(example))}"
         )
@@ -224,6 +230,8 @@ def test_every_campaign_example_is_replayed() -> None:
         "Get an outlook campaign",
         "Get User Email Quota by brand",
         "Get emails of a campaign",
+        "Attempt at verifying user's domain",
+        "Get information about the domain of the current user",
         *MAILBOX_ACTIONS,
     }
     assert replayed | NOT_COVERED == set(BY_TITLE)
@@ -332,3 +340,17 @@ async def test_mailbox_action_examples(replay: Replay) -> None:
         ("google", credential, "trash", example_ids),
         ("google", credential, "archive", example_ids),
     ]
+
+
+async def test_domain_examples(replay: Replay, app: FastAPI) -> None:
+    """The document's user is at rechat.com; ours at example.com, set up at Mailgun under the same pattern."""
+    with mailgun_domains_server() as (mg, _), dns_server() as dns:
+        changes = {"transport": "mailgun", "mailgun_api_url": mg.url, "mailgun_api_key": "key-test",
+                   "mailgun_domain": "mg.example.com", "dns_servers": dns.address}  # fmt: skip
+        with app_settings(app, **changes):
+            records = (await replay.run("Attempt at verifying user's domain"))["data"]
+            assert all(r["is_active"] is False and r["reason"] for r in records)
+            domain = (await replay.run("Get information about the domain of the current user"))["data"]
+    example = BY_TITLE["Get information about the domain of the current user"]["response"]["data"]
+    assert domain["mailgun_domain"] == example["mailgun_domain"].replace("rechat.com", "example.com")
+    assert domain["domain"] == "example.com"

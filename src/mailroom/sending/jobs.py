@@ -27,6 +27,7 @@ from mailroom.config import Settings
 from mailroom.crypto import SecretBox
 from mailroom.db import libpq_url, make_engine, make_sessionmaker, resolve_database_url
 from mailroom.files.storage import LocalStorage
+from mailroom.sending.domains import SendingDomains
 from mailroom.sending.execute import NEXT_DUE, SEND_TASK, execute_next_due
 from mailroom.sending.mailbox_jobs import MAILBOX_ACTION_TASK, run_mailbox_action
 from mailroom.sending.mailboxes import Mailboxes, Paused
@@ -204,6 +205,7 @@ async def run_worker(settings: Settings, *, concurrency: int = 8) -> None:
         default_from=default_from(settings),
         fetch_deadline=settings.attachment_fetch_timeout,
         tracking=settings.tracking,
+        domains=SendingDomains(sessionmaker, box, transport_name(settings)),
     )
     app = build_job_app(conninfo, ctx)
     log.info("worker started: transport %s, concurrency %d", transport_name(settings), concurrency)

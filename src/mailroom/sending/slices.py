@@ -31,6 +31,7 @@ from mailroom.crypto import SecretBox
 from mailroom.files.storage import LocalStorage
 from mailroom.metrics import SEND_LATENCY
 from mailroom.sending.attachments import AttachmentError, Parts, load_parts
+from mailroom.sending.domains import OwnDomain, SendingDomains
 from mailroom.sending.execute import fail_campaign
 from mailroom.sending.identity import Identity, headers, identity
 from mailroom.sending.mailboxes import Mailboxes
@@ -78,6 +79,8 @@ class SendContext:
     fetch_deadline: float = 30.0
     # MAILROOM_TRACKING: opens and clicks tracked (per campaign too, see CampaignToSend.tracking).
     tracking: bool = True
+    # Users' verified sending domains (DKIM keys, Mailgun domains).
+    domains: SendingDomains | None = None
     _parts: dict[tuple[uuid.UUID, Any], asyncio.Future[Parts]] = field(default_factory=dict)
     tokens: TrackingTokens = field(init=False)
     rewriter: LinkRewriter = field(init=False)
@@ -150,6 +153,12 @@ class SendContext:
 
     def headers(self, campaign: CampaignToSend, who: Identity, address: str | None) -> dict[str, str]:
         return headers(campaign, who, box=self.box, public_url=self.public_url, address=address)
+
+    async def own_domain(self, who: Identity) -> OwnDomain | None:
+        """The From's verified domain, when mail goes out as it (through the ESP, never a mailbox)."""
+        if who.mailbox or self.domains is None:
+            return None
+        return await self.domains.for_address(who.envelope_from)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,9 +252,10 @@ def _mime(
     bcc: Sequence[str] = (),
     headers: dict[str, str],
     date: datetime,
+    own: OwnDomain | None = None,
 ) -> tuple[bytes, ...]:
     # The attachment parts are the cached, shared ones: a message adds only its own head and text.
-    return build_segments(
+    segments = build_segments(
         from_addr=who.from_header,
         to=to,
         cc=cc,
@@ -259,12 +269,14 @@ def _mime(
         inline=parts.inline_parts,
         attachments=parts.attached_parts,
     )
+    return own.sign(segments) if own is not None else segments
 
 
 async def _send_individually(
     ctx: SendContext, campaign: CampaignToSend, templates: CampaignTemplates, parts: Parts, rows: Sequence[PendingRow]
 ) -> int:
     who = ctx.identity(campaign, mailbox=False)
+    own = await ctx.own_domain(who)
     rendered = await ctx.renderer.render(
         templates,
         [
@@ -288,6 +300,8 @@ async def _send_individually(
     messages = []
     for row, message in zip(rows, rendered, strict=True):
         message_headers = ctx.headers(campaign, who, row.email_address)
+        if own is not None:
+            message_headers.update(own.headers(who.envelope_from))
         messages.append(
             OutgoingMessage(
                 str(row.id),
@@ -303,12 +317,14 @@ async def _send_individually(
                     to=[row.email_address],
                     headers=message_headers,
                     date=now,
+                    own=own,
                 )
                 if with_mime
                 else None,
                 who.tags,
                 content=None if with_mime else _content(who, message, parts, message_headers, to=[row.email_address]),
                 tracking=tracked_by == "provider",
+                domain=own.mailgun_domain if own else None,
             )
         )
     results = await ctx.transport.send_many(messages)
@@ -322,7 +338,7 @@ async def _send_individually(
             from_header=who.from_header,
             tags=who.tags,
             headers=_stored_headers(ctx.headers(campaign, who, None)),
-            domain=ctx.message_domain,
+            domain=(own and own.mailgun_domain) or ctx.message_domain,
             email_ids=email_ids,
             links=links,
         ),
@@ -380,6 +396,9 @@ async def _send_shared(
     if tracked_by == "us":
         (rendered,), links = ctx.track([rendered], [email_id])
     sent_headers = ctx.headers(campaign, who, None)
+    own = await ctx.own_domain(who)
+    if own is not None:
+        sent_headers.update(own.headers(who.envelope_from))
     message = _mime(
         ctx,
         campaign,
@@ -393,6 +412,7 @@ async def _send_shared(
         bcc=by_type["BCC"] if route.mailbox else (),
         headers=sent_headers,
         date=datetime.now(UTC),
+        own=own,
     )
     content = None
     if route.transport.builds_from_fields:
@@ -412,6 +432,7 @@ async def _send_shared(
                 thread_id=campaign.headers.get("thread_id") if route.name == "google" else None,
                 reply_to_id=campaign.headers.get("message_id") if route.name == "microsoft" else None,
                 tracking=tracked_by == "provider",
+                domain=own.mailgun_domain if own else None,
             )
         ]
     )
@@ -429,7 +450,7 @@ async def _send_shared(
             from_header=who.from_header,
             tags=who.tags,
             headers=_stored_headers(sent_headers),
-            domain=None if route.mailbox else ctx.message_domain,
+            domain=None if route.mailbox else (own and own.mailgun_domain) or ctx.message_domain,
             route=route.name,
             credential=campaign.credential if route.mailbox else None,
             cc=by_type["CC"],

@@ -108,6 +108,8 @@ class OutgoingMessage:
     reply_to_id: str | None = None
     # Ask a provider that tracks opens and clicks itself (Mailgun) to do so; the others ignore it.
     tracking: bool = False
+    # Mailgun: the domain set up there for the From's domain, to send through instead of the transport's own.
+    domain: str | None = None
 
     @property
     def segments(self) -> tuple[bytes, ...]:

@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 
@@ -73,6 +73,8 @@ class TemplateSend:
     attachments: Sequence[Attachment] = ()
     # Mailgun's own open and click tracking (reported through its webhooks).
     tracking: bool = False
+    # Sent through this Mailgun domain rather than the transport's own (a user's verified domain).
+    domain: str | None = None
 
 
 # Names, in recipient-variables, of the per-recipient headers a reader of Mailgun's webhooks looks for.
@@ -91,7 +93,10 @@ def batch_of(messages: Sequence[OutgoingMessage]) -> TemplateSend:
         raise ValueError("a batch send needs every message as fields")
     first = cast(MessageContent, contents[0])
     each = cast(list[MessageContent], contents)
-    if any(c.from_addr != first.from_addr or len(m.recipients) != 1 for c, m in zip(each, messages, strict=True)):
+    if any(
+        c.from_addr != first.from_addr or len(m.recipients) != 1 or m.domain != messages[0].domain
+        for c, m in zip(each, messages, strict=True)
+    ):
         raise ValueError("a batch send is one sender's mail to one recipient per message")
     variables: list[dict[str, str]] = [{} for _ in messages]
     fields: dict[str, str | None] = {}
@@ -129,6 +134,7 @@ def batch_of(messages: Sequence[OutgoingMessage]) -> TemplateSend:
         inline=first.inline,
         attachments=first.attachments,
         tracking=messages[0].tracking,
+        domain=messages[0].domain,
     )
 
 
@@ -153,9 +159,9 @@ class MailgunTransport:
         timeout: float = 30.0,
     ) -> None:
         base = api_url.rstrip("/")
-        base = base.removesuffix("/v3")
+        self._base = base.removesuffix("/v3")
         self.domain = domain
-        self._messages_url = f"{base}/v3/{quote(domain, safe='')}/messages"
+        self._messages_url = self._url(domain)
         self._auth = httpx.BasicAuth("api", api_key)
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(timeout=timeout)
@@ -163,6 +169,9 @@ class MailgunTransport:
 
     def __repr__(self) -> str:  # never show the key
         return f"MailgunTransport({self._messages_url!r})"
+
+    def _url(self, domain: str | None) -> str:
+        return f"{self._base}/v3/{quote(domain or self.domain, safe='')}/messages"
 
     async def aclose(self) -> None:
         if self._owns_client:
@@ -184,7 +193,7 @@ class MailgunTransport:
             }
             # Joined per request while it is in flight (at most ``concurrency`` at once).
             files: _Files = [("message", ("message.mime", msg.joined(), "message/rfc822"))]
-            outcome = await self._post(f"{self._messages_url}.mime", data, files, abort)
+            outcome = await self._post(f"{self._url(msg.domain)}.mime", data, files, abort)
             if isinstance(outcome, SendError):
                 return outcome
             provider_id, error = outcome
@@ -227,7 +236,7 @@ class MailgunTransport:
             data[f"h:{name}"] = value
         files: _Files = [("attachment", (a.filename, a.data, a.content_type)) for a in batch.attachments]
         files += [("inline", (a.content_id or a.filename, a.data, a.content_type)) for a in batch.inline]
-        outcome = await self._post(self._messages_url, data, files, [])
+        outcome = await self._post(self._url(batch.domain), data, files, [])
         if isinstance(outcome, SendError):
             raise outcome
         provider_id, error = outcome
@@ -258,7 +267,8 @@ class MailgunTransport:
         elif status in (401, 403):
             error = PermanentSendError(f"Mailgun refused the API key ({status})")
         elif status == 404:
-            error = PermanentSendError(f"Mailgun does not know the sending domain {self.domain} ({status})")
+            domain = url.rsplit("/", 2)[-2]
+            error = PermanentSendError(f"Mailgun does not know the sending domain {unquote(domain)} ({status})")
         if error is not None:
             abort.append(error)
             return error

@@ -1,0 +1,93 @@
+"""Mail From a domain whose records are verified goes out as that domain.
+
+Through SMTP (or the outbox) each message is DKIM-signed (relaxed/relaxed) with the domain's own key, so
+receivers see it signed by the domain it is From. Through Mailgun it is sent through the domain set up
+there for it (``/v3/<mailgun domain>/messages``: Mailgun signs it for that domain and takes its bounces
+there) with a ``Sender`` at that domain. Only enabled domains are used; they are read with one query per
+domain and kept a minute, so enabling or disabling one takes effect within a minute.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.utils import parseaddr
+
+import dkim
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mailroom.crypto import SecretBox
+
+ENABLED = text(
+    """
+    SELECT domain, provider, mailgun_domain, dkim_selector, dkim_private_key
+    FROM sending_domains WHERE domain = :domain AND enabled_at IS NOT NULL
+    """
+)
+# Signed headers: those a receiver shows or threads by; a relay adding others does not break the signature.
+SIGNED_HEADERS = [
+    b"From", b"To", b"Cc", b"Subject", b"Date", b"Message-ID", b"Reply-To", b"In-Reply-To", b"References",
+    b"MIME-Version", b"Content-Type", b"List-Unsubscribe", b"List-Unsubscribe-Post", b"Sender",
+]  # fmt: skip
+CACHE_SECONDS = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class OwnDomain:
+    """An enabled domain, as the transport in use sends for it."""
+
+    domain: str
+    selector: str | None = None
+    private_key: bytes | None = None  # PEM: set when mail through SMTP is signed
+    mailgun_domain: str | None = None  # set when mail through Mailgun goes through it
+
+    def headers(self, from_address: str) -> dict[str, str]:
+        if self.mailgun_domain is None:
+            return {}
+        local = parseaddr(from_address)[1].rpartition("@")[0]
+        return {"Sender": f"{local}@{self.mailgun_domain}"}
+
+    def sign(self, segments: Sequence[bytes]) -> tuple[bytes, ...]:
+        """The message with a DKIM-Signature header in front; unchanged when mail is not signed here."""
+        if self.private_key is None or self.selector is None:
+            return tuple(segments)
+        signature = dkim.sign(
+            b"".join(segments),
+            self.selector.encode(),
+            self.domain.encode(),
+            self.private_key,
+            canonicalize=(b"relaxed", b"relaxed"),
+            include_headers=SIGNED_HEADERS,
+        )
+        return (signature, *segments)
+
+
+class SendingDomains:
+    """The enabled domains the sender uses, looked up by the From address's domain."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], box: SecretBox, transport: str) -> None:
+        self._sessionmaker = sessionmaker
+        self._box = box
+        self._transport = transport
+        self._cache: dict[str, tuple[float, OwnDomain | None]] = {}
+
+    async def for_address(self, address: str) -> OwnDomain | None:
+        domain = parseaddr(address)[1].rpartition("@")[2].lower()
+        if not domain:
+            return None
+        cached = self._cache.get(domain)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        async with self._sessionmaker() as session:
+            row = (await session.execute(ENABLED, {"domain": domain})).one_or_none()
+        found: OwnDomain | None = None
+        if row is not None:
+            if row.provider == "mailgun" and self._transport == "mailgun" and row.mailgun_domain:
+                found = OwnDomain(domain, mailgun_domain=row.mailgun_domain)
+            elif row.provider == "smtp" and self._transport != "mailgun" and row.dkim_private_key is not None:
+                key = self._box.decrypt(row.dkim_private_key)
+                found = OwnDomain(domain, selector=row.dkim_selector, private_key=key.encode() if key else None)
+        self._cache[domain] = (time.monotonic() + CACHE_SECONDS, found)
+        return found
