@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     max_import_body: int = 16 * 1024 * 1024
     body_timeout: float = 30.0
 
+    # Uploaded files: a folder under data_dir unless a bucket of an S3-compatible store is named.
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = Field(default=None, repr=False)
+    s3_secret_access_key: str | None = Field(default=None, repr=False)
+
     # Sending (used by the worker).
     transport: str | None = Field(default=None, description="outbox | smtp | mailgun; default: inferred")
     smtp_url: str | None = None

@@ -20,7 +20,8 @@ UNSUBSCRIBE = "unsubscribe"
 # Paths opened from an email, or by a browser coming back from a provider's consent screen: the
 # link's own token (or OAuth state) is all the authority they take, no API token.
 OAUTH_CALLBACKS = ("/users/self/google/callback", "/users/self/microsoft/callback")
-LINK_ONLY_PREFIXES = ("/unsubscribe/", "/users/confirm/", "/t/", *OAUTH_CALLBACKS)
+# Stored files are fetched through links signed for one path until a moment (see files.storage).
+LINK_ONLY_PREFIXES = ("/unsubscribe/", "/users/confirm/", "/t/", "/files/", *OAUTH_CALLBACKS)
 # Paths whose next segment (and anything after it) is a bearer token. A path is matched anywhere so
 # a service mounted under a prefix (root_path) is covered too. For the OAuth callbacks that is the
 # query string: its code and state redeem a mailbox connection.
