@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
@@ -175,7 +176,7 @@ async def test_a_body_cut_short_stores_nothing(
     actor: Actor, app: FastAPI, settings: Settings, session: AsyncSession
 ) -> None:
     body = multipart(("file", "big.pdf", PDF * 200))
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
     pieces = [body[:70_000], body[70_000:140_000]]
 
     async def receive() -> dict[str, Any]:
@@ -183,7 +184,7 @@ async def test_a_body_cut_short_stores_nothing(
             return {"type": "http.request", "body": pieces.pop(0), "more_body": True}
         return {"type": "http.disconnect"}  # the client went away mid-upload
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     headers = [
