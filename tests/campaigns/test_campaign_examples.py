@@ -17,6 +17,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tests.support.uploads import PNG as UPLOAD_PNG
+from tests.support.uploads import post_upload
 from tests.support.world import Actor, World
 
 EXAMPLES = json.loads((Path(__file__).parents[1] / "fixtures/api_examples.json").read_text())
@@ -24,9 +26,8 @@ EXAMPLES = json.loads((Path(__file__).parents[1] / "fixtures/api_examples.json")
 ADDED_FIELDS = {"email_campaign": {"from_address_verified"}}
 BY_TITLE = {e["title"]: e for e in EXAMPLES}
 
-# Sending domains and uploads belong to other parts of the service.
+# Sending domains belong to another part of the service.
 NOT_COVERED = {
-    "Upload an Attachment",
     "Get information about the domain of the current user",
     "Attempt at verifying user's domain",
 }
@@ -224,9 +225,24 @@ def test_every_campaign_example_is_replayed() -> None:
         "Get an outlook campaign",
         "Get User Email Quota by brand",
         "Get emails of a campaign",
+        "Upload an Attachment",
         *MAILBOX_ACTIONS,
     }
     assert replayed | NOT_COVERED == set(BY_TITLE)
+
+
+async def test_upload_example(replay: Replay) -> None:
+    """The document uploads logo.png and answers the file object; the same upload here answers the same shape."""
+    example = BY_TITLE["Upload an Attachment"]
+    response = await post_upload(replay.actor, UPLOAD_PNG, "logo.png", origin="gmail")
+    assert response.status_code == example["status"], response.text
+    answer = response.json()
+    assert_same_shape(replay.mapped(example["response"]), answer, "Upload an Attachment")
+    data, expected = answer["data"], example["response"]["data"]
+    for field in ("name", "public", "type", "mime", "deleted_at"):
+        assert data[field] == expected[field], field
+    assert data["created_by"] == str(replay.actor.user)
+    assert data["path"].startswith(f"{replay.actor.user}/") and data["path"].endswith(".png")
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -97,7 +96,7 @@ class S3Server:
             }
         )
 
-    def keys(self) -> list[str]:
+    def stored_keys(self) -> list[str]:
         answer = self.client().list_objects_v2(Bucket=self.bucket)
         return sorted(item["Key"] for item in answer.get("Contents", []))
 
@@ -122,7 +121,3 @@ def s3_server(bucket: str = "mailroom-files") -> Iterator[S3Server]:
         yield s3
     finally:
         server.stop()
-
-
-def under(root: Path, path: str) -> Path:
-    return root / "files" / path
