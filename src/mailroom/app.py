@@ -67,6 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
             deadline=settings.body_timeout,
             # Uploads are written to storage as they arrive, never buffered whole.
             streamed=((re.compile(r"/emails/attachments\Z"), UPLOAD_BODY_LIMIT),),
+            streamed_deadline=settings.upload_timeout,
         ),
         sessionmaker=app.state.sessionmaker,
         authenticate=token_is_valid,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import MutableMapping
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 import pytest
@@ -214,3 +214,27 @@ async def test_uploader_must_be_a_member_of_the_brand(world: World, actor: Actor
 async def test_upload_needs_a_token(client: Any) -> None:
     response = await client.post("/emails/attachments", files={"file": ("a.pdf", PDF, "application/pdf")})
     assert response.status_code == 401
+
+
+async def test_an_undeclared_body_past_the_upload_limit_is_cut_off(
+    actor: Actor, settings: Settings, session: AsyncSession
+) -> None:
+    # No Content-Length (chunked): the running count stops it, here in a form field besides a small file.
+    head = multipart(("file", "a.pdf", PDF))[: -len(b"--XyZ--\r\n")]
+    head += b'--XyZ\r\nContent-Disposition: form-data; name="note"\r\n\r\n'
+    piece = b"n" * (1024 * 1024)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield head
+        for _ in range(MAILBOX_SIZE_LIMIT // len(piece) + 2):
+            yield piece
+        yield b"\r\n--XyZ--\r\n"
+
+    response = await actor.client.post(
+        "/emails/attachments?origin=gmail",
+        content=body(),
+        headers={**actor.headers, "Content-Type": "multipart/form-data; boundary=XyZ"},
+    )
+    assert response.status_code == 413, response.text
+    assert response.json()["message"].startswith("body:")
+    assert stored_files(settings, actor.user) == [] and await file_rows(session) == []

@@ -44,6 +44,8 @@ class BodyLimits:
     deadline: float
     # (path pattern, limit) for endpoints that read their body as a stream, checked before `larger`.
     streamed: tuple[tuple[re.Pattern[str], int], ...] = ()
+    # Seconds a streamed body may take: files of tens of MB take longer than a JSON body on slow links.
+    streamed_deadline: float | None = None
 
     def for_path(self, path: str) -> int:
         if path.startswith(LINK_ONLY_PREFIXES):
@@ -122,7 +124,8 @@ class BodyLimitMiddleware:
         """The app reads the body as it arrives; past the limit or the deadline its read fails, and
         the refusal is answered unless the app has started its own answer."""
         limit = self.limits.for_path(scope["path"])
-        deadline = asyncio.get_running_loop().time() + self.limits.deadline
+        seconds = self.limits.streamed_deadline or self.limits.deadline
+        deadline = asyncio.get_running_loop().time() + seconds
         size = 0
         started = False
 
@@ -132,9 +135,7 @@ class BodyLimitMiddleware:
                 async with asyncio.timeout_at(deadline):
                     message = await receive()
             except TimeoutError:
-                raise _Refused(
-                    408, "RequestTimeout", f"body: must arrive within {self.limits.deadline:g} seconds"
-                ) from None
+                raise _Refused(408, "RequestTimeout", f"body: must arrive within {seconds:g} seconds") from None
             size += len(message.get("body", b""))
             if size > limit:
                 raise _too_large(limit)

@@ -73,6 +73,8 @@ def is_image(mime: str | None) -> bool:
 def disposition(name: str, mime: str | None) -> str:
     """Content-Disposition of a served file: images inline, everything else downloaded, never rendered."""
     kind = "inline" if is_image(mime) else "attachment"
+    # Names are cleaned on upload; rows from before that still must not break the header.
+    name = "".join(ch for ch in name if ch.isprintable()) or "attachment"
     ascii_name = name.encode("ascii", "replace").decode().replace('"', "'").replace("\\", "_")
     return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{urllib.parse.quote(name, safe='')}"
 
