@@ -18,6 +18,8 @@ from mailroom.api.domains import router as domains_router
 from mailroom.api.envelope import ORJSONResponse
 from mailroom.api.errors import document_errors, install_error_handlers
 from mailroom.api.events import router as events_router
+from mailroom.api.files import UPLOAD_BODY_LIMIT
+from mailroom.api.files import router as files_router
 from mailroom.api.limits import BodyLimitMiddleware, BodyLimits
 from mailroom.api.mailbox_actions import router as mailbox_actions_router
 from mailroom.api.mailboxes import router as mailboxes_router
@@ -31,6 +33,7 @@ from mailroom.api.unsubscribe import router as unsubscribe_router
 from mailroom.config import Settings
 from mailroom.crypto import SecretBox
 from mailroom.db import make_engine, make_sessionmaker, resolve_database_url
+from mailroom.files.storage import storage_from_settings
 from mailroom.links import install_access_log_filter
 from mailroom.sending.renderer import RenderLimits, RenderPool
 
@@ -60,6 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.renderer = renderer
     app.state.secret_box = SecretBox(settings.resolved_secret_key())
     install_tracking(app.state, app.state.secret_box, engine)
+    app.state.storage = storage_from_settings(settings, app.state.secret_box)
     install_error_handlers(app)
     # Multipart framing around an imported file is a few hundred bytes; 64 KiB leaves room for any client.
     import_limit = settings.max_import_body + 64 * 1024
@@ -69,6 +73,9 @@ def create_app(settings: Settings) -> FastAPI:
             default=settings.max_body,
             larger=((re.compile(r"/brands/[^/]+/contacts/import\Z"), import_limit),),
             deadline=settings.body_timeout,
+            # Uploads are written to storage as they arrive, never buffered whole.
+            streamed=((re.compile(r"/emails/attachments\Z"), UPLOAD_BODY_LIMIT),),
+            streamed_deadline=settings.upload_timeout,
         ),
         sessionmaker=app.state.sessionmaker,
         authenticate=token_is_valid,
@@ -94,6 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(domains_router)
     app.include_router(campaigns_router)
     app.include_router(mailbox_actions_router)
+    app.include_router(files_router)
     app.include_router(unsubscribe_router)
     app.include_router(suppressions_router)
     app.include_router(notifications_router)

@@ -67,6 +67,15 @@ class Settings(BaseSettings):
     # A CSV of 10,000 contacts of a generous width fits; anything larger is not a list to buffer.
     max_import_body: int = 16 * 1024 * 1024
     body_timeout: float = 30.0
+    # Seconds an upload's body may take to arrive (26 MiB in 5 minutes is under 1 Mbit/s).
+    upload_timeout: float = Field(default=300.0, gt=0)
+
+    # Uploaded files: a folder under data_dir unless a bucket of an S3-compatible store is named.
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = Field(default=None, repr=False)
+    s3_secret_access_key: str | None = Field(default=None, repr=False)
 
     # Sending (used by the worker).
     transport: str | None = Field(default=None, description="outbox | smtp | mailgun; default: inferred")

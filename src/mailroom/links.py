@@ -20,7 +20,8 @@ UNSUBSCRIBE = "unsubscribe"
 # Paths opened from an email, or by a browser coming back from a provider's consent screen: the
 # link's own token (or OAuth state) is all the authority they take, no API token.
 OAUTH_CALLBACKS = ("/users/self/google/callback", "/users/self/microsoft/callback")
-LINK_ONLY_PREFIXES = ("/unsubscribe/", "/users/confirm/", "/t/", "/emails/view/", *OAUTH_CALLBACKS)
+# Stored files are fetched through links signed for one path until a moment (see files.storage).
+LINK_ONLY_PREFIXES = ("/unsubscribe/", "/users/confirm/", "/t/", "/emails/view/", "/files/", *OAUTH_CALLBACKS)
 # Called by a provider, signed inside the body (no API token); their bodies are small too.
 PROVIDER_WEBHOOKS = ("/emails/events",)
 # Paths whose next segment (and anything after it) is a bearer token. A path is matched anywhere so

@@ -97,11 +97,6 @@ CASES: list[tuple[str, Any, str]] = [
         campaign(to=[{"recipient_type": "Brand", "brand": "1b7c2e36-3f5c-4d0b-9d57-0b6a4f8d2b11"}]),
         "to.0.brand",
     ),
-    (
-        "unknown uploaded file",
-        campaign(attachments=[{"file": "1b7c2e36-3f5c-4d0b-9d57-0b6a4f8d2b11"}]),
-        "attachments.0.file",
-    ),
     ("from who does not exist", campaign(**{"from": "1b7c2e36-3f5c-4d0b-9d57-0b6a4f8d2b11"}), "from"),
 ]
 
@@ -109,6 +104,11 @@ CASES: list[tuple[str, Any, str]] = [
 @pytest.mark.parametrize(("case", "body", "field"), CASES, ids=[c[0] for c in CASES])
 async def test_bad_campaign_is_refused(admin: Actor, session: AsyncSession, case: str, body: Any, field: str) -> None:
     await assert_refused(admin, session, body, field)
+
+
+async def test_unknown_uploaded_file_is_not_found(admin: Actor, session: AsyncSession) -> None:
+    body = campaign(attachments=[{"file": "1b7c2e36-3f5c-4d0b-9d57-0b6a4f8d2b11"}])
+    await assert_refused(admin, session, body, "attachments.0.file", status=404)
 
 
 async def test_individual_endpoint_refuses_cc_and_bcc(admin: Actor, session: AsyncSession) -> None:

@@ -6,7 +6,9 @@ An ASGI middleware, so the checks run before FastAPI reads or parses a byte of t
   valid, so an anonymous client cannot make the server read or parse megabytes;
 - the body is read with a running count (413 past the limit, whatever Content-Length said) and an
   overall deadline (408), so a client trickling a byte a second cannot hold a request open.
-The body is buffered (it is at most the limit) and replayed to the application.
+The body is buffered (it is at most the limit) and replayed to the application, except on paths
+that take large files (uploads): there it is passed on as it arrives, with the same running count
+and deadline, and the route stores it as it reads it.
 """
 
 from __future__ import annotations
@@ -41,11 +43,15 @@ class BodyLimits:
     # (path pattern, limit) for endpoints that take files, checked in order.
     larger: tuple[tuple[re.Pattern[str], int], ...]
     deadline: float
+    # (path pattern, limit) for endpoints that read their body as a stream, checked before `larger`.
+    streamed: tuple[tuple[re.Pattern[str], int], ...] = ()
+    # Seconds a streamed body may take: files of tens of MB take longer than a JSON body on slow links.
+    streamed_deadline: float | None = None
 
     def for_path(self, path: str) -> int:
         if path.startswith(PUBLIC_PATHS):
             return PUBLIC_BODY_LIMIT
-        for pattern, limit in self.larger:
+        for pattern, limit in self.streamed + self.larger:
             if pattern.match(path):
                 return limit
         return self.default
@@ -85,25 +91,27 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)  # no body: nothing to bound
             return
         try:
+            if any(pattern.match(scope["path"]) for pattern, _ in self.limits.streamed):
+                await self._admit(scope, headers, declared)
+                await self._streamed(scope, receive, send)
+                return
             body = await self._checked_body(scope, headers, declared, receive)
         except _Refused as refused:
             await _answer(send, refused)
             return
         await self.app(scope, _replay(body, receive), send)
 
-    async def _checked_body(
-        self, scope: Scope, headers: dict[bytes, bytes], declared: bytes | None, receive: Receive
-    ) -> bytes:
+    async def _admit(self, scope: Scope, headers: dict[bytes, bytes], declared: bytes | None) -> None:
+        """The checks made before a byte of the body is read: its declared length and the caller's token."""
         path: str = scope["path"]
         limit = self.limits.for_path(path)
-        too_large = _Refused(413, "PayloadTooLarge", f"body: must be at most {limit} bytes")
         if declared is not None:
             try:
                 length = int(declared)
             except ValueError:
                 raise _Refused(400, "BadRequest", "Content-Length: must be a number") from None
             if length > limit:
-                raise too_large
+                raise _too_large(limit)
         if not path.startswith(PUBLIC_PATHS):
             token = _bearer(headers)
             valid = False
@@ -112,6 +120,46 @@ class BodyLimitMiddleware:
                     valid = await self.authenticate(session, token)
             if not valid:
                 raise _Refused(401, "Unauthorized", "Authorization: a valid bearer token is required")
+
+    async def _streamed(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app reads the body as it arrives; past the limit or the deadline its read fails, and
+        the refusal is answered unless the app has started its own answer."""
+        limit = self.limits.for_path(scope["path"])
+        seconds = self.limits.streamed_deadline or self.limits.deadline
+        deadline = asyncio.get_running_loop().time() + seconds
+        size = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal size
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise _Refused(408, "RequestTimeout", f"body: must arrive within {seconds:g} seconds") from None
+            size += len(message.get("body", b""))
+            if size > limit:
+                raise _too_large(limit)
+            return message
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except _Refused as refused:
+            if started:
+                raise
+            await _answer(send, refused)
+
+    async def _checked_body(
+        self, scope: Scope, headers: dict[bytes, bytes], declared: bytes | None, receive: Receive
+    ) -> bytes:
+        limit = self.limits.for_path(scope["path"])
+        too_large = _too_large(limit)
+        await self._admit(scope, headers, declared)
         chunks: list[bytes] = []
         size = 0
         try:
@@ -132,6 +180,10 @@ class BodyLimitMiddleware:
                 408, "RequestTimeout", f"body: must arrive within {self.limits.deadline:g} seconds"
             ) from None
         return b"".join(chunks)
+
+
+def _too_large(limit: int) -> _Refused:
+    return _Refused(413, "PayloadTooLarge", f"body: must be at most {limit} bytes")
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -134,8 +134,12 @@ async def _attachment_rows(session: AsyncSession, body: CampaignIn, actor: Actor
             if row["file"] is None:
                 continue
             file = files.get(row["file"])
-            if file is None or file.created_by != actor.user:
-                raise BadRequest("no such uploaded file", field=f"attachments.{index}.file")
+            # A brand's files are its members' to attach; a file from before brands (none) only its uploader's.
+            readable = file is not None and (
+                file.brand == actor.brand if file.brand is not None else file.created_by == actor.user
+            )
+            if file is None or not readable:
+                raise NotFound("no such uploaded file", field=f"attachments.{index}.file")
             if file.size > limit:
                 raise PayloadTooLarge(f"is larger than the {limit} byte limit", field=f"attachments.{index}.file")
             total += file.size

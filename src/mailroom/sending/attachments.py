@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailroom.egress import IPAddress, link_problem, literal_address, refused
-from mailroom.files.storage import LocalStorage
+from mailroom.files.storage import FileMissing, Storage, read_all
 from mailroom.transports.mime import Attachment, encode_part
 
 # What a campaign's attachments may total: checked when a campaign is saved and again when it is sent.
@@ -149,7 +149,7 @@ def _content_type(declared: str | None, name: str) -> str:
 async def load_parts(
     sessionmaker: async_sessionmaker[AsyncSession],
     campaign: uuid.UUID,
-    storage: LocalStorage,
+    storage: Storage,
     *,
     allow_private_links: bool,
     deadline: float,
@@ -167,8 +167,9 @@ async def load_parts(
         if row.path is not None:
             name = row.file_name or "attachment"
             try:
-                data = await asyncio.to_thread(storage.read, row.path)
-            except (OSError, ValueError):
+                # Read in chunks through the storage (a folder or an object store); MIME needs it whole.
+                data = await read_all(storage, row.path)
+            except (FileMissing, OSError):
                 raise AttachmentError(f"the uploaded file {name} is missing") from None
             declared = row.mime
         else:

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mailroom.config import Settings
 from mailroom.crypto import SecretBox
 from mailroom.db import libpq_url, make_engine, make_sessionmaker, resolve_database_url
-from mailroom.files.storage import LocalStorage
+from mailroom.files.storage import storage_from_settings
 from mailroom.sending.domains import SendingDomains
 from mailroom.sending.execute import NEXT_DUE, SEND_TASK, execute_next_due
 from mailroom.sending.mailbox_jobs import MAILBOX_ACTION_TASK, run_mailbox_action
@@ -198,7 +198,7 @@ async def run_worker(settings: Settings, *, concurrency: int = 8) -> None:
         box=box,
         public_url=settings.public_url,
         message_domain=message_domain(settings),
-        storage=LocalStorage(settings.data_dir / "files"),
+        storage=storage_from_settings(settings, box),
         renderer=renderer,
         mailboxes=mailboxes,
         allow_private_links=settings.allow_private_attachment_links,

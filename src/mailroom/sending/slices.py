@@ -28,7 +28,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailroom.crypto import SecretBox
-from mailroom.files.storage import LocalStorage
+from mailroom.files.storage import Storage
 from mailroom.metrics import SEND_LATENCY
 from mailroom.sending.attachments import AttachmentError, Parts, load_parts
 from mailroom.sending.domains import OwnDomain, SendingDomains
@@ -68,7 +68,7 @@ class SendContext:
     box: SecretBox
     public_url: str
     message_domain: str
-    storage: LocalStorage
+    storage: Storage
     # Templates compile and render in its bounded processes, which keep them compiled.
     renderer: RenderPool
     # Builds the Gmail or Outlook transport of a campaign's connected mailbox.
