@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from sqlalchemy import text
+from starlette.types import Receive, Scope, Send
 
 from mailroom.api.auth import token_is_valid
 from mailroom.api.campaigns import router as campaigns_router
@@ -20,6 +21,8 @@ from mailroom.api.errors import document_errors, install_error_handlers
 from mailroom.api.events import router as events_router
 from mailroom.api.files import UPLOAD_BODY_LIMIT
 from mailroom.api.files import router as files_router
+from mailroom.api.hot_paths import HotPaths
+from mailroom.api.hot_paths import install as install_hot_paths
 from mailroom.api.limits import BodyLimitMiddleware, BodyLimits
 from mailroom.api.mailbox_actions import router as mailbox_actions_router
 from mailroom.api.mailboxes import router as mailboxes_router
@@ -47,10 +50,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await renderer.aclose()
-        await app.state.tracking_engine.dispose()
         await engine.dispose()
 
-    app = FastAPI(
+    app = MailroomAPI(
         title="mailroom",
         summary="Email campaigns for real-estate CRMs: schedule, send and track.",
         version="0.1.0",
@@ -62,7 +64,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.renderer = renderer
     app.state.secret_box = SecretBox(settings.resolved_secret_key())
-    install_tracking(app.state, app.state.secret_box, engine)
+    install_tracking(app.state, app.state.secret_box)
     app.state.storage = storage_from_settings(settings, app.state.secret_box)
     install_error_handlers(app)
     # Multipart framing around an imported file is a few hundred bytes; 64 KiB leaves room for any client.
@@ -115,4 +117,19 @@ def create_app(settings: Settings) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    app.hot_paths = install_hot_paths(app)
     return app
+
+
+class MailroomAPI(FastAPI):
+    """The app, with its hottest public paths answered before routing (see api/hot_paths.py)."""
+
+    hot_paths: HotPaths | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.hot_paths is not None:
+            onward = await self.hot_paths.handle(scope, receive, send)
+            if onward is None:
+                return
+            receive = onward
+        await super().__call__(scope, receive, send)

@@ -3,11 +3,7 @@
 ``GET /t/o/<token>`` (the pixel) always answers a transparent GIF, never an error image a mail client
 would show, and records an open when the token is ours. ``GET /t/c/<token>`` redirects to the link the
 token's email held at that position (``emails.links``), never to anything the request says, and records
-the click. Each hit is one INSERT ... SELECT in autocommit: one round trip, no ORM objects.
-
-A shared message (one emails row for many recipients) cannot tell who opened or clicked: its events
-name the email and campaign, and carry ``campaign_email`` and ``recipient`` only when the email has
-exactly one recipient row (individual sends).
+the click (see tracking.hits; answered by api/hot_paths.py before routing).
 
 ``GET /emails/view/<token>`` renders the campaign again for that recipient (the app's bounded renderer),
 as long as the campaign is archived and not deleted. It is the user's html served from our origin, so
@@ -16,7 +12,6 @@ it goes out with a Content-Security-Policy that runs nothing and loads only imag
 
 from __future__ import annotations
 
-import base64
 import html
 import logging
 import uuid
@@ -25,10 +20,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.api.deps import AppSettings, Session
+from mailroom.api.hot_paths import NO_STORE, PIXEL, HotPaths
 from mailroom.crypto import InvalidToken, SecretBox
 from mailroom.errors import NotFound
 from mailroom.sending.renderer import CampaignTemplates, RenderPool
@@ -38,8 +33,6 @@ from mailroom.sending.tracking_links import TrackingTokens, view_url
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["tracking"])
 
-PIXEL = base64.b64decode("R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw==")  # 43 bytes, transparent
-_NO_STORE = {"Cache-Control": "no-store, private", "Pragma": "no-cache"}
 VIEW_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'none'; img-src * data:; style-src 'unsafe-inline'; "
@@ -47,31 +40,6 @@ VIEW_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store, private",
 }
-MAX_USER_AGENT = 500
-
-# The recipient row of an email when it has exactly one (individual sends); for a shared message, none.
-_HIT = """
-    INSERT INTO email_events (type, source, brand, campaign, email, campaign_email, recipient, url, link_index,
-                              user_agent, ip)
-    SELECT :type, :source, c.brand, e.campaign, e.id, r.id, r.address, {url}, {index}, :user_agent, :ip
-    FROM emails e
-    LEFT JOIN email_campaigns c ON c.id = e.campaign
-    LEFT JOIN LATERAL (
-        SELECT CASE WHEN count(*) = 1 THEN (array_agg(x.id))[1] END AS id,
-               CASE WHEN count(*) = 1 THEN (array_agg(x.email_address))[1] END AS address
-        FROM (SELECT id, email_address FROM email_campaign_emails WHERE email = e.id LIMIT 2) x
-    ) r ON true
-    WHERE e.id = :email {where}
-    RETURNING url
-"""
-OPENED = text(_HIT.format(url="NULL", index="NULL", where=""))
-CLICKED = text(
-    _HIT.format(
-        url="e.links[:position]",
-        index="CAST(:index AS integer)",
-        where="AND e.links[:position] IS NOT NULL",
-    )
-)
 
 VIEWED = text(
     """
@@ -85,17 +53,9 @@ VIEWED = text(
 )
 
 
-def install(state: Any, box: SecretBox, engine: AsyncEngine) -> None:
-    """What the routes share, made once per app: the token keys, and the engine hits write through.
-
-    Autocommit: a hit is one statement, so no BEGIN and COMMIT round trips around it.
-    """
+def install(state: Any, box: SecretBox) -> None:
+    """The token keys, derived once per app."""
     state.tracking_tokens = TrackingTokens(box)
-    # Its own small pool, without a ping before each use: a hit is one statement, and a dead connection
-    # fails it (the pixel still answers; the click is retried by the person clicking).
-    state.tracking_engine = create_async_engine(
-        engine.url, pool_size=8, max_overflow=8, pool_pre_ping=False, isolation_level="AUTOCOMMIT"
-    )
 
 
 def _tokens(request: Request) -> TrackingTokens:
@@ -103,36 +63,24 @@ def _tokens(request: Request) -> TrackingTokens:
     return tokens
 
 
-def _autocommit(request: Request) -> AsyncEngine:
-    engine: AsyncEngine = request.app.state.tracking_engine
-    return engine
+def _hot(request: Request) -> HotPaths:
+    hot: HotPaths = request.app.state.hot_paths
+    return hot
 
 
 Tokens = Annotated[TrackingTokens, Depends(_tokens)]
 
 
-def _client(request: Request) -> dict[str, str | None]:
-    agent = request.headers.get("user-agent")
-    return {
-        "user_agent": agent[:MAX_USER_AGENT] if agent else None,
-        "ip": request.client.host if request.client else None,
-    }
+def _client(request: Request) -> tuple[str | None, str | None]:
+    return request.headers.get("user-agent"), request.client.host if request.client else None
 
 
+# Both answered by api/hot_paths.py before routing reaches them; the routes document them and serve an
+# app mounted without that shortcut.
 @router.get("/t/o/{token}", summary="Tracking pixel: records an open", response_class=Response)
-async def opened(token: str, request: Request, tokens: Tokens) -> Response:
-    try:
-        email = tokens.read_open(token)
-    except InvalidToken:
-        email = None
-    if email is not None:
-        try:
-            async with _autocommit(request).connect() as conn:
-                await conn.execute(OPENED, {"type": "opened", "source": "pixel", "email": email, **_client(request)})
-        except DBAPIError:
-            # The image must still show as nothing; an open lost to an outage is not worth a broken image.
-            log.warning("could not record an open of email %s", email, exc_info=True)
-    return Response(PIXEL, media_type="image/gif", headers=_NO_STORE)
+async def opened(token: str, request: Request) -> Response:
+    await _hot(request).open_hit(token, *_client(request))
+    return Response(PIXEL, media_type="image/gif", headers=NO_STORE)
 
 
 @router.get(
@@ -141,17 +89,11 @@ async def opened(token: str, request: Request, tokens: Tokens) -> Response:
     status_code=302,
     response_class=RedirectResponse,
 )
-async def clicked(token: str, request: Request, tokens: Tokens) -> Response:
-    try:
-        email, index = tokens.read_click(token)
-    except InvalidToken:
-        raise NotFound("no such link", field="token") from None
-    params = {"type": "clicked", "source": "click", "email": email, "index": index, "position": index + 1}
-    async with _autocommit(request).connect() as conn:
-        url = (await conn.execute(CLICKED, {**params, **_client(request)})).scalar_one_or_none()
+async def clicked(token: str, request: Request) -> Response:
+    url = await _hot(request).click_hit(token, *_client(request))
     if url is None:
         raise NotFound("no such link", field="token")
-    return RedirectResponse(url, status_code=302, headers=_NO_STORE)
+    return RedirectResponse(url, status_code=302, headers=NO_STORE)
 
 
 @router.get(

@@ -26,10 +26,11 @@ from mailroom.tracking.models import EVENT_TYPES
 # Mailgun retries for hours; a signature older (or newer) than this is refused as a possible replay.
 MAX_SKEW_SECONDS = 15 * 60
 MAX_EVENTS_PER_REQUEST = 100
+REPLAYED = "signature.token: already used"
 
 
 @dataclass(frozen=True, slots=True)
-class _Call:
+class Call:
     timestamp: str
     token: str
     signature: str
@@ -44,7 +45,7 @@ def _text(value: object, field: str, *, required: bool = True) -> str | None:
     return str(value)
 
 
-def _parse(body: object) -> list[_Call]:
+def _parse(body: object) -> list[Call]:
     items = body if isinstance(body, list) else [body]
     if not items:
         raise BadRequest("body: must hold at least one event", field="body")
@@ -61,7 +62,7 @@ def _parse(body: object) -> list[_Call]:
         if not isinstance(data, dict):
             raise BadRequest("event-data: must be an object", field="event-data")
         calls.append(
-            _Call(
+            Call(
                 timestamp=_signature_part(signature, "timestamp"),
                 token=_signature_part(signature, "token"),
                 signature=_signature_part(signature, "signature"),
@@ -78,7 +79,7 @@ def _signature_part(signature: Mapping[str, Any], name: str) -> str:
     return str(value)
 
 
-def _verify(call: _Call, key: str, now: float) -> None:
+def _verify(call: Call, key: str, now: float) -> None:
     expected = hmac.new(key.encode(), (call.timestamp + call.token).encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected.encode(), call.signature.encode()):
         raise Unauthorized("signature: does not match", field="signature.signature")
@@ -150,23 +151,34 @@ def _user_agent(data: Mapping[str, Any]) -> str | None:
     return _str(info, "user-agent", 1000) if isinstance(info, dict) else None
 
 
-async def receive(session: AsyncSession, body: object, key: str, *, now: float | None = None) -> int:
-    """Verify every call of the body, then append its known events; return how many were appended.
-
-    Raises Unauthorized (forged, stale, replayed: the caller's transaction must roll back) or BadRequest.
-    """
+def verified_calls(body: object, key: str, *, now: float | None = None) -> list[Call]:
+    """The body's calls, each signed with ``key`` within the time window; Unauthorized or BadRequest else."""
     calls = _parse(body)
     now = time.time() if now is None else now
     for call in calls:
         _verify(call, key, now)
+    return calls
+
+
+async def append_calls(session: AsyncSession, calls: Sequence[Call]) -> list[bool]:
+    """Take each call's token and append the events of those whose token was new; per call, whether it was.
+
+    A token already taken (a replayed call) appends nothing. Unknown event types are taken and dropped:
+    Mailgun would retry any call not answered 2xx.
+    """
     tokens = [c.token for c in calls]
-    taken = (await session.execute(_TAKE_TOKENS, {"tokens": tokens})).scalars().all()
-    if len(taken) != len(tokens):
-        raise Unauthorized("signature.token: already used", field="signature.token")
-    # Unknown event types are answered 200 and dropped: Mailgun would retry anything else.
-    known = [c.data for c in calls if c.data.get("event") in EVENT_TYPES]
+    taken = set((await session.execute(_TAKE_TOKENS, {"tokens": tokens})).scalars().all())
+    fresh: list[bool] = []
+    known: list[Mapping[str, Any]] = []
+    for call in calls:
+        # Two calls with one token in a batch: the first takes it, the second is a replay.
+        new = call.token in taken
+        taken.discard(call.token)
+        fresh.append(new)
+        if new and call.data.get("event") in EVENT_TYPES:
+            known.append(call.data)
     if not known:
-        return 0
+        return fresh
     recipients = []
     for i, data in enumerate(known):
         recipient = _text(data.get("recipient"), f"event-data.recipient ({i})", required=False)
@@ -195,7 +207,18 @@ async def receive(session: AsyncSession, body: object, key: str, *, now: float |
             )
         )
     await append_events(session, events)
-    return len(events)
+    return fresh
+
+
+async def receive(session: AsyncSession, body: object, key: str, *, now: float | None = None) -> int:
+    """Verify every call of the body, then append its known events; return how many were appended.
+
+    Raises Unauthorized (forged, stale, replayed: the caller's transaction must roll back) or BadRequest.
+    """
+    calls = verified_calls(body, key, now=now)
+    if not all(await append_calls(session, calls)):
+        raise Unauthorized(REPLAYED, field="signature.token")
+    return sum(1 for call in calls if call.data.get("event") in EVENT_TYPES)
 
 
 def sign(key: str, timestamp: str, token: str) -> str:
@@ -203,4 +226,4 @@ def sign(key: str, timestamp: str, token: str) -> str:
     return hmac.new(key.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
 
 
-__all__: Sequence[str] = ("MAX_SKEW_SECONDS", "receive", "sign")
+__all__: Sequence[str] = ("MAX_SKEW_SECONDS", "Call", "append_calls", "receive", "sign", "verified_calls")

@@ -1,0 +1,75 @@
+"""Tracking hits (pixel opens, tracked clicks) appended as events, a batch of them per statement.
+
+A shared message (one emails row for many recipients) cannot tell who opened or clicked: its events
+name the email and campaign, and carry ``campaign_email`` and ``recipient`` only when the email has
+exactly one recipient row (individual sends). A click's target is the link the email held at that
+position (``emails.links``), never anything the request says.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+MAX_USER_AGENT = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    type: Literal["opened", "clicked"]
+    email: uuid.UUID
+    link_index: int | None = None  # clicks: the link's position in the email, from 0
+    user_agent: str | None = None
+    ip: str | None = None
+
+
+# One statement for the whole batch: append the hits of emails that exist (and, for clicks, of links
+# they hold), and answer each hit's link (clicks) or '' (opens); no row for a hit on nothing.
+RECORD_HITS = text(
+    """
+    WITH h AS (
+        SELECT * FROM unnest(CAST(:n AS integer[]), CAST(:types AS text[]), CAST(:emails AS uuid[]),
+                             CAST(:indexes AS integer[]), CAST(:agents AS text[]), CAST(:ips AS text[]))
+               AS h(n, type, email, link_index, user_agent, ip)
+    ), found AS (
+        SELECT h.n, h.type, h.email, h.link_index, h.user_agent, h.ip, e.campaign, c.brand,
+               r.id AS campaign_email, r.address,
+               CASE WHEN h.type = 'clicked' THEN e.links[h.link_index + 1] END AS url
+        FROM h
+        JOIN emails e ON e.id = h.email
+        LEFT JOIN email_campaigns c ON c.id = e.campaign
+        LEFT JOIN LATERAL (
+            SELECT CASE WHEN count(*) = 1 THEN (array_agg(x.id))[1] END AS id,
+                   CASE WHEN count(*) = 1 THEN (array_agg(x.email_address))[1] END AS address
+            FROM (SELECT id, email_address FROM email_campaign_emails WHERE email = e.id LIMIT 2) x
+        ) r ON true
+        WHERE h.type = 'opened' OR e.links[h.link_index + 1] IS NOT NULL
+    ), appended AS (
+        INSERT INTO email_events (type, source, brand, campaign, email, campaign_email, recipient, url, link_index,
+                                  user_agent, ip)
+        SELECT type, CASE type WHEN 'opened' THEN 'pixel' ELSE 'click' END, brand, campaign, email,
+               campaign_email, address, url, CASE WHEN type = 'clicked' THEN link_index END, user_agent, ip
+        FROM found
+    )
+    SELECT n, coalesce(url, '') AS url FROM found
+    """
+)
+
+
+async def record_hits(session: AsyncSession, hits: Sequence[Hit]) -> list[str | None]:
+    """Per hit: the link to redirect to (clicks), '' (an open of a known email), or None (nothing there)."""
+    params = {
+        "n": list(range(len(hits))),
+        "types": [h.type for h in hits],
+        "emails": [h.email for h in hits],
+        "indexes": [h.link_index if h.link_index is not None else 0 for h in hits],
+        "agents": [h.user_agent[:MAX_USER_AGENT] if h.user_agent else None for h in hits],
+        "ips": [h.ip for h in hits],
+    }
+    found: dict[int, str] = {n: url for n, url in (await session.execute(RECORD_HITS, params)).all()}
+    return [found.get(n) for n in range(len(hits))]
