@@ -59,10 +59,10 @@ LINKS = ["https://homes.example/listing/1", "https://homes.example/listing/2", "
 DESKTOP = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4"
 COUNTERS = ("delivered", "opened", "clicked")
 
-# Each wrk thread takes every n-th line of the file; POST lines are bodies, GET lines are paths. Out of
-# lines, a thread stops; the bench stops wrk once the database holds everything it should.
+# Each wrk thread takes every n-th line of the file; POST lines are bodies, GET lines are paths. A thread
+# stops once all its lines are answered; the bench stops wrk once the database holds everything it should.
 LUA = """
-local lines, i, mode, path = {}, 0, nil, nil
+local lines, i, done, mode, path = {}, 0, 0, nil, nil
 local counter = 0
 function setup(thread)
   thread:set("id", counter)
@@ -80,13 +80,16 @@ end
 function request()
   i = i + 1
   if i > #lines then
-    wrk.thread:stop()
-    return wrk.format("GET", "/health")
+    return wrk.format("GET", "/health")  -- a connection with nothing left waits for the others
   end
   if mode == "post" then
     return wrk.format("POST", path, {["Content-Type"] = "application/json"}, lines[i])
   end
   return wrk.format("GET", lines[i])
+end
+function response(status, headers, body)
+  done = done + 1
+  if done >= #lines then wrk.thread:stop() end  -- stop only once every line has been answered
 end
 """
 
@@ -99,13 +102,15 @@ WITH c AS (
     RETURNING id
 ), e AS (
     INSERT INTO emails (id, "from", "to", subject, mailgun_id, domain, campaign, sent_at, accepted, links)
-    SELECT md5('email' || i)::uuid, 'Ann <ann@bench.example>', ARRAY['r' || i || '@bench.example'], 'Open houses',
+    SELECT md5(%(campaign)s::text || 'email' || i)::uuid, 'Ann <ann@bench.example>',
+           ARRAY['r' || i || '@bench.example'], 'Open houses',
            '<batch-' || (i / 1000) || '@' || %(domain)s || '>', %(domain)s, %(campaign)s,
            now() - interval '1 hour', 1, %(links)s
     FROM generate_series(0, %(n)s - 1) i
 )
 INSERT INTO email_campaign_emails (id, campaign, seq, email, email_address, send_type, accepted)
-SELECT md5('row' || i)::uuid, %(campaign)s, i + 1, md5('email' || i)::uuid, 'r' || i || '@bench.example', 'To', 1
+SELECT md5(%(campaign)s::text || 'row' || i)::uuid, %(campaign)s, i + 1,
+       md5(%(campaign)s::text || 'email' || i)::uuid, 'r' || i || '@bench.example', 'To', 1
 FROM generate_series(0, %(n)s - 1) i
 """
 
@@ -121,9 +126,9 @@ class Phase:
     detail: str
 
 
-def email_id(i: int) -> uuid.UUID:
+def email_id(campaign: uuid.UUID, i: int) -> uuid.UUID:
     """The id SEED gives the i-th recipient's emails row."""
-    return uuid.UUID(hashlib.md5(f"email{i}".encode()).hexdigest())
+    return uuid.UUID(hashlib.md5(f"{campaign}email{i}".encode()).hexdigest())
 
 
 def seed(url: str, brand: str, user: str, emails: int) -> uuid.UUID:
@@ -199,7 +204,9 @@ def webhook_bodies(emails: int, events: int, rng: random.Random) -> tuple[list[s
     return bodies, truth
 
 
-def tracking_paths(emails: int, hits: int, tokens: TrackingTokens, rng: random.Random) -> tuple[list[str], Truth]:
+def tracking_paths(
+    campaign: uuid.UUID, emails: int, hits: int, tokens: TrackingTokens, rng: random.Random
+) -> tuple[list[str], Truth]:
     truth = Truth({t: set() for t in COUNTERS}, Counter(), 0)
     openers = rng.sample(range(emails), int(emails * 0.5))
     clickers = rng.sample(range(emails), int(emails * 0.25))
@@ -207,11 +214,11 @@ def tracking_paths(emails: int, hits: int, tokens: TrackingTokens, rng: random.R
     for n in range(hits):
         if n % 100 < 70:
             i = openers[n % len(openers)]
-            paths.append(f"/t/o/{tokens.open(email_id(i))}")
+            paths.append(f"/t/o/{tokens.open(email_id(campaign, i))}")
             kind = "opened"
         else:
             i = clickers[n % len(clickers)]
-            paths.append(f"/t/c/{tokens.click(email_id(i), n % 2)}")
+            paths.append(f"/t/c/{tokens.click(email_id(campaign, i), n % 2)}")
             kind = "clicked"
         truth.distinct[kind].add(i)
         truth.raw[kind] += 1
@@ -347,7 +354,7 @@ def main() -> None:
             campaign = seed(url, brand, user, args.emails)
             with psycopg.connect(libpq_url(url), autocommit=True) as conn:
                 before = counts(conn, campaign)
-            paths, truth = tracking_paths(args.emails, args.hits, tokens, rng)
+            paths, truth = tracking_paths(campaign, args.emails, args.hits, tokens, rng)
             print(f"  run {run}: {len(paths):,} tracking hits", file=sys.stderr)
             results.append(run_phase("tracking", server, url, campaign, paths, truth, before, mode="get", path="",
                                      tmp=tmp, connections=args.connections, timeout=args.timeout))  # fmt: skip

@@ -96,19 +96,29 @@ _TAKE_TOKENS = text(
     "ON CONFLICT (token) DO NOTHING RETURNING token"
 )
 # The email and the recipient row an event is about: Mailgun names the message (one id per batch
-# call, shared by its recipients) and the recipient; the campaign email is found by address.
+# call, shared by its recipients, stored as Mailgun answered it: in angle brackets) and the recipient;
+# the campaign email is found by address.
 _RESOLVE = text(
     """
-    SELECT i.n, coalesce(ce.email, m.id) AS email, ce.id AS campaign_email, m.campaign, c.brand
+    SELECT i.n, coalesce(ce.email, coalesce(a.id, b.id)) AS email, ce.id AS campaign_email,
+           coalesce(a.campaign, b.campaign) AS campaign, c.brand
     FROM unnest(CAST(:ids AS text[]), CAST(:recipients AS text[])) WITH ORDINALITY AS i(mid, rcpt, n)
     LEFT JOIN LATERAL (
-        SELECT id, campaign FROM emails WHERE mailgun_id IN ('<' || i.mid || '>', i.mid) LIMIT 1
-    ) m ON true
-    LEFT JOIN email_campaign_emails ce ON ce.campaign = m.campaign AND ce.email_address = i.rcpt
-    LEFT JOIN email_campaigns c ON c.id = m.campaign
+        SELECT id, campaign FROM emails WHERE mailgun_id = '<' || i.mid || '>' LIMIT 1
+    ) a ON true
+    LEFT JOIN LATERAL (
+        SELECT id, campaign FROM emails WHERE a.id IS NULL AND mailgun_id = i.mid LIMIT 1
+    ) b ON true
+    LEFT JOIN email_campaign_emails ce ON ce.campaign = coalesce(a.campaign, b.campaign) AND ce.email_address = i.rcpt
+    LEFT JOIN email_campaigns c ON c.id = coalesce(a.campaign, b.campaign)
     ORDER BY i.n
     """
 )
+# A batch send's thousand rows share one id and lie together in the table, which the planner does not
+# know: for ``LIMIT 1`` it reads the table from the start, expecting a match within a few rows (measured
+# at 20,000 emails: 3.8 ms per lookup, against 0.17 ms through the index). Only this statement is steered.
+_INDEX_ONLY = text("SET LOCAL enable_seqscan = off")
+_PLANNER_DEFAULT = text("SET LOCAL enable_seqscan = on")
 
 
 def _occurred(data: Mapping[str, Any]) -> datetime | None:
@@ -184,7 +194,9 @@ async def append_calls(session: AsyncSession, calls: Sequence[Call]) -> list[boo
         recipient = _text(data.get("recipient"), f"event-data.recipient ({i})", required=False)
         recipients.append(recipient.strip().lower()[:320] if recipient else None)
     ids = [_message_id(d) for d in known]
+    await session.execute(_INDEX_ONLY)
     found = (await session.execute(_RESOLVE, {"ids": ids, "recipients": recipients})).all()
+    await session.execute(_PLANNER_DEFAULT)
     events = []
     for data, recipient, row in zip(known, recipients, found, strict=True):
         severity = data.get("severity") if data.get("event") == "failed" else None
