@@ -33,6 +33,9 @@ from mailroom.tracking.notifications import notify
 log = logging.getLogger(__name__)
 
 # Opens and clicks this soon after sending are the provider's or the receiving server's own checks.
+# Events per settling transaction: a batch takes about a second, so counters trail the last event by
+# about that much, and no transaction holds the counters' rows for long.
+BATCH = 5000
 ECHO_SECONDS = 30
 # An open fetched by a mail provider's image proxy says nothing about the person: Gmail
 # (GoogleImageProxy, via ggpht.com) and Yahoo fetch on the provider's servers, and Apple Mail Privacy
@@ -219,7 +222,7 @@ async def after_counting(session: AsyncSession, activity: list[SettledActivity])
     await notify(session, activity)
 
 
-async def settle_once(session: AsyncSession, *, limit: int = 20000) -> int:
+async def settle_once(session: AsyncSession, *, limit: int = BATCH) -> int:
     """Count one batch of unsettled events in the session's transaction; return how many were claimed."""
     await session.execute(_SCRATCH)
     claimed = (await session.execute(_CLAIM, {"limit": limit})).rowcount  # type: ignore[attr-defined]
@@ -231,12 +234,16 @@ async def settle_once(session: AsyncSession, *, limit: int = 20000) -> int:
     for lock in _LOCK.values():
         await session.execute(lock)
     await session.execute(_RAW)
-    present = (await session.execute(text("SELECT DISTINCT type FROM settling WHERE uncounted IS NULL"))).scalars()
+    present = set((await session.execute(text("SELECT DISTINCT type FROM settling WHERE uncounted IS NULL"))).scalars())
     for event_type in sorted(present):
         await session.execute(_DISTINCT[event_type])
     await session.execute(_CAMPAIGN_EMAIL_UNCOUNTED)
-    await session.execute(_SUPPRESS)
-    await session.execute(_TAG_UNSUBSCRIBED)
+    # Most batches are deliveries, opens and clicks: the suppression statements (a sort of the whole
+    # batch, 0.9 s of 3.4 s for 20,000 events) only run for a batch that can suppress.
+    if present & {"unsubscribed", "complained", "failed"}:
+        await session.execute(_SUPPRESS)
+    if "unsubscribed" in present:
+        await session.execute(_TAG_UNSUBSCRIBED)
     await after_counting(session, await counted_activity(session))
     return int(claimed)
 
