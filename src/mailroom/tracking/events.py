@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 
+import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -56,16 +57,15 @@ _TYPES = {
     "campaign_email": "uuid",
     "link_index": "integer",
 }
-# One INSERT for the whole request, however many events it carries.
+# One INSERT for the whole batch, its rows passed as one JSON document: encoding a few hundred events
+# with orjson costs a fraction of binding sixteen typed arrays value by value.
 APPEND = text(
     "INSERT INTO email_events ("
     + ", ".join(_COLUMNS)
     + ") SELECT "
     + ", ".join("coalesce(occurred_at, now())" if c == "occurred_at" else c for c in _COLUMNS)
-    + " FROM unnest("
-    + ", ".join(f"CAST(:{c} AS {_TYPES.get(c, 'text')}[])" for c in _COLUMNS)
-    + ") AS e("
-    + ", ".join(_COLUMNS)
+    + " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS e("
+    + ", ".join(f"{c} {_TYPES.get(c, 'text')}" for c in _COLUMNS)
     + ")"
 )
 
@@ -74,4 +74,5 @@ async def append_events(session: AsyncSession, events: Sequence[NewEvent]) -> No
     """Append the events in the session's transaction; they are counted once it commits."""
     if not events:
         return
-    await session.execute(APPEND, {c: [getattr(e, c) for e in events] for c in _COLUMNS})
+    rows = [{c: getattr(e, c) for c in _COLUMNS} for e in events]
+    await session.execute(APPEND, {"rows": orjson.dumps(rows).decode()})

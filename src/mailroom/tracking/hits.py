@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,9 +34,8 @@ class Hit:
 RECORD_HITS = text(
     """
     WITH h AS (
-        SELECT * FROM unnest(CAST(:n AS integer[]), CAST(:types AS text[]), CAST(:emails AS uuid[]),
-                             CAST(:indexes AS integer[]), CAST(:agents AS text[]), CAST(:ips AS text[]))
-               AS h(n, type, email, link_index, user_agent, ip)
+        SELECT * FROM jsonb_to_recordset(CAST(:hits AS jsonb))
+               AS h(n integer, type text, email uuid, link_index integer, user_agent text, ip text)
     ), found AS (
         SELECT h.n, h.type, h.email, h.link_index, h.user_agent, h.ip, e.campaign, c.brand,
                r.id AS campaign_email, r.address,
@@ -63,13 +63,18 @@ RECORD_HITS = text(
 
 async def record_hits(session: AsyncSession, hits: Sequence[Hit]) -> list[str | None]:
     """Per hit: the link to redirect to (clicks), '' (an open of a known email), or None (nothing there)."""
-    params = {
-        "n": list(range(len(hits))),
-        "types": [h.type for h in hits],
-        "emails": [h.email for h in hits],
-        "indexes": [h.link_index if h.link_index is not None else 0 for h in hits],
-        "agents": [h.user_agent[:MAX_USER_AGENT] if h.user_agent else None for h in hits],
-        "ips": [h.ip for h in hits],
-    }
-    found: dict[int, str] = {n: url for n, url in (await session.execute(RECORD_HITS, params)).all()}
+    # One JSON document for the batch: orjson encodes it for a fraction of binding six typed arrays.
+    rows = [
+        {
+            "n": n,
+            "type": h.type,
+            "email": h.email,
+            "link_index": h.link_index or 0,
+            "user_agent": h.user_agent[:MAX_USER_AGENT] if h.user_agent else None,
+            "ip": h.ip,
+        }
+        for n, h in enumerate(hits)
+    ]
+    answer = await session.execute(RECORD_HITS, {"hits": orjson.dumps(rows).decode()})
+    found: dict[int, str] = {n: url for n, url in answer.all()}
     return [found.get(n) for n in range(len(hits))]
