@@ -29,6 +29,7 @@ bench: $(BIN)/mailroom
 	$(BIN)/python bench/api_latency.py
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/mime.py
+	$(BIN)/python bench/events.py
 
 clean:
 	rm -rf $(VENV) var
