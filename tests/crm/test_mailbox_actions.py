@@ -21,19 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mailroom.config import Settings
 from tests.support.google_server import SEND_SCOPE, gmail_server
 from tests.support.graph_server import graph_server
+from tests.support.mailboxes import mailbox_settings
 from tests.support.sender import running_worker
 from tests.support.world import Actor, World
-
-
-def mailbox_settings(gmail_url: str = "http://127.0.0.1:9", graph_url: str = "http://127.0.0.1:9") -> dict[str, Any]:
-    return {
-        "google_api_url": gmail_url,
-        "google_client_id": "client-g",
-        "google_client_secret": "secret-g",
-        "microsoft_graph_url": graph_url,
-        "microsoft_client_id": "client-m",
-        "microsoft_client_secret": "secret-m",
-    }
 
 
 async def jobs(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, int]:

@@ -19,6 +19,7 @@ from mailroom.files.storage import LocalStorage
 from tests.support.campaigns import received, schedule
 from tests.support.google_server import ALL_SCOPES, gmail_server
 from tests.support.graph_server import graph_server
+from tests.support.mailboxes import mailbox_settings
 from tests.support.oauth_server import FakeOAuth, oauth_server
 from tests.support.sender import running_worker, wait_until_sent
 from tests.support.smtp_server import smtp_server
@@ -27,17 +28,6 @@ from tests.support.world import Actor, World
 PNG = b"\x89PNG\r\n\x1a\n" + b"logo" * 500
 PDF = b"%PDF-1.4 flyer " + bytes(range(256)) * 40
 ANSWERED = "<CAHd3xZ1@mail.gmail.com>"
-
-
-def mailbox_settings(gmail_url: str = "http://127.0.0.1:9", graph_url: str = "http://127.0.0.1:9") -> dict[str, Any]:
-    return {
-        "google_api_url": gmail_url,
-        "google_client_id": "client-g",
-        "google_client_secret": "secret-g",
-        "microsoft_graph_url": graph_url,
-        "microsoft_client_id": "client-m",
-        "microsoft_client_secret": "secret-m",
-    }
 
 
 async def stored_file(app: FastAPI, settings: Settings, actor: Actor, name: str, data: bytes, mime: str) -> str:

@@ -6,7 +6,7 @@ applies it through the provider's API moments later. Google and Microsoft share 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Path, Response
 
@@ -89,41 +89,27 @@ def _action_routes(kind: Kind) -> None:
         await mailbox_actions.mark_read(session, kind=kind, user=caller.user.id, credential_id=credential_id, body=body)
         return Response(status_code=202)
 
-    @router.post(
-        f"{base}/trash",
-        name=f"{kind}_trash_messages",
-        status_code=202,
-        responses=_QUEUED,
-        summary=f"Move messages of a connected {mailbox} mailbox to its trash",
-        openapi_extra=_body({"messageIds": _IDS_SCHEMA}),
-    )
-    async def trash_messages(
-        credential_id: str,
-        caller: CurrentCaller,
-        session: Session,
-        body: ActionBody = None,
-    ) -> Response:
-        await mailbox_actions.move(
-            session, kind=kind, user=caller.user.id, credential_id=credential_id, body=body, action="trash"
-        )
-        return Response(status_code=202)
+    _move_route(kind, base, "trash", f"Move messages of a connected {mailbox} mailbox to its trash")
+    _move_route(kind, base, "archive", f"Archive messages of a connected {mailbox} mailbox (out of the inbox, kept)")
 
+
+def _move_route(kind: Kind, base: str, action: Literal["trash", "archive"], summary: str) -> None:
     @router.post(
-        f"{base}/archive",
-        name=f"{kind}_archive_messages",
+        f"{base}/{action}",
+        name=f"{kind}_{action}_messages",
         status_code=202,
         responses=_QUEUED,
-        summary=f"Archive messages of a connected {mailbox} mailbox (out of the inbox, kept)",
+        summary=summary,
         openapi_extra=_body({"messageIds": _IDS_SCHEMA}),
     )
-    async def archive_messages(
+    async def move_messages(
         credential_id: str,
         caller: CurrentCaller,
         session: Session,
         body: ActionBody = None,
     ) -> Response:
         await mailbox_actions.move(
-            session, kind=kind, user=caller.user.id, credential_id=credential_id, body=body, action="archive"
+            session, kind=kind, user=caller.user.id, credential_id=credential_id, body=body, action=action
         )
         return Response(status_code=202)
 
