@@ -106,7 +106,8 @@ WITH c AS (
     INSERT INTO emails (id, "from", "to", subject, mailgun_id, domain, campaign, sent_at, accepted, links)
     SELECT md5(%(campaign)s::text || 'email' || i)::uuid, 'Ann <ann@bench.example>',
            ARRAY['r' || i || '@bench.example'], 'Open houses',
-           '<batch-' || (i / 1000) || '@' || %(domain)s || '>', %(domain)s, %(campaign)s,
+           '<batch-' || (i / 1000) || '.' || %(campaign)s::text || '@' || %(domain)s || '>', %(domain)s,
+           %(campaign)s,
            now() - interval '1 hour', 1, %(links)s
     FROM generate_series(0, %(n)s - 1) i
 )
@@ -155,7 +156,8 @@ class Truth:
     valid: int  # requests that must be stored
 
 
-def webhook_bodies(emails: int, events: int, rng: random.Random) -> tuple[list[str], Truth]:
+def webhook_bodies(campaign: uuid.UUID, emails: int, events: int, rng: random.Random) -> tuple[list[str], Truth]:
+    """Each run's campaign has its own message ids, as Mailgun's are unique per message."""
     truth = Truth({t: set() for t in COUNTERS}, Counter(), 0)
     stamp = time.time()
     bodies: list[str] = []
@@ -185,7 +187,7 @@ def webhook_bodies(emails: int, events: int, rng: random.Random) -> tuple[list[s
             "event": kind,
             "timestamp": stamp - 1800,
             "recipient": f"r{i}@bench.example",
-            "message": {"headers": {"message-id": f"batch-{i // 1000}@{DOMAIN}"}},
+            "message": {"headers": {"message-id": f"batch-{i // 1000}.{campaign}@{DOMAIN}"}},
             **extra,
         }
         return json.dumps({"signature": {"timestamp": str(int(stamp)), "token": token, "signature": signature},
@@ -348,7 +350,7 @@ def main() -> None:
             campaign = seed(url, brand, user, args.emails)
             with psycopg.connect(libpq_url(url), autocommit=True) as conn:
                 before = counts(conn, campaign)
-            bodies, truth = webhook_bodies(args.emails, args.events, rng)
+            bodies, truth = webhook_bodies(campaign, args.emails, args.events, rng)
             print(f"  run {run}: posting {len(bodies):,} webhook calls", file=sys.stderr)
             results.append(run_phase("webhooks", server, url, campaign, bodies, truth, before, mode="post",
                                      path="/emails/events", tmp=tmp, connections=args.connections,
