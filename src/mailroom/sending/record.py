@@ -144,8 +144,10 @@ class ChunkOutcome:
     """What happened to one chunk of a campaign's recipients, as record() stores it.
 
     ``route`` is where the mail went: "esp" (Mailgun, SMTP, outbox), "google" or "microsoft" (the
-    user's mailbox through ``credential``). A shared message (one for the whole campaign) gives every
-    row the same ``shared_email`` and ``to``.
+    user's mailbox through ``credential``). ``email_ids`` and ``links`` have one entry per row: the emails
+    row id its message was built with (its tracked links name it) and the message's tracked links in order
+    (None when not tracked). A shared message (one for the whole campaign) gives every row the same id,
+    links and ``to``.
     """
 
     campaign: uuid.UUID
@@ -161,12 +163,8 @@ class ChunkOutcome:
     cc: Sequence[str] = ()
     bcc: Sequence[str] = ()
     to: str | None = None
-    shared_email: uuid.UUID | None = None
-    # The emails row id of each row's message, chosen before it was built (its tracked links name it);
-    # None: new ids (``shared_email`` for a shared message).
-    email_ids: Sequence[uuid.UUID] | None = None
-    # The tracked links of each row's message, in order; None where the message is not tracked.
-    links: Sequence[Sequence[str] | None] | None = None
+    email_ids: Sequence[uuid.UUID] = ()
+    links: Sequence[Sequence[str] | None] = ()
 
 
 def _links_json(links: Sequence[str] | None) -> str | None:
@@ -175,21 +173,19 @@ def _links_json(links: Sequence[str] | None) -> str | None:
 
 async def record(sessionmaker: async_sessionmaker[AsyncSession], outcome: ChunkOutcome) -> int:
     """Store what happened; returns how many rows are still pending (temporary refusals)."""
-    rows, results, subjects = outcome.rows, outcome.results, outcome.subjects
-    sent = [(row, result, subject) for row, result, subject in zip(rows, results, subjects, strict=True)
+    rows, results = outcome.rows, outcome.results
+    each = list(zip(rows, results, outcome.subjects, outcome.email_ids, outcome.links, strict=True))
+    sent = [(row, result, subject, email_id, links) for row, result, subject, email_id, links in each
             if result.provider_id]  # fmt: skip
-    chosen = dict(zip((row.id for row in rows), outcome.email_ids, strict=True)) if outcome.email_ids else {}
-    links = dict(zip((row.id for row in rows), outcome.links, strict=True)) if outcome.links else {}
-    failed = [(row, result) for row, result in zip(rows, results, strict=True)
-              if not result.provider_id and result.permanent]  # fmt: skip
+    failed = [(row, result) for row, result, *_ in each if not result.provider_id and result.permanent]
     sent_params = {
-        "email_ids": [chosen.get(row.id) or outcome.shared_email or uuid.uuid4() for row, _, _ in sent],
-        "links": [_links_json(links.get(row.id)) for row, _, _ in sent],
-        "row_ids": [row.id for row, _, _ in sent],
-        "providers": [result.provider_id for _, result, _ in sent],
-        "subjects": [subject for _, _, subject in sent],
-        "tos": [outcome.to if outcome.to is not None else row.email_address for row, _, _ in sent],
-        "errors": [result.error for _, result, _ in sent],
+        "email_ids": [email_id for *_, email_id, _ in sent],
+        "links": [_links_json(links) for *_, links in sent],
+        "row_ids": [row.id for row, *_ in sent],
+        "providers": [result.provider_id for _, result, *_ in sent],
+        "subjects": [subject for _, _, subject, *_ in sent],
+        "tos": [outcome.to if outcome.to is not None else row.email_address for row, *_ in sent],
+        "errors": [result.error for _, result, *_ in sent],
         "sender": outcome.from_header,
         "cc": list(outcome.cc),
         "bcc": list(outcome.bcc),

@@ -94,7 +94,7 @@ class SendContext:
         """Who tracks the campaign's opens and clicks on this transport, if anyone."""
         if not (self.tracking and campaign.tracking):
             return None
-        return "provider" if getattr(transport, "tracks_itself", False) else "us"
+        return "provider" if transport.tracks_itself else "us"
 
     def email_values(self, campaign: CampaignToSend, row: uuid.UUID, *, personal: bool) -> dict[str, str]:
         """What templates see as ``email``: its view-in-browser link when the campaign is archived."""
@@ -297,11 +297,10 @@ async def _send_individually(
     now = datetime.now(UTC)
     # A transport that builds messages from fields (Mailgun's batch sending) needs no MIME of them.
     with_mime = not ctx.transport.builds_from_fields
+    shared_headers = own.headers(who.envelope_from) if own is not None else {}
     messages = []
     for row, message in zip(rows, rendered, strict=True):
-        message_headers = ctx.headers(campaign, who, row.email_address)
-        if own is not None:
-            message_headers.update(own.headers(who.envelope_from))
+        message_headers = ctx.headers(campaign, who, row.email_address) | shared_headers
         messages.append(
             OutgoingMessage(
                 str(row.id),
@@ -340,7 +339,7 @@ async def _send_individually(
             headers=_stored_headers(ctx.headers(campaign, who, None)),
             domain=(own and own.mailgun_domain) or ctx.message_domain,
             email_ids=email_ids,
-            links=links,
+            links=links if links is not None else [None] * len(rows),
         ),
     )
 
@@ -392,9 +391,9 @@ async def _send_shared(
     (rendered,) = await ctx.renderer.render(templates, [{"recipient": {}, "sender": who.sender, "email": email_values}])
     email_id = uuid.uuid4()
     tracked_by = ctx.tracked_by(campaign, route.transport)
-    links: list[Sequence[str] | None] | None = None
+    links: Sequence[str] | None = None
     if tracked_by == "us":
-        (rendered,), links = ctx.track([rendered], [email_id])
+        (rendered,), (links,) = ctx.track([rendered], [email_id])
     sent_headers = ctx.headers(campaign, who, None)
     own = await ctx.own_domain(who)
     if own is not None:
@@ -456,7 +455,7 @@ async def _send_shared(
             cc=by_type["CC"],
             bcc=by_type["BCC"],
             to=",".join(by_type["To"]),
-            shared_email=email_id,
-            links=links * len(rows) if links is not None else None,
+            email_ids=[email_id] * len(rows),
+            links=[links] * len(rows),
         ),
     )

@@ -33,6 +33,7 @@ Mailbox transports (Gmail, Outlook) are built per credential at send time and ac
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -143,6 +144,9 @@ class Transport(Protocol):
     name: str
     max_recipients_per_call: int
     builds_from_fields: bool
+    # Tracks opens and clicks itself (Mailgun, asked through ``OutgoingMessage.tracking``); the sender
+    # rewrites links and adds its pixel only for transports that do not.
+    tracks_itself: bool
 
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]: ...
 
@@ -158,6 +162,32 @@ class TokenSource(Protocol):
     """
 
     async def access_token(self, *, refresh: bool = False) -> str: ...
+
+
+class HeldToken:
+    """A TokenSource's token as one mailbox transport holds it: requests in flight together share it, and
+    share one refresh when the provider refuses it (the first to see it refused asks, the others take it)."""
+
+    def __init__(self, source: TokenSource) -> None:
+        self._source = source
+        self._lock = asyncio.Lock()
+        self.token: str | None = None
+
+    async def get(self, *, refused: str | None = None) -> str:
+        """The token to use; with ``refused``, one other than that token the provider answered 401 to.
+
+        A PermanentSendError from the source (access revoked) propagates as it is.
+        """
+        async with self._lock:
+            if self.token is None or (refused is not None and refused == self.token):
+                self.token = await self._source.access_token(refresh=refused is not None)
+            return self.token
+
+    async def renew(self) -> str:
+        """Ask the source again, as at the start of a call: it refreshes a token about to expire."""
+        async with self._lock:
+            self.token = await self._source.access_token()
+            return self.token
 
 
 def settle(messages: Sequence[OutgoingMessage], outcomes: Sequence[SendResult | SendError]) -> list[SendResult]:

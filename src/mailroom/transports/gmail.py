@@ -35,6 +35,7 @@ from typing import Any, Final
 import httpx
 
 from mailroom.transports.base import (
+    HeldToken,
     OutgoingMessage,
     PermanentSendError,
     SendError,
@@ -96,6 +97,7 @@ class GmailTransport:
     # Every To, Cc and Bcc address counts against the account's daily recipient quota, and
     # Google refuses large recipient lists from mail not sent in its web interface well before
     # a relay would: 100 stays inside the sending limits Google publishes for Workspace accounts.
+    tracks_itself = False
     builds_from_fields = False
     max_recipients_per_call = 100
 
@@ -112,12 +114,10 @@ class GmailTransport:
         self._send_url = f"{base}/gmail/v1/users/me/messages/send"
         self._upload_url = f"{base}/upload/gmail/v1/users/me/messages/send?uploadType=multipart"
         self._modify_url = f"{base}/gmail/v1/users/me/messages/batchModify"
-        self._tokens = tokens
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(timeout=timeout)
         self._concurrency = concurrency
-        self._token: str | None = None
-        self._token_lock = asyncio.Lock()
+        self._token = HeldToken(tokens)
 
     def __repr__(self) -> str:  # never shows the token
         return f"GmailTransport({self._send_url!r})"
@@ -130,7 +130,7 @@ class GmailTransport:
         if not messages:
             return []
         # Asked once per call; a PermanentSendError (revoked account) propagates from here as is.
-        self._token = await self._tokens.access_token()
+        await self._token.renew()
         slots = asyncio.Semaphore(self._concurrency)
         abort: list[SendError] = []
 
@@ -161,7 +161,7 @@ class GmailTransport:
         ids = list(dict.fromkeys(message_ids))
         if not ids or not (add_labels or remove_labels):
             return
-        self._token = await self._tokens.access_token()
+        await self._token.renew()
         for start in range(0, len(ids), MAX_MODIFY_IDS):
             body = {
                 "ids": ids[start : start + MAX_MODIFY_IDS],
@@ -252,7 +252,7 @@ class GmailTransport:
         body: tuple[bytes, ...] | None = None,
     ) -> httpx.Response | SendError:
         """The response (any status but a first 401), or a transient error when Gmail was not reached."""
-        token = self._token or await self._tokens.access_token()
+        token = await self._token.get()
         for attempt in range(2):
             request_headers = {**(headers or {}), "Authorization": f"Bearer {token}"}
             content = _stream(body) if body is not None else None
@@ -267,18 +267,10 @@ class GmailTransport:
             if response.status_code != 401 or attempt:
                 return response
             try:
-                token = await self._refresh(token)
+                token = await self._token.get(refused=token)
             except SendError as exc:  # the account was revoked: the token source says what to do
                 return exc
         raise AssertionError("unreachable")
-
-    async def _refresh(self, refused: str) -> str:
-        # Requests in flight together share one refresh: the first to see the 401 asks for a new
-        # token, the others take it.
-        async with self._token_lock:
-            if self._token == refused or self._token is None:
-                self._token = await self._tokens.access_token(refresh=True)
-            return self._token
 
 
 async def _stream(parts: tuple[bytes, ...]) -> AsyncIterator[bytes]:

@@ -30,6 +30,7 @@ _CRLF = re.compile(r"[\r\n]+")
 class OutboxTransport:
     name = "outbox"
     # Messages per call, as for SMTP.
+    tracks_itself = False
     builds_from_fields = False
     max_recipients_per_call = 100
 

@@ -36,6 +36,7 @@ from urllib.parse import quote
 import httpx
 
 from mailroom.transports.base import (
+    HeldToken,
     MessageContent,
     OutgoingMessage,
     PermanentSendError,
@@ -80,6 +81,7 @@ class OutlookTransport:
 
     name = "outlook"
     # Exchange Online takes at most 500 recipients (To, Cc and Bcc together) per message.
+    tracks_itself = False
     builds_from_fields = True
     max_recipients_per_call = 500
 
@@ -92,9 +94,7 @@ class OutlookTransport:
         timeout: float = 60.0,
     ) -> None:
         self._base = graph_url.rstrip("/").removesuffix("/v1.0") + "/v1.0"
-        self._tokens = tokens
-        self._token: str | None = None
-        self._token_lock = asyncio.Lock()
+        self._token = HeldToken(tokens)
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(timeout=timeout)
         self._slots = asyncio.Semaphore(_CONCURRENCY)
@@ -273,7 +273,7 @@ class OutlookTransport:
                 # 404: the message is gone; 400: an id Graph cannot read. Nothing to act on either way.
                 pending.pop(n, None)
             elif status == 401:
-                await self._access_token(refused=self._token)  # the next round goes with a fresh token
+                await self._token.get(refused=self._token.token)  # the next round goes with a fresh token
                 waits.append(0.0)
             elif status == 403:
                 raise PermanentSendError(_scope_reason("mail.modify", _item_error(item)))
@@ -286,13 +286,13 @@ class OutlookTransport:
 
     async def _json(self, method: str, path: str, body: Any, *, scope: str, gone: bool = False) -> dict[str, Any]:
         """One Graph request with the bearer token (refreshed once on 401); the JSON answer."""
-        token = await self._access_token()
+        token = await self._token.get()
         for attempt in (0, 1):
             headers = {"Authorization": f"Bearer {token}", **_PREFER}
             response = await self._raw(method, self._base + path, json=body, headers=headers)
             if response.status_code != 401 or attempt:
                 break
-            token = await self._access_token(refused=token)
+            token = await self._token.get(refused=token)
         status = response.status_code
         if 200 <= status < 300:
             return _json_body(response)
@@ -301,16 +301,6 @@ class OutlookTransport:
         if status == 401:
             raise PermanentSendError("Outlook refused a fresh access token; reconnect the Outlook account")
         raise _error(response, scope=scope)
-
-    async def _access_token(self, *, refused: str | None = None) -> str:
-        """The token to use; with ``refused``, one other than that token Graph answered 401 to."""
-        async with self._token_lock:
-            # Requests in flight together share one refresh: only the first to see the refused
-            # token still current asks for a new one.
-            if self._token is None or (refused is not None and refused == self._token):
-                # A PermanentSendError here (access revoked) ends the call as it is.
-                self._token = await self._tokens.access_token(refresh=refused is not None)
-            return self._token
 
     async def _raw(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:

@@ -94,6 +94,7 @@ class SmtpTransport:
     name = "smtp"
     # Messages per call: the sender records outcomes every call, which bounds what a killed worker
     # can have sent unrecorded.
+    tracks_itself = False
     builds_from_fields = False
     max_recipients_per_call = 100
 
