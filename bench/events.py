@@ -291,7 +291,7 @@ def run_phase(
             raise BenchError(f"{name}: nothing was stored\n{output}\n{server.tail()}")
         seconds = max((last - first).total_seconds(), 1e-3)
         while True:
-            left = conn.execute("SELECT count(*) FROM email_events WHERE settled_at IS NULL").fetchone()
+            left = conn.execute("SELECT count(*) FROM unsettled_events").fetchone()
             if left is not None and left[0] == 0:
                 break
             if time.monotonic() > deadline + 120:

@@ -222,3 +222,20 @@ def test_job_queue_revision_downgrades_and_upgrades_again(scratch_url: str) -> N
     with psycopg.connect(libpq_url(scratch_url)) as conn:
         recorded = [row[0] for row in conn.execute(f"SELECT name FROM {APPLIED_TABLE} ORDER BY name")]
     assert recorded == shipped_migrations()
+
+
+def test_events_waiting_to_be_counted_stay_waiting_across_the_queue_revision(scratch_url: str) -> None:
+    command.upgrade(alembic_config(scratch_url), "0008")
+    with psycopg.connect(libpq_url(scratch_url), autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO email_events (id, type, source, settled_at) "
+            "VALUES (1, 'delivered', 'mailgun', now()), (2, 'opened', 'pixel', NULL)"
+        )
+    command.upgrade(alembic_config(scratch_url), "0009")
+    with psycopg.connect(libpq_url(scratch_url)) as conn:
+        assert conn.execute("SELECT id FROM unsettled_events").fetchall() == [(2,)]
+
+    command.downgrade(alembic_config(scratch_url), "0008")
+    with psycopg.connect(libpq_url(scratch_url)) as conn:
+        waiting = conn.execute("SELECT id FROM email_events WHERE settled_at IS NULL").fetchall()
+        assert waiting == [(2,)]

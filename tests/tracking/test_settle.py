@@ -165,7 +165,7 @@ async def test_thousands_of_concurrent_events_on_one_campaign_count_exactly(
     try:
         await asyncio.gather(*(poster(calls[i::8]) for i in range(8)))
         for _ in range(500):
-            left = (await session.execute(text("SELECT count(*) FROM email_events WHERE settled_at IS NULL"))).scalar()
+            left = (await session.execute(text("SELECT count(*) FROM unsettled_events"))).scalar()
             await session.commit()
             if left == 0:
                 break

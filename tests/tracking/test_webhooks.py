@@ -53,7 +53,9 @@ async def test_a_signed_event_is_appended_for_its_email_and_recipient(
     assert row["recipient"] == "bob@example.com" and row["reason"] == "5.1.1 No such user"
     assert row["provider_event_id"] == call["event-data"]["id"]
     assert abs(row["occurred_at"].timestamp() - call["event-data"]["timestamp"]) < 0.001
-    assert row["campaign_email"] is not None and row["settled_at"] is None
+    assert row["campaign_email"] is not None
+    queued = await session.execute(text("SELECT id, created_at FROM unsettled_events"))
+    assert queued.all() == [(row["id"], row["created_at"])]  # waiting to be counted
 
 
 async def test_a_message_id_stored_with_angle_brackets_is_found_too(

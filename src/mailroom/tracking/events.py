@@ -57,16 +57,19 @@ _TYPES = {
     "campaign_email": "uuid",
     "link_index": "integer",
 }
+# Every statement appending events queues them for the settler in the same statement, from a CTE
+# named ``appended`` returning the new rows' id and created_at.
+QUEUE_APPENDED = "INSERT INTO unsettled_events (id, created_at) SELECT id, created_at FROM appended"
 # One INSERT for the whole batch, its rows passed as one JSON document: encoding a few hundred events
 # with orjson costs a fraction of binding sixteen typed arrays value by value.
 APPEND = text(
-    "INSERT INTO email_events ("
+    "WITH appended AS (INSERT INTO email_events ("
     + ", ".join(_COLUMNS)
     + ") SELECT "
     + ", ".join("coalesce(occurred_at, now())" if c == "occurred_at" else c for c in _COLUMNS)
     + " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS e("
     + ", ".join(f"{c} {_TYPES.get(c, 'text')}" for c in _COLUMNS)
-    + ")"
+    + f") RETURNING id, created_at) {QUEUE_APPENDED}"
 )
 
 

@@ -17,6 +17,8 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailroom.tracking.events import QUEUE_APPENDED
+
 MAX_USER_AGENT = 500
 
 
@@ -32,7 +34,7 @@ class Hit:
 # One statement for the whole batch: append the hits of emails that exist (and, for clicks, of links
 # they hold), and answer each hit's link (clicks) or '' (opens); no row for a hit on nothing.
 RECORD_HITS = text(
-    """
+    f"""
     WITH h AS (
         SELECT * FROM jsonb_to_recordset(CAST(:hits AS jsonb))
                AS h(n integer, type text, email uuid, link_index integer, user_agent text, ip text)
@@ -55,6 +57,9 @@ RECORD_HITS = text(
         SELECT type, CASE type WHEN 'opened' THEN 'pixel' ELSE 'click' END, brand, campaign, email,
                campaign_email, address, url, CASE WHEN type = 'clicked' THEN link_index END, user_agent, ip
         FROM found
+        RETURNING id, created_at
+    ), queued AS (
+        {QUEUE_APPENDED}
     )
     SELECT n, coalesce(url, '') AS url FROM found
     """

@@ -1,8 +1,8 @@
 """Counting appended events: batches of them, set-based, exact under concurrent settlers.
 
 Events are appended by webhooks and tracking hits without touching any counter (tracking.events).
-A settler claims a batch of unsettled events (FOR UPDATE SKIP LOCKED, so settlers never share one),
-marks them settled and, in the same transaction:
+Each appended event is queued in ``unsettled_events``. A settler claims a batch of the queue (FOR
+UPDATE SKIP LOCKED, so settlers never share one), deletes it and, in the same transaction:
 
 - adds every event to the raw numbers of its ``emails`` row;
 - moves the distinct-recipient counters of ``email_campaign_emails`` from 0 to 1 with a conditional
@@ -52,6 +52,11 @@ UNCOUNTED_PROXY = "image proxy"
 UNCOUNTED_SCANNER = "link scanner"
 UNCOUNTED_DUPLICATE = "duplicate of an event already stored"
 
+# A batch's events are looked up one by one through an index, with this at the end of each lookup:
+# a lateral subquery with a LIMIT is never flattened into a join, so the planner cannot choose to
+# hash or merge the whole events table instead. It did, when the table grew faster than its
+# statistics (measured at 75,000 events: 25 ms per batch, growing with the table, against 2 ms).
+_BY_INDEX = "LIMIT 1"
 # Per-connection scratch for the claimed batch; emptied at each commit.
 _SCRATCH = text(
     """
@@ -69,30 +74,33 @@ _COLUMNS = (
 _CLAIM = text(
     f"""
     WITH claimed AS (
-        SELECT id, created_at FROM email_events WHERE settled_at IS NULL ORDER BY id LIMIT :limit
-        FOR UPDATE SKIP LOCKED
-    ), marked AS (
-        UPDATE email_events ev SET settled_at = now() FROM claimed c
-        WHERE ev.id = c.id AND ev.created_at = c.created_at
-        RETURNING ev.id, ev.created_at, ev.occurred_at, ev.type, ev.severity, ev.brand, ev.campaign, ev.email,
-                  ev.campaign_email, lower(btrim(ev.recipient)) AS recipient, ev.url, ev.user_agent, ev.reason,
-                  ev.uncounted, ev.provider_event_id
+        DELETE FROM unsettled_events WHERE id IN (
+            SELECT id FROM unsettled_events ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED
+        )
+        RETURNING id, created_at
     )
-    INSERT INTO settling ({_COLUMNS}) SELECT {_COLUMNS} FROM marked
+    INSERT INTO settling ({_COLUMNS})
+    SELECT ev.id, ev.created_at, ev.occurred_at, ev.type, ev.severity, ev.brand, ev.campaign, ev.email,
+           ev.campaign_email, lower(btrim(ev.recipient)), ev.url, ev.user_agent, ev.reason, ev.uncounted,
+           ev.provider_event_id
+    FROM claimed c CROSS JOIN LATERAL (
+        SELECT * FROM email_events ev WHERE ev.id = c.id AND ev.created_at = c.created_at {_BY_INDEX}
+    ) ev
     """
 )
 # A provider may post one event twice (a retried webhook): only the first stored copy counts, at every level.
 _DROP_DUPLICATES = text(
-    f"""
-    WITH again AS (
-        DELETE FROM settling s
-        WHERE s.provider_event_id IS NOT NULL AND EXISTS (
-            SELECT 1 FROM email_events e WHERE e.provider_event_id = s.provider_event_id AND e.id < s.id
-        )
-        RETURNING s.id, s.created_at
+    """
+    DELETE FROM settling s WHERE s.id IN (
+        SELECT b.id FROM settling b CROSS JOIN LATERAL (
+            -- The copies are found by their id alone; a condition on e.id here let the planner AND in
+            -- a scan of every earlier event's key.
+            SELECT count(*) FILTER (WHERE e.id < b.id) AS n FROM email_events e
+            WHERE e.provider_event_id = b.provider_event_id
+        ) earlier
+        WHERE b.provider_event_id IS NOT NULL AND earlier.n > 0
     )
-    UPDATE email_events ev SET uncounted = '{UNCOUNTED_DUPLICATE}' FROM again
-    WHERE ev.id = again.id AND ev.created_at = again.created_at
+    RETURNING s.id
     """
 )
 # Why an open or click is not a person's; the first rule that applies is the one recorded.
@@ -112,11 +120,10 @@ _JUDGE = text(
     WHERE m.id = s.email AND s.type IN ('opened', 'clicked') AND s.uncounted IS NULL
     """
 )
+_UNCOUNTED = text("SELECT uncounted, array_agg(id) FROM settling WHERE uncounted IS NOT NULL GROUP BY uncounted")
+# By a list of ids rather than a join with the batch, for the same reason as _BY_INDEX.
 _RECORD_UNCOUNTED = text(
-    """
-    UPDATE email_events ev SET uncounted = s.uncounted FROM settling s
-    WHERE ev.id = s.id AND ev.created_at = s.created_at AND s.uncounted IS NOT NULL AND ev.uncounted IS NULL
-    """
+    "UPDATE email_events SET uncounted = :reason WHERE id = ANY(CAST(:ids AS bigint[])) AND uncounted IS NULL"
 )
 _LOCK = {
     table: text(
@@ -200,19 +207,22 @@ _TAG_UNSUBSCRIBED = text(
       AND NOT coalesce(mailroom_lower_array(c.tags), '{}') @> ARRAY['unsubscribed']
     """
 )
+# Only campaigns that notify: the notifications statement is a fifth of a batch's time even when it
+# finds nothing to tell.
 _ACTIVITY = text(
     """
-    SELECT type, campaign, campaign_email, recipient, url, occurred_at FROM settling
-    WHERE type IN ('opened', 'clicked') AND uncounted IS NULL AND campaign IS NOT NULL
-      AND campaign_email IS NOT NULL
-    ORDER BY id
+    SELECT s.type, s.campaign, s.campaign_email, s.recipient, s.url, s.occurred_at FROM settling s
+    JOIN email_campaigns c ON c.id = s.campaign AND c.notifications_enabled
+    WHERE s.type IN ('opened', 'clicked') AND s.uncounted IS NULL AND s.campaign_email IS NOT NULL
+    ORDER BY s.id
     """
 )
 _PURGE_TOKENS = text("DELETE FROM webhook_tokens WHERE created_at < now() - interval '30 minutes'")
 
 
-async def counted_activity(session: AsyncSession) -> list[SettledActivity]:
-    """The opens and clicks of the batch being settled that counted as a person's (call before commit)."""
+async def activity_to_notify(session: AsyncSession) -> list[SettledActivity]:
+    """The opens and clicks of the batch being settled that counted as a person's, on campaigns with
+    notifications enabled (call before commit)."""
     rows = (await session.execute(_ACTIVITY)).all()
     return [SettledActivity(r.type, r.campaign, r.campaign_email, r.recipient, r.url, r.occurred_at) for r in rows]
 
@@ -228,9 +238,12 @@ async def settle_once(session: AsyncSession, *, limit: int = BATCH) -> int:
     claimed = (await session.execute(_CLAIM, {"limit": limit})).rowcount  # type: ignore[attr-defined]
     if not claimed:
         return 0
-    await session.execute(_DROP_DUPLICATES)
+    uncounted = {UNCOUNTED_DUPLICATE: list((await session.execute(_DROP_DUPLICATES)).scalars())}
     await session.execute(_JUDGE, {"proxy": IMAGE_PROXY_PATTERN})
-    await session.execute(_RECORD_UNCOUNTED)
+    uncounted.update((reason, ids) for reason, ids in (await session.execute(_UNCOUNTED)).all())
+    for reason, ids in uncounted.items():
+        if ids:
+            await session.execute(_RECORD_UNCOUNTED, {"reason": reason, "ids": ids})
     for lock in _LOCK.values():
         await session.execute(lock)
     await session.execute(_RAW)
@@ -244,7 +257,7 @@ async def settle_once(session: AsyncSession, *, limit: int = BATCH) -> int:
         await session.execute(_SUPPRESS)
     if "unsubscribed" in present:
         await session.execute(_TAG_UNSUBSCRIBED)
-    await after_counting(session, await counted_activity(session))
+    await after_counting(session, await activity_to_notify(session))
     return int(claimed)
 
 
@@ -302,7 +315,12 @@ async def run_settler(
     upkeep_every: float = 3600.0,
     purge_every: float = 60.0,
 ) -> None:
-    """Settle events until cancelled: batch after batch while there are any, then every ``interval`` s."""
+    """Settle events until cancelled: full batches back to back while a backlog lasts, else every ``interval`` s.
+
+    Part of a batch's cost is per statement, not per event: settling whatever trickled in since the
+    last batch, again and again, cost a third more per event (measured: 147 µs per event in batches
+    of 300, 112 µs in batches of 3,000) than waiting ``interval`` for more.
+    """
     next_upkeep = next_purge = 0.0
     while True:
         claimed = 0
@@ -324,5 +342,5 @@ async def run_settler(
             log.exception("settling events failed; retrying")
             await asyncio.sleep(interval)
             continue
-        if not claimed:
+        if claimed < BATCH:
             await asyncio.sleep(interval)
