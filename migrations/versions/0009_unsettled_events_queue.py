@@ -1,5 +1,5 @@
 """events wait to be counted in a narrow queue table instead of being marked settled in place; an
-email's events are indexed with their type
+email's events are indexed with their type; a message id is planned as naming one email
 
 Revision ID: 0009
 Revises: 0008
@@ -38,9 +38,16 @@ def upgrade() -> None:
     # joined in every click of the campaign through ix_email_events_campaign_type (0.35 ms per click).
     op.create_index("ix_email_events_email_type", "email_events", ["email", "type"])
     op.drop_index("ix_email_events_email", table_name="email_events")
+    # A webhook finds its email by the message id with LIMIT 1. A batch send's 1,000 rows share one id
+    # and lie together, so the planner, expecting a match within a few rows, read the table from the
+    # start instead (20,000 emails: 1.2 ms per lookup, against 0.003 ms through the index). An id names
+    # one message: the planner is told so.
+    op.execute("ALTER TABLE emails ALTER COLUMN mailgun_id SET (n_distinct = -1)")
+    op.execute("ANALYZE emails")
 
 
 def downgrade() -> None:
+    op.execute("ALTER TABLE emails ALTER COLUMN mailgun_id RESET (n_distinct)")
     op.create_index("ix_email_events_email", "email_events", ["email"])
     op.drop_index("ix_email_events_email_type", table_name="email_events")
     op.add_column("email_events", sa.Column("settled_at", sa.DateTime(timezone=True), nullable=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -124,6 +125,22 @@ async def test_bad_bodies_are_refused_naming_the_field(world: World, session: As
     assert await stored(session) == []
 
 
+async def test_a_bad_call_is_refused_alone_while_calls_around_it_are_stored(
+    world: World, session: AsyncSession
+) -> None:
+    mid = "20240101000000.3.3@mg.example.com"
+    bad = event("delivered", mid, "a@example.com")
+    bad["recipient"] = {"address": "a@example.com"}
+    good = [signed(event("delivered", mid, f"r{i}@example.com")) for i in range(20)]
+    # Posted at once, one call per request: they are written together, and the bad one must not fail the rest.
+    answers = await asyncio.gather(*(post_events(world.client, c) for c in [*good[:10], signed(bad), *good[10:]]))
+    refused = answers[10]
+    assert refused.status_code == 400 and "event-data.recipient" in refused.json()["message"]
+    assert all(a.status_code == 200 for i, a in enumerate(answers) if i != 10)
+    assert sorted(r["recipient"] for r in await stored(session)) == sorted(f"r{i}@example.com" for i in range(20))
+    assert await tokens(session) == 20  # the refused call's token was not taken: fixed, it can be posted again
+
+
 async def test_without_a_signing_key_the_endpoint_is_not_there(
     world: World, app: FastAPI, settings: Settings, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -140,3 +157,26 @@ async def test_tokens_leave_after_half_an_hour(world: World, session: AsyncSessi
     await purge_tokens(session)
     assert (await session.execute(text("SELECT count(*) FROM webhook_tokens WHERE token = 'old'"))).scalar() == 0
     assert await tokens(session) == 1
+
+
+async def test_calls_are_stored_again_once_the_database_has_dropped_the_connections(
+    world: World, session: AsyncSession
+) -> None:
+    mid = "20240101000000.4.4@mg.example.com"
+
+    async def burst(prefix: str) -> None:
+        calls = [signed(event("delivered", mid, f"{prefix}{i}@example.com")) for i in range(5)]
+        answers = await asyncio.gather(*(post_events(world.client, c) for c in calls))
+        assert [a.status_code for a in answers] == [200] * 5
+
+    await burst("a")
+    dropped = await session.execute(
+        text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE '%webhook_tokens%'"
+        )
+    )
+    assert dropped.scalar_one() >= 1  # the connection the calls were written on
+    await session.commit()
+    await burst("b")
+    assert len(await stored(session)) == 10

@@ -57,6 +57,11 @@ _TYPES = {
     "campaign_email": "uuid",
     "link_index": "integer",
 }
+# A batch's rows are looked up one by one through an index, with this at the end of each lookup: a
+# lateral subquery with a LIMIT is never flattened into a join, so the planner cannot choose to hash or
+# merge a whole large table instead. It did, when the events table grew faster than its statistics
+# (measured at 75,000 events: 25 ms per settled batch, growing with the table, against 2 ms).
+BY_INDEX = "LIMIT 1"
 # Every statement appending events queues them for the settler in the same statement, from a CTE
 # named ``appended`` returning the new rows' id and created_at.
 QUEUE_APPENDED = "INSERT INTO unsettled_events (id, created_at) SELECT id, created_at FROM appended"

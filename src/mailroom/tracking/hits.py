@@ -15,7 +15,7 @@ from typing import Literal
 
 import orjson
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailroom.tracking.events import QUEUE_APPENDED
 
@@ -66,7 +66,7 @@ RECORD_HITS = text(
 )
 
 
-async def record_hits(session: AsyncSession, hits: Sequence[Hit]) -> list[str | None]:
+async def record_hits(db: AsyncConnection, hits: Sequence[Hit]) -> list[str | None]:
     """Per hit: the link to redirect to (clicks), '' (an open of a known email), or None (nothing there)."""
     # One JSON document for the batch: orjson encodes it for a fraction of binding six typed arrays.
     rows = [
@@ -80,6 +80,6 @@ async def record_hits(session: AsyncSession, hits: Sequence[Hit]) -> list[str | 
         }
         for n, h in enumerate(hits)
     ]
-    answer = await session.execute(RECORD_HITS, {"hits": orjson.dumps(rows).decode()})
+    answer = await db.execute(RECORD_HITS, {"hits": orjson.dumps(rows).decode()})
     found: dict[int, str] = {n: url for n, url in answer.all()}
     return [found.get(n) for n in range(len(hits))]

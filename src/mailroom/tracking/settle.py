@@ -27,6 +27,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailroom.tracking.activity import SettledActivity
+from mailroom.tracking.events import BY_INDEX
 from mailroom.tracking.models import EVENT_TYPES
 from mailroom.tracking.notifications import notify
 
@@ -52,11 +53,6 @@ UNCOUNTED_PROXY = "image proxy"
 UNCOUNTED_SCANNER = "link scanner"
 UNCOUNTED_DUPLICATE = "duplicate of an event already stored"
 
-# A batch's events are looked up one by one through an index, with this at the end of each lookup:
-# a lateral subquery with a LIMIT is never flattened into a join, so the planner cannot choose to
-# hash or merge the whole events table instead. It did, when the table grew faster than its
-# statistics (measured at 75,000 events: 25 ms per batch, growing with the table, against 2 ms).
-_BY_INDEX = "LIMIT 1"
 # Per-connection scratch for the claimed batch; emptied at each commit.
 _SCRATCH = text(
     """
@@ -84,7 +80,7 @@ _CLAIM = text(
            ev.campaign_email, lower(btrim(ev.recipient)), ev.url, ev.user_agent, ev.reason, ev.uncounted,
            ev.provider_event_id
     FROM claimed c CROSS JOIN LATERAL (
-        SELECT * FROM email_events ev WHERE ev.id = c.id AND ev.created_at = c.created_at {_BY_INDEX}
+        SELECT * FROM email_events ev WHERE ev.id = c.id AND ev.created_at = c.created_at {BY_INDEX}
     ) ev
     """
 )
@@ -121,7 +117,7 @@ _JUDGE = text(
     """
 )
 _UNCOUNTED = text("SELECT uncounted, array_agg(id) FROM settling WHERE uncounted IS NOT NULL GROUP BY uncounted")
-# By a list of ids rather than a join with the batch, for the same reason as _BY_INDEX.
+# By a list of ids rather than a join with the batch, for the same reason as events.BY_INDEX.
 _RECORD_UNCOUNTED = text(
     "UPDATE email_events SET uncounted = :reason WHERE id = ANY(CAST(:ids AS bigint[])) AND uncounted IS NULL"
 )
