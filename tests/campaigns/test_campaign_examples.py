@@ -27,7 +27,7 @@ from tests.support.world import Actor, World
 
 EXAMPLES = json.loads((Path(__file__).parents[1] / "fixtures/api_examples.json").read_text())
 # Fields this service adds to the document's objects, by object type (DNS records have none: see object_type).
-ADDED_FIELDS = {"email_campaign": {"from_address_verified"}, "dns_record": {"reason"}}
+ADDED_FIELDS = {"email_campaign": {"from_address_verified", "tracking"}, "dns_record": {"reason"}}
 BY_TITLE = {e["title"]: e for e in EXAMPLES}
 
 # Sending domains belong to another part of the service.

@@ -48,6 +48,7 @@ CASES: list[tuple[str, Any, str]] = [
     ("field that does not apply", campaign(to=[{"recipient_type": "AllContacts", "tag": "x"}]), "tag"),
     ("individual as a string", campaign(individual="false"), "individual"),
     ("notifications_enabled as a number", campaign(notifications_enabled=1), "notifications_enabled"),
+    ("tracking as a string", campaign(tracking="no"), "tracking"),
     ("due_at not a date", campaign(due_at="next tuesday"), "due_at"),
     ("due_at past what can be stored", campaign(due_at="9999-12-31T23:59:59-05:00"), "due_at"),
     ("tags not strings", campaign(tags=[1]), "tags.0"),

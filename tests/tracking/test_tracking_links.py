@@ -225,11 +225,9 @@ async def test_tracking_off_sends_the_html_untouched(
                                                            for n in ("Ann", "Bob")}  # fmt: skip
     assert {r.links for r in (await _rows(session, everywhere["id"])).values()} == {None}
 
-    _, this_one = await _individual(world, admin, due_at="2031-05-01T15:00:00Z")
-    await session.execute(
-        text("UPDATE email_campaigns SET tracking = false, due_at = now() WHERE id = :c"), {"c": this_one["id"]}
-    )
-    await session.commit()
+    # Per campaign: tracking is on in the worker, off in the campaign.
+    _, this_one = await _individual(world, admin, tracking=False)
+    assert this_one["tracking"] is False
     with smtp_server() as server:
         async with running_worker(settings, transport="smtp", smtp_url=server.url):
             await wait_until_sent(app.state.sessionmaker, this_one["id"])

@@ -149,6 +149,8 @@ class CampaignIn(Strict):
     individual: StrictBool | None = None
     notifications_enabled: StrictBool | None = None
     archive: StrictBool | None = None
+    # Not in the document: false sends this campaign's links and images untracked (default true).
+    tracking: StrictBool | None = None
     google_credential: uuid.UUID | None = None
     microsoft_credential: uuid.UUID | None = None
     attachments: list[AttachmentIn] | None = Field(default=None, max_length=100)

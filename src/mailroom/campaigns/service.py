@@ -210,6 +210,7 @@ async def _values(
         "individual": individual,
         "notifications_enabled": True if body.notifications_enabled is None else body.notifications_enabled,
         "archive": bool(body.archive),
+        "tracking": True if body.tracking is None else body.tracking,
     }
     recipients = [
         {

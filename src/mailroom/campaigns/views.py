@@ -76,6 +76,7 @@ def campaign_fields(c: EmailCampaign) -> dict[str, Any]:
         "failure": c.failure,
         "notifications_enabled": c.notifications_enabled,
         "archive": c.archive,
+        "tracking": c.tracking,
         "tags": c.tags,
         "recipients_count": c.recipients_count,
         "listed": c.listed,
