@@ -16,6 +16,7 @@ from mailroom.config import Settings
 from mailroom.tracking.activity import SettledActivity
 from mailroom.tracking.notifications import notify
 from tests.support.campaigns import schedule
+from tests.support.events import DESKTOP, settle_all
 from tests.support.sender import running_worker, wait_until_sent
 from tests.support.smtp_server import smtp_server
 from tests.support.world import Actor, World
@@ -304,3 +305,28 @@ async def test_two_settlers_grouping_the_same_opens_at_once_make_one_notificatio
     assert _brief(await _notifications(admin)) == [
         ("opened", ANN, None, 2, t.timestamp(), (t + timedelta(minutes=1)).timestamp())
     ]
+
+
+async def test_the_settler_tells_the_sender_what_a_recipient_opened_and_clicked(
+    world: World, app: FastAPI, settings: Settings, session: AsyncSession
+) -> None:
+    admin = await world.brand_admin()
+    html = '<p>New listing: <a href="https://example.com/house">the house</a></p>'
+    with smtp_server() as server:
+        async with running_worker(settings, transport="smtp", smtp_url=server.url):
+            made = await schedule(
+                admin, path="/emails/individual", html=html, to=[{"recipient_type": "Email", "email": ANN}]
+            )
+            await wait_until_sent(app.state.sessionmaker, made["id"])
+    email = await session.scalar(text("SELECT email FROM email_campaign_emails WHERE campaign = :c"), {"c": made["id"]})
+    # Read an hour after it was sent: not the send's own echo, which counts no one.
+    await session.execute(text("UPDATE emails SET sent_at = now() - interval '1 hour' WHERE id = :e"), {"e": email})
+    await session.commit()
+    tokens = app.state.tracking_tokens
+    reader = {"User-Agent": DESKTOP}
+    assert (await world.client.get(f"/t/o/{tokens.open(email)}", headers=reader)).status_code == 200
+    assert (await world.client.get(f"/t/c/{tokens.click(email, 0)}", headers=reader)).status_code == 302
+
+    await settle_all(app.state.sessionmaker)
+    told = sorted((n["kind"], n["recipient"], n["url"], n["count"]) for n in await _notifications(admin))
+    assert told == [("clicked", ANN, "https://example.com/house", 1), ("opened", ANN, None, 1)]

@@ -1,4 +1,5 @@
-"""Opens and clicks once they are counted: what the settler hands on to be told to the sender."""
+"""Opens and clicks once they are counted, as a list to tell the sender of (notifications.notify); the
+settler tells them straight from its batch (notifications.notify_from)."""
 
 from __future__ import annotations
 

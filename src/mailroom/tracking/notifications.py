@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import TextClause, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.errors import NotFound
@@ -29,18 +30,15 @@ from mailroom.tracking.models import Notification
 OPENS_APART = "5 minutes"
 CAMPAIGN_AGE = "30 days"
 
+
 # One statement for the whole batch: the eligible activity is found once, opens are grouped into
 # sessions (a gap over 5 minutes starts a new one) together with each key's latest existing open
 # notification, sessions that reach an existing notification bump it (the one UPDATE) and the rest,
-# with every click, are inserted (the one INSERT ... SELECT).
-NOTIFY = text(
-    f"""
-    WITH activity AS (
-        SELECT * FROM unnest(
-            CAST(:type AS text[]), CAST(:campaign AS uuid[]), CAST(:campaign_email AS uuid[]),
-            CAST(:recipient AS text[]), CAST(:url AS text[]), CAST(:occurred_at AS timestamptz[])
-        ) AS a(type, campaign, campaign_email, recipient, url, occurred_at)
-    ),
+# with every click, are inserted (the one INSERT ... SELECT). ``activity`` is a SELECT of
+# (type, campaign, campaign_email, recipient, url, occurred_at).
+def _notify_sql(activity: str) -> str:
+    return f"""
+    WITH activity AS ({activity}),
     -- The recipient's row is found by its id or, without one, by the address: two plain joins the
     -- planner can hash, where one OR-join would compare every pair.
     located AS (
@@ -127,32 +125,57 @@ NOTIFY = text(
     )
     SELECT (SELECT count(*) FROM bumped) + (SELECT count(*) FROM inserted)
     """
-)
 
 
 # Two settlers grouping opens of one campaign at once would each miss the other's new notification
 # and both insert: the later one waits here until the earlier commits, then sees it. Campaigns are
 # locked in one order so two lists never deadlock.
-LOCK_CAMPAIGNS = text(
-    "SELECT pg_advisory_xact_lock(hashtextextended(CAST(campaign AS text), 11)) "
-    "FROM (SELECT DISTINCT campaign FROM unnest(CAST(:campaigns AS uuid[])) AS campaign ORDER BY campaign) AS c"
+def _lock_sql(activity: str) -> str:
+    return (
+        "SELECT pg_advisory_xact_lock(hashtextextended(CAST(campaign AS text), 11)) "
+        f"FROM (SELECT DISTINCT campaign FROM ({activity}) AS a WHERE type = 'opened' ORDER BY campaign) AS c"
+    )
+
+
+@dataclass(frozen=True)
+class ActivitySource:
+    """Where notify_from() reads the counted opens and clicks: a SELECT of (type, campaign,
+    campaign_email, recipient, url, occurred_at), made into its two statements once."""
+
+    activity: str
+    lock: TextClause = field(init=False)
+    notify: TextClause = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lock", text(_lock_sql(self.activity)))
+        object.__setattr__(self, "notify", text(_notify_sql(self.activity)))
+
+
+# A list of activities passed as arrays (notify()).
+_GIVEN = ActivitySource(
+    "SELECT * FROM unnest(CAST(:type AS text[]), CAST(:campaign AS uuid[]), CAST(:campaign_email AS uuid[]), "
+    "CAST(:recipient AS text[]), CAST(:url AS text[]), CAST(:occurred_at AS timestamptz[])) "
+    "AS a(type, campaign, campaign_email, recipient, url, occurred_at)"
 )
 
 
-async def notify(session: AsyncSession, activity: Sequence[SettledActivity]) -> int:
-    """Tell the senders about counted opens and clicks, in the caller's transaction.
+async def notify_from(session: AsyncSession, source: ActivitySource, params: dict[str, Any] | None = None) -> int:
+    """Tell the senders about the source's counted opens and clicks, in the caller's transaction.
 
-    Answers how many notifications were created or added to. One statement however long the list
-    (and, when it has opens, one before it that waits for another transaction grouping opens of the
-    same campaigns).
+    Answers how many notifications were created or added to: one statement however many there are,
+    after one that waits for another transaction grouping opens of the same campaigns.
     """
+    await session.execute(source.lock, params or {})
+    return int(await session.scalar(source.notify, params or {}) or 0)
+
+
+async def notify(session: AsyncSession, activity: Sequence[SettledActivity]) -> int:
+    """notify_from() for a list of counted opens and clicks."""
     if not activity:
         return 0
-    opened = [a.campaign for a in activity if a.type == "opened"]
-    if opened:
-        await session.execute(LOCK_CAMPAIGNS, {"campaigns": opened})
-    told = await session.scalar(
-        NOTIFY,
+    return await notify_from(
+        session,
+        _GIVEN,
         {
             "type": [a.type for a in activity],
             "campaign": [a.campaign for a in activity],
@@ -162,7 +185,6 @@ async def notify(session: AsyncSession, activity: Sequence[SettledActivity]) -> 
             "occurred_at": [a.occurred_at for a in activity],
         },
     )
-    return int(told or 0)
 
 
 async def list_notifications(

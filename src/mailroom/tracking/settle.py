@@ -26,10 +26,9 @@ from datetime import UTC, date, datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mailroom.tracking.activity import SettledActivity
 from mailroom.tracking.events import BY_INDEX
 from mailroom.tracking.models import EVENT_TYPES
-from mailroom.tracking.notifications import notify
+from mailroom.tracking.notifications import ActivitySource, notify_from
 
 log = logging.getLogger(__name__)
 
@@ -203,29 +202,15 @@ _TAG_UNSUBSCRIBED = text(
       AND NOT coalesce(mailroom_lower_array(c.tags), '{}') @> ARRAY['unsubscribed']
     """
 )
-# Only campaigns that notify: the notifications statement is a fifth of a batch's time even when it
-# finds nothing to tell.
-_ACTIVITY = text(
-    """
-    SELECT s.type, s.campaign, s.campaign_email, s.recipient, s.url, s.occurred_at FROM settling s
-    JOIN email_campaigns c ON c.id = s.campaign AND c.notifications_enabled
-    WHERE s.type IN ('opened', 'clicked') AND s.uncounted IS NULL AND s.campaign_email IS NOT NULL
-    ORDER BY s.id
-    """
+# The batch's opens and clicks counted as a person's, told to the senders of campaigns that notify.
+# Read where they are, in the scratch table: handing them to notify() as arrays cost the settler 70 ms
+# of 330 ms per 3,000 events, more than the telling itself.
+_TO_NOTIFY = ActivitySource(
+    "SELECT s.type, s.campaign, s.campaign_email, s.recipient, s.url, s.occurred_at FROM settling s "
+    "JOIN email_campaigns c ON c.id = s.campaign AND c.notifications_enabled "
+    "WHERE s.type IN ('opened', 'clicked') AND s.uncounted IS NULL AND s.campaign_email IS NOT NULL"
 )
 _PURGE_TOKENS = text("DELETE FROM webhook_tokens WHERE created_at < now() - interval '30 minutes'")
-
-
-async def activity_to_notify(session: AsyncSession) -> list[SettledActivity]:
-    """The opens and clicks of the batch being settled that counted as a person's, on campaigns with
-    notifications enabled (call before commit)."""
-    rows = (await session.execute(_ACTIVITY)).all()
-    return [SettledActivity(r.type, r.campaign, r.campaign_email, r.recipient, r.url, r.occurred_at) for r in rows]
-
-
-async def after_counting(session: AsyncSession, activity: list[SettledActivity]) -> None:
-    """What reacts to a counted batch, in its transaction: the sender's notifications."""
-    await notify(session, activity)
 
 
 async def settle_once(session: AsyncSession, *, limit: int = BATCH) -> int:
@@ -253,7 +238,7 @@ async def settle_once(session: AsyncSession, *, limit: int = BATCH) -> int:
         await session.execute(_SUPPRESS)
     if "unsubscribed" in present:
         await session.execute(_TAG_UNSUBSCRIBED)
-    await after_counting(session, await activity_to_notify(session))
+    await notify_from(session, _TO_NOTIFY)
     return int(claimed)
 
 
