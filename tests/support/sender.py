@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailroom.config import Settings
 from mailroom.sending.jobs import run_worker
+from tests.support.smtp_server import FakeSmtpServer, smtp_server
 
 
 @contextlib.asynccontextmanager
@@ -54,3 +55,14 @@ async def wait_until_sent(
         if time.monotonic() > deadline:
             raise AssertionError(f"campaign {campaign} not sent in {within}s: {dict(row._mapping)}")
         await asyncio.sleep(0.05)
+
+
+async def sent_over_smtp(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, campaign: str, **overrides: Any
+) -> FakeSmtpServer:
+    """Run a worker sending through a local SMTP server until the campaign is sent; that server, holding
+    what it received."""
+    with smtp_server() as server:
+        async with running_worker(settings, transport="smtp", smtp_url=server.url, **overrides):
+            await wait_until_sent(sessionmaker, campaign)
+    return server

@@ -17,8 +17,7 @@ from mailroom.tracking.activity import SettledActivity
 from mailroom.tracking.notifications import notify
 from tests.support.campaigns import schedule
 from tests.support.events import DESKTOP, settle_all
-from tests.support.sender import running_worker, wait_until_sent
-from tests.support.smtp_server import smtp_server
+from tests.support.sender import sent_over_smtp
 from tests.support.world import Actor, World
 
 ANN, BOB = "ann@example.com", "bob@example.com"
@@ -35,10 +34,8 @@ class Sent:
 
 async def _sent(actor: Actor, app: FastAPI, settings: Settings, *addresses: str) -> Sent:
     to = [{"recipient_type": "Email", "email": a} for a in addresses]
-    with smtp_server() as server:
-        async with running_worker(settings, transport="smtp", smtp_url=server.url):
-            made = await schedule(actor, to=to)
-            await wait_until_sent(app.state.sessionmaker, made["id"])
+    made = await schedule(actor, to=to)
+    server = await sent_over_smtp(app.state.sessionmaker, settings, made["id"])
     assert len(server.messages) == 1
     async with app.state.sessionmaker() as s:
         rows = await s.execute(
@@ -312,12 +309,8 @@ async def test_the_settler_tells_the_sender_what_a_recipient_opened_and_clicked(
 ) -> None:
     admin = await world.brand_admin()
     html = '<p>New listing: <a href="https://example.com/house">the house</a></p>'
-    with smtp_server() as server:
-        async with running_worker(settings, transport="smtp", smtp_url=server.url):
-            made = await schedule(
-                admin, path="/emails/individual", html=html, to=[{"recipient_type": "Email", "email": ANN}]
-            )
-            await wait_until_sent(app.state.sessionmaker, made["id"])
+    made = await schedule(admin, path="/emails/individual", html=html, to=[{"recipient_type": "Email", "email": ANN}])
+    await sent_over_smtp(app.state.sessionmaker, settings, made["id"])
     email = await session.scalar(text("SELECT email FROM email_campaign_emails WHERE campaign = :c"), {"c": made["id"]})
     # Read an hour after it was sent: not the send's own echo, which counts no one.
     await session.execute(text("UPDATE emails SET sent_at = now() - interval '1 hour' WHERE id = :e"), {"e": email})

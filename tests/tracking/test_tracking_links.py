@@ -21,8 +21,7 @@ from mailroom.sending.tracking_links import LinkRewriter, TrackingTokens
 from tests.support.campaigns import mailgun, schedule
 from tests.support.keys import TEST_SECRET_KEY
 from tests.support.mailgun_server import mailgun_server
-from tests.support.sender import running_worker, wait_until_sent
-from tests.support.smtp_server import smtp_server
+from tests.support.sender import running_worker, sent_over_smtp, wait_until_sent
 from tests.support.world import Actor, World
 
 HTML = (
@@ -122,9 +121,7 @@ async def test_sent_links_redirect_to_the_original_and_record_clicks_and_opens(
     world: World, app: FastAPI, settings: Settings, client: httpx.AsyncClient, session: AsyncSession
 ) -> None:
     admin, made = await _individual(world)
-    with smtp_server() as server:
-        async with running_worker(settings, transport="smtp", smtp_url=server.url):
-            await wait_until_sent(app.state.sessionmaker, made["id"])
+    server = await sent_over_smtp(app.state.sessionmaker, settings, made["id"])
     by_rcpt = {m.rcpt_tos[0]: m.message for m in server.messages}
     rows = await _rows(session, made["id"])
     for address, message in by_rcpt.items():
@@ -162,9 +159,7 @@ async def test_a_tampered_or_foreign_token_never_redirects(
     world: World, app: FastAPI, settings: Settings, client: httpx.AsyncClient, session: AsyncSession
 ) -> None:
     _, made = await _individual(world)
-    with smtp_server() as server:
-        async with running_worker(settings, transport="smtp", smtp_url=server.url):
-            await wait_until_sent(app.state.sessionmaker, made["id"])
+    server = await sent_over_smtp(app.state.sessionmaker, settings, made["id"])
     rows = await _rows(session, made["id"])
     ann_html = _html(next(m.message for m in server.messages if m.rcpt_tos == ["ann@example.com"]))
     listing = _tracked(ann_html)[0]
@@ -202,9 +197,7 @@ async def test_a_shared_message_names_the_email_but_no_single_recipient(
         to=[{"recipient_type": "Email", "email": "ann@example.com"},
             {"recipient_type": "Email", "email": "bob@example.com"}],
     )  # fmt: skip
-    with smtp_server() as server:
-        async with running_worker(settings, transport="smtp", smtp_url=server.url):
-            await wait_until_sent(app.state.sessionmaker, made["id"])
+    server = await sent_over_smtp(app.state.sessionmaker, settings, made["id"])
     (message,) = server.messages
     (link,) = _tracked(_html(message.message))
     assert (await client.get(_path(link))).headers["location"] == "https://homes.example.com/"
@@ -218,9 +211,7 @@ async def test_tracking_off_sends_the_html_untouched(
     world: World, app: FastAPI, settings: Settings, session: AsyncSession
 ) -> None:
     admin, everywhere = await _individual(world)
-    with smtp_server() as server:
-        async with running_worker(settings, transport="smtp", smtp_url=server.url, tracking=False):
-            await wait_until_sent(app.state.sessionmaker, everywhere["id"])
+    server = await sent_over_smtp(app.state.sessionmaker, settings, everywhere["id"], tracking=False)
     assert {_html(m.message) for m in server.messages} == {HTML.replace("{{recipient.first_name}}", n)
                                                            for n in ("Ann", "Bob")}  # fmt: skip
     assert {r.links for r in (await _rows(session, everywhere["id"])).values()} == {None}
@@ -228,9 +219,7 @@ async def test_tracking_off_sends_the_html_untouched(
     # Per campaign: tracking is on in the worker, off in the campaign.
     _, this_one = await _individual(world, admin, tracking=False)
     assert this_one["tracking"] is False
-    with smtp_server() as server:
-        async with running_worker(settings, transport="smtp", smtp_url=server.url):
-            await wait_until_sent(app.state.sessionmaker, this_one["id"])
+    server = await sent_over_smtp(app.state.sessionmaker, settings, this_one["id"])
     assert len(server.messages) == 2 and all("/t/" not in _html(m.message) for m in server.messages)
 
 

@@ -21,8 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailroom.config import Settings
 from mailroom.crypto import SecretBox
 from mailroom.links import RedactTokens, unsubscribe_token, unsubscribe_url
-from tests.support.sender import running_worker, wait_until_sent
-from tests.support.smtp_server import smtp_server
+from tests.support.sender import sent_over_smtp
 from tests.support.world import Actor, World
 
 
@@ -57,9 +56,7 @@ async def test_the_link_in_a_sent_email_hides_the_address_stays_the_same_and_uns
             },
         )
     )
-    with smtp_server() as server:
-        async with running_worker(settings, transport="smtp", smtp_url=server.url):
-            await wait_until_sent(app.state.sessionmaker, made["id"])
+    server = await sent_over_smtp(app.state.sessionmaker, settings, made["id"])
     (message,) = server.messages
     url = message.message["List-Unsubscribe"].strip("<>")
     token = url.rsplit("/", 1)[1]

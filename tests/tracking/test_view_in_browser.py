@@ -18,8 +18,7 @@ from mailroom.links import unsubscribe_url
 from mailroom.sending.tracking_links import TrackingTokens
 from tests.support.campaigns import schedule
 from tests.support.keys import TEST_SECRET_KEY
-from tests.support.sender import running_worker, wait_until_sent
-from tests.support.smtp_server import smtp_server
+from tests.support.sender import sent_over_smtp
 from tests.support.world import Actor, World
 
 HTML = '<p>Hi {{recipient.first_name}}, from {{sender.display_name}}</p><a href="{{email.url}}">View online</a>'
@@ -48,9 +47,7 @@ async def _send(world: World, settings: Settings, app: FastAPI, *, archive: bool
         admin, path="/emails/individual", html=HTML, archive=archive, to=[{"recipient_type": "Tag", "tag": "t"}]
     )
     # Tracking off: the view link is then the href itself rather than a tracked redirect to it.
-    with smtp_server() as server:
-        async with running_worker(settings, transport="smtp", smtp_url=server.url, tracking=False):
-            await wait_until_sent(app.state.sessionmaker, made["id"])
+    server = await sent_over_smtp(app.state.sessionmaker, settings, made["id"], tracking=False)
     return admin, {m.rcpt_tos[0]: _view_link(_html(m.message)) for m in server.messages}
 
 

@@ -82,13 +82,12 @@ class HotPaths:
             body = await _read(receive, send, settings.body_timeout)
             if body is None:
                 return None
-            replay = _replaying(body)
             try:
                 parsed = orjson.loads(body)
             except orjson.JSONDecodeError:
-                return replay  # the route names what is wrong
+                return _replaying(body)  # the route names what is wrong
             if isinstance(parsed, list):
-                return replay  # several calls: one transaction for all of them, in the route
+                return _replaying(body)  # several calls: one transaction for all of them, in the route
             await self._timed(scope, WEBHOOK_PATH, self._webhook(parsed, settings.mailgun_webhook_signing_key, send))
             return None
         return receive
@@ -100,12 +99,12 @@ class HotPaths:
         HTTP_LATENCY.labels(scope["method"], route).observe(time.perf_counter() - started)
 
     async def _open(self, scope: Scope, send: Send) -> int:
-        await self.open_hit(scope["path"][len(OPEN_PREFIX) :], *_client(scope))
+        await self.open_hit(scope["path"][len(OPEN_PREFIX) :], *client_of(scope))
         headers = {"content-type": "image/gif", **NO_STORE}
         return await _answer(send, 200, PIXEL, headers)
 
     async def _click(self, scope: Scope, send: Send) -> int:
-        url = await self.click_hit(scope["path"][len(CLICK_PREFIX) :], *_client(scope))
+        url = await self.click_hit(scope["path"][len(CLICK_PREFIX) :], *client_of(scope))
         if url is None:
             return await _error(send, 404, "NotFound", "token: no such link")
         return await _answer(send, 302, b"", {"location": url, **NO_STORE})
@@ -135,7 +134,8 @@ def install(app: FastAPI) -> HotPaths:
     return hot
 
 
-def _client(scope: Scope) -> tuple[str | None, str | None]:
+def client_of(scope: Scope) -> tuple[str | None, str | None]:
+    """The request's user agent and client address, as a tracking hit records them."""
     agent = None
     for name, value in scope["headers"]:
         if name == b"user-agent":

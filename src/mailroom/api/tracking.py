@@ -23,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.api.deps import AppSettings, Session
-from mailroom.api.hot_paths import NO_STORE, PIXEL, HotPaths
+from mailroom.api.hot_paths import NO_STORE, PIXEL, HotPaths, client_of
 from mailroom.crypto import InvalidToken, SecretBox
 from mailroom.errors import NotFound
 from mailroom.sending.renderer import CampaignTemplates, RenderPool
@@ -71,15 +71,11 @@ def _hot(request: Request) -> HotPaths:
 Tokens = Annotated[TrackingTokens, Depends(_tokens)]
 
 
-def _client(request: Request) -> tuple[str | None, str | None]:
-    return request.headers.get("user-agent"), request.client.host if request.client else None
-
-
 # Both answered by api/hot_paths.py before routing reaches them; the routes document them and serve an
 # app mounted without that shortcut.
 @router.get("/t/o/{token}", summary="Tracking pixel: records an open", response_class=Response)
 async def opened(token: str, request: Request) -> Response:
-    await _hot(request).open_hit(token, *_client(request))
+    await _hot(request).open_hit(token, *client_of(request.scope))
     return Response(PIXEL, media_type="image/gif", headers=NO_STORE)
 
 
@@ -90,7 +86,7 @@ async def opened(token: str, request: Request) -> Response:
     response_class=RedirectResponse,
 )
 async def clicked(token: str, request: Request) -> Response:
-    url = await _hot(request).click_hit(token, *_client(request))
+    url = await _hot(request).click_hit(token, *client_of(request.scope))
     if url is None:
         raise NotFound("no such link", field="token")
     return RedirectResponse(url, status_code=302, headers=NO_STORE)

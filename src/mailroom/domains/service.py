@@ -17,7 +17,7 @@ import asyncio
 import base64
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,7 +31,7 @@ from mailroom.config import Settings
 from mailroom.crm.models import User
 from mailroom.crypto import SecretBox
 from mailroom.db import make_engine, make_sessionmaker, resolve_database_url
-from mailroom.domains.dns import DnsChecker, DnsRecord, RecordCheck, bare
+from mailroom.domains.dns import DnsChecker, DnsRecord, bare
 from mailroom.domains.models import SendingDomain
 from mailroom.errors import BadGateway, BadRequest, NotFound
 from mailroom.transports.factory import transport_name
@@ -138,24 +138,13 @@ async def check_domain(
     if provider == "mailgun" and all(c.is_active for c, w in zip(checks, wanted, strict=True) if w.required):
         # Mailgun looks at the DNS itself before it sends for the domain: tell it now rather than later.
         await _mailgun_call(settings, lambda client: client.verify(str(row.mailgun_domain)))
-    stored = [{**_stored(c), "required": w.required} for c, w in zip(checks, wanted, strict=True)]
+    stored = [{**asdict(c), "required": w.required} for c, w in zip(checks, wanted, strict=True)]
     _settle(row, stored, now)
     row.records = stored
     row.checked_at = now
     row.updated_at = now
     await session.flush()
     return answer(stored)
-
-
-def _stored(check: RecordCheck) -> dict[str, Any]:
-    return {
-        "is_active": check.is_active,
-        "name": check.name,
-        "record_type": check.record_type,
-        "desired_value": check.desired_value,
-        "reason": check.reason,
-        "answered": check.answered,
-    }
 
 
 def _settle(row: SendingDomain, stored: list[dict[str, Any]], now: datetime) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import TextClause, func, select, text, update
@@ -137,22 +137,21 @@ def _lock_sql(activity: str) -> str:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ActivitySource:
-    """Where notify_from() reads the counted opens and clicks: a SELECT of (type, campaign,
-    campaign_email, recipient, url, occurred_at), made into its two statements once."""
+    """Where notify_from() reads the counted opens and clicks: its two statements (activity_source())."""
 
-    activity: str
-    lock: TextClause = field(init=False)
-    notify: TextClause = field(init=False)
+    lock: TextClause
+    notify: TextClause
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "lock", text(_lock_sql(self.activity)))
-        object.__setattr__(self, "notify", text(_notify_sql(self.activity)))
+
+def activity_source(activity: str) -> ActivitySource:
+    """The statements for a SELECT of (type, campaign, campaign_email, recipient, url, occurred_at)."""
+    return ActivitySource(text(_lock_sql(activity)), text(_notify_sql(activity)))
 
 
 # A list of activities passed as arrays (notify()).
-_GIVEN = ActivitySource(
+_GIVEN = activity_source(
     "SELECT * FROM unnest(CAST(:type AS text[]), CAST(:campaign AS uuid[]), CAST(:campaign_email AS uuid[]), "
     "CAST(:recipient AS text[]), CAST(:url AS text[]), CAST(:occurred_at AS timestamptz[])) "
     "AS a(type, campaign, campaign_email, recipient, url, occurred_at)"
