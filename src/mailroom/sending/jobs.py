@@ -43,6 +43,10 @@ from mailroom.transports.factory import default_from, make_transport, message_do
 log = logging.getLogger(__name__)
 
 CHANNEL = "mailroom_campaign_due"
+# New jobs wake the worker through LISTEN/NOTIFY; a job retried later (a throttled mailbox's
+# Retry-After, a backoff) is only found by polling. procrastinate polls every 5 s, so a 1 s pause
+# cost up to 5 s; one cheap query a second keeps retries near the time they were asked for.
+RETRY_POLL = 1.0
 HEARTBEAT = 2.0
 STALLED_AFTER = 8.0
 # The longest a watcher sleeps without a NOTIFY: a safety net, not the mechanism.
@@ -221,6 +225,7 @@ async def run_worker(settings: Settings, *, concurrency: int = 8) -> None:
                     concurrency=concurrency,
                     install_signal_handlers=False,
                     update_heartbeat_interval=HEARTBEAT,
+                    fetch_job_polling_interval=RETRY_POLL,
                     stalled_worker_timeout=STALLED_AFTER,
                     delete_jobs="successful",
                 )
