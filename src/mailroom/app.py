@@ -13,6 +13,7 @@ from sqlalchemy import text
 from starlette.types import Receive, Scope, Send
 
 from mailroom.api.auth import token_is_valid
+from mailroom.api.browser import NoSignIn
 from mailroom.api.campaigns import router as campaigns_router
 from mailroom.api.crm import router as crm_router
 from mailroom.api.domains import router as domains_router
@@ -64,6 +65,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.renderer = renderer
     app.state.secret_box = SecretBox(settings.resolved_secret_key())
+    # Pages a browser reaches without an API token act for the user its web session names: none yet.
+    app.state.browser_sessions = NoSignIn()
     install_tracking(app.state, app.state.secret_box)
     app.state.storage = storage_from_settings(settings, app.state.secret_box)
     install_error_handlers(app)

@@ -12,6 +12,7 @@ import string
 import tempfile
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -92,7 +93,8 @@ class Settings(BaseSettings):
     tracking: bool = True
 
     # Connected mailboxes (Gmail API, Microsoft Graph). The URLs default to the real services; the
-    # OAuth redirect comes back to public_url + /users/self/{google,microsoft}/callback.
+    # OAuth redirect comes back to public_url + /users/self/{google,microsoft}/callback unless an
+    # app's own front end receives it (*_redirect_url) and finishes with POST .../callback.
     google_client_id: str | None = None
     google_client_secret: str | None = None
     google_auth_url: str = "https://accounts.google.com/o/oauth2/v2/auth"
@@ -103,6 +105,11 @@ class Settings(BaseSettings):
     microsoft_auth_url: str = "https://login.microsoftonline.com/common/oauth2/v2.0/authorize"
     microsoft_token_url: str = "https://login.microsoftonline.com/common/oauth2/v2.0/token"
     microsoft_graph_url: str = "https://graph.microsoft.com"
+    google_redirect_url: str | None = None
+    microsoft_redirect_url: str | None = None
+    # The origin (scheme://host[:port]) of the app that opens the consent screen: mailroom's callback
+    # page hands the provider's answer to that window only, never to any origin.
+    app_origin: str | None = None
     # Attachment links are fetched by the server; private addresses stay off limits unless allowed.
     allow_private_attachment_links: bool = False
     # Seconds one attachment link may take to download in all (connect, headers and body together).
@@ -141,6 +148,23 @@ class Settings(BaseSettings):
         if "{domain}" not in value or value.replace("{domain}", "").count("{"):
             raise ValueError("must contain {domain} (and no other placeholder), e.g. rechat-mail.{domain}")
         return value
+
+    @field_validator("google_redirect_url", "microsoft_redirect_url")
+    @classmethod
+    def _absolute_url(cls, value: str | None) -> str | None:
+        if value and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an absolute http(s) URL")
+        return value or None
+
+    @field_validator("app_origin")
+    @classmethod
+    def _origin(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") or parts.query:
+            raise ValueError("must be an origin: scheme://host[:port], e.g. https://app.example.com")
+        return f"{parts.scheme}://{parts.netloc}"
 
     @field_validator("dns_servers")
     @classmethod

@@ -1,83 +1,27 @@
 """GET /users/self/{google,microsoft}/auth-url and .../callback: connecting a mailbox through the
-provider's consent screen, with a local server speaking the providers' token and profile endpoints."""
+provider's consent screen, with a local server speaking the providers' token and profile endpoints.
+
+The code is exchanged only for the user who asked for the consent link: with their API token
+(POST .../callback) or in a browser signed in as them (GET .../callback); see test_oauth_binding.py."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailroom.app import create_app
-from mailroom.config import Settings
 from mailroom.links import RedactTokens
-from tests.support.oauth_server import FakeOAuth, oauth_server
-from tests.support.world import Actor, World
+from tests.support.oauth_connect import auth_url, come_back, finish, grant_code, pending_states, stored
+from tests.support.oauth_server import FakeOAuth
+from tests.support.world import World
 
 KINDS = pytest.mark.parametrize("kind", ["google", "microsoft"])
-TABLES = {"google": "google_credentials", "microsoft": "microsoft_credentials"}
 G = "https://www.googleapis.com/auth/"
-
-
-@pytest.fixture
-def provider() -> Iterator[FakeOAuth]:
-    with oauth_server() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def oauth_app(settings: Settings, provider: FakeOAuth) -> AsyncIterator[FastAPI]:
-    application = create_app(provider.settings(settings))
-    yield application
-    await application.state.renderer.aclose()
-    await application.state.engine.dispose()
-
-
-@pytest.fixture
-async def mailroom(oauth_app: FastAPI) -> AsyncIterator[World]:
-    transport = httpx.ASGITransport(app=oauth_app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://mailroom.test") as client:
-        yield World(client=client, sessionmaker=oauth_app.state.sessionmaker)
-
-
-def consent(url: str) -> dict[str, str]:
-    """The consent URL's query, one value per parameter (as the provider reads it)."""
-    query = parse_qs(urlsplit(url).query, keep_blank_values=True)
-    assert all(len(values) == 1 for values in query.values()), query
-    return {name: values[0] for name, values in query.items()}
-
-
-async def auth_url(actor: Actor, kind: str, scopes: Any = ("mail.send",)) -> dict[str, str]:
-    response = await actor.get(f"/users/self/{kind}/auth-url", params={"scopes": scopes})
-    return consent(actor.data(response)["url"])
-
-
-async def come_back(client: httpx.AsyncClient, kind: str, **params: str) -> httpx.Response:
-    """The browser's return from the consent screen: no API token, only what the provider added."""
-    return await client.get(f"/users/self/{kind}/callback", params=params)
-
-
-def grant_code(provider: FakeOAuth, kind: str, query: dict[str, str], scopes: Sequence[str], email: str) -> str:
-    return provider.issue_code(
-        kind, scopes=scopes, redirect_uri=query["redirect_uri"], code_challenge=query["code_challenge"], email=email
-    )
-
-
-async def stored(session: AsyncSession, kind: str) -> list[Any]:
-    result = await session.execute(text(f"SELECT * FROM {TABLES[kind]} ORDER BY created_at"))
-    return list(result.all())
-
-
-async def pending_states(session: AsyncSession) -> int:
-    return int((await session.execute(text("SELECT count(*) FROM oauth_states"))).scalar_one())
 
 
 EXPECTED_SCOPE = {
@@ -108,7 +52,7 @@ async def test_a_mailbox_is_connected_through_the_consent_screen(
     assert await pending_states(session) == 1
 
     code = grant_code(provider, kind, query, ["profile", "mail.send", "mail.modify"], "ann.lee@example.com")
-    response = await come_back(actor.client, kind, code=code, state=query["state"])
+    response = await finish(actor, kind, code=code, state=query["state"])
     credential = actor.data(response)
 
     assert credential["type"] == f"{kind}_credential" and credential["email"] == "ann.lee@example.com"
@@ -143,7 +87,7 @@ async def test_graph_without_a_mail_address_gives_the_principal_name(
     actor = await mailroom.brand_admin()
     query = await auth_url(actor, "microsoft", "mail.send,mail.modify")
     code = grant_code(provider, "microsoft", query, ["profile", "mail.send"], "ann@contoso.onmicrosoft.com")
-    credential = actor.data(await come_back(actor.client, "microsoft", code=code, state=query["state"]))
+    credential = actor.data(await finish(actor, "microsoft", code=code, state=query["state"]))
     assert credential["email"] == "ann@contoso.onmicrosoft.com"
     # The user unticked mail.modify on the consent screen: what was granted is what is stored.
     assert credential["scope_summary"] == ["profile", "mail.send"]
@@ -155,7 +99,7 @@ async def test_a_send_only_gmail_connection_takes_the_address_of_the_id_token(
     actor = await mailroom.brand_admin()
     query = await auth_url(actor, "google", "mail.send")
     code = grant_code(provider, "google", query, ["profile", "mail.send"], "ann.send@example.com")
-    credential = actor.data(await come_back(actor.client, "google", code=code, state=query["state"]))
+    credential = actor.data(await finish(actor, "google", code=code, state=query["state"]))
     # Gmail's profile needs a read scope: it answered 403, and the verified ID token named the address.
     assert provider.profile_reads == ["google"]
     assert credential["email"] == "ann.send@example.com"
@@ -214,13 +158,13 @@ async def test_forged_expired_foreign_and_replayed_states_are_refused(
         "naming no connection": box.seal("oauth-state", {"n": "nonce-never-issued", "k": kind}, ttl=600),
     }
     for name, state in refused.items():
-        response = await come_back(actor.client, kind, code=code, state=state)
+        response = await finish(actor, kind, code=code, state=state)
         assert response.status_code == 400, name
         assert response.json()["message"].startswith("state: "), name
     assert await stored(session, kind) == [] and provider.requests == []
 
-    assert (await come_back(actor.client, kind, code=code, state=query["state"])).status_code == 200
-    replay = await come_back(actor.client, kind, code=code, state=query["state"])
+    assert (await finish(actor, kind, code=code, state=query["state"])).status_code == 200
+    replay = await finish(actor, kind, code=code, state=query["state"])
     assert replay.status_code == 400 and replay.json()["message"].startswith("state: was used already")
     assert len(await stored(session, kind)) == 1 and len(provider.requests) == 1
 
@@ -233,7 +177,7 @@ async def test_a_connection_left_open_too_long_is_refused(
     await session.execute(text("UPDATE oauth_states SET expires_at = now() - interval '1 second'"))
     await session.commit()
     code = grant_code(provider, "google", query, ["profile", "mail.send"], "ann@example.com")
-    response = await come_back(actor.client, "google", code=code, state=query["state"])
+    response = await finish(actor, "google", code=code, state=query["state"])
     assert response.status_code == 400 and response.json()["message"].startswith("state: ")
     assert await stored(session, "google") == [] and provider.requests == []
 
@@ -252,7 +196,7 @@ async def test_a_code_redeemed_with_another_verifier_is_refused(
         code_challenge=(await auth_url(actor, kind))["code_challenge"],
         email="ann@example.com",
     )
-    response = await come_back(actor.client, kind, code=code, state=query["state"])
+    response = await finish(actor, kind, code=code, state=query["state"])
     assert response.status_code == 400 and response.json()["message"].startswith("code: ")
     (token_request,) = provider.requests
     assert token_request.status == 400
@@ -268,8 +212,9 @@ async def test_a_refused_consent_stores_nothing(
     response = await come_back(
         actor.client, kind, error="access_denied", error_description="The user denied access", state=query["state"]
     )
-    assert response.status_code == 400
-    assert response.json()["message"].startswith("error: ") and "access_denied" in response.json()["message"]
+    # A browser is answered a page: it says so, and hands the refusal to the app that opened the consent.
+    assert response.status_code == 400 and response.headers["content-type"].startswith("text/html")
+    assert "access_denied" in response.text and "not connected" in response.text
     assert provider.requests == [] and await stored(session, kind) == []
     missing = await come_back(actor.client, kind, state=query["state"])
     assert missing.status_code == 400 and missing.json()["message"].startswith("code: ")
@@ -282,7 +227,7 @@ async def test_a_failing_token_endpoint_is_a_bad_gateway_and_stores_nothing(
     query = await auth_url(actor, "google")
     code = grant_code(provider, "google", query, ["profile", "mail.send"], "ann@example.com")
     provider.fail_next(1, 503, headers={"Retry-After": "5"})
-    response = await come_back(actor.client, "google", code=code, state=query["state"])
+    response = await finish(actor, "google", code=code, state=query["state"])
     assert response.status_code == 502 and response.json()["message"].startswith("code: ")
     assert await stored(session, "google") == []
 
@@ -296,7 +241,7 @@ async def test_a_user_who_left_the_brand_cannot_finish_connecting(
     await session.execute(text('DELETE FROM brand_members WHERE "user" = :user'), {"user": agent.user})
     await session.commit()
     code = grant_code(provider, "google", query, ["profile", "mail.send"], "agent@example.com")
-    response = await come_back(agent.client, "google", code=code, state=query["state"])
+    response = await finish(agent, "google", code=code, state=query["state"])
     assert response.status_code == 403 and await stored(session, "google") == []
 
 

@@ -1,25 +1,35 @@
 """Connecting a Gmail or Outlook mailbox through the provider's consent screen (OAuth 2.0 with PKCE).
 
-``GET /users/self/{kind}/auth-url`` answers the URL to open in the user's browser; the provider sends
-the browser back to ``GET /users/self/{kind}/callback``, which stores the credential. The callback
-takes no API token (a browser follows a redirect): it acts only on what its sealed ``state`` names,
-once, for ten minutes.
+``GET /users/self/{kind}/auth-url`` answers the URL to open in the user's browser. The provider sends the
+browser back with a code and the state, to mailroom's ``GET /users/self/{kind}/callback`` or to an app's
+own page (``MAILROOM_{KIND}_REDIRECT_URL``). Either way the code is exchanged only for the user who asked
+for the link: through ``POST /users/self/{kind}/callback`` with that user's API token, or on the GET in a
+browser signed in to mailroom as that user. A browser signed in as nobody is shown a page that hands the
+code and state to the app window that opened it (``MAILROOM_APP_ORIGIN`` only) and stores nothing.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse
+from pydantic import Field
 
 from mailroom.api.auth import BRAND_HEADER, CurrentCaller, brand_from_request
+from mailroom.api.browser import browser_user
 from mailroom.api.deps import AppSettings, Secrets, Session
 from mailroom.api.envelope import ORJSONResponse, ok
+from mailroom.api.handoff_page import handoff_page
+from mailroom.config import Settings
 from mailroom.crm import credentials, oauth
 from mailroom.crm.schemas import SCOPES, credential_out
+from mailroom.crypto import SecretBox
 from mailroom.errors import BadRequest
 from mailroom.transports.oauth import LABELS
+from mailroom.validation import Strict
 
 router = APIRouter(tags=["crm"])
 
@@ -42,9 +52,15 @@ ScopesQuery = Annotated[
     ),
 ]
 # Provider codes are a few hundred characters and our states about two hundred; the bounds stop junk.
-CodeQuery = Annotated[str | None, Query(max_length=4096)]
-StateQuery = Annotated[str | None, Query(max_length=1024)]
+MAX_CODE, MAX_STATE = 4096, 1024
+CodeQuery = Annotated[str | None, Query(max_length=MAX_CODE)]
+StateQuery = Annotated[str | None, Query(max_length=MAX_STATE)]
 ErrorQuery = Annotated[str | None, Query(max_length=200)]
+
+
+class CallbackIn(Strict):
+    code: str = Field(min_length=1, max_length=MAX_CODE, description="The code the provider sent back")
+    state: str = Field(min_length=1, max_length=MAX_STATE, description="The state it came back with, as is")
 
 
 def parse_scopes(values: list[str] | None) -> list[str]:
@@ -84,31 +100,83 @@ def _mailbox_routes(kind: credentials.Kind) -> None:
         )
         return ok({"url": url})
 
+    @router.post(
+        f"/users/self/{kind}/callback",
+        name=f"{kind}_callback_finish",
+        summary=f"Finish connecting a {label} mailbox with the code and state the provider sent back",
+        description="Called with the API token of the user who asked for the consent link (the app's own page "
+        "received the provider's redirect). A state issued to another user answers 400 and is spent; nothing "
+        "is stored. Answers the credential (without its tokens).",
+    )
+    async def finish(
+        request: Request,
+        body: CallbackIn,
+        caller: CurrentCaller,
+        session: Session,
+        box: Secrets,
+        settings: AppSettings,
+    ) -> ORJSONResponse:
+        credential = await _connect(request, session, box, settings, kind, body.code, body.state, caller.user.id)
+        return ok(credential_out(credential, kind=kind))
+
     @router.get(
         f"/users/self/{kind}/callback",
         name=f"{kind}_callback",
-        summary=f"Where {label} sends the browser back; stores the credential the consent granted",
-        description="Takes no API token: the `state` names who connects and for which brand. Answers the "
-        "credential (without its tokens).",
+        summary=f"Where {label} sends the browser back",
+        description="Stores the credential only in a browser signed in to mailroom as the user who asked for "
+        "the consent link. Otherwise stores nothing and answers a page that hands the code and state to the "
+        "app window that opened the consent screen (MAILROOM_APP_ORIGIN), which finishes with "
+        f"`POST /users/self/{kind}/callback`.",
+        response_class=HTMLResponse,
     )
     async def callback(
+        request: Request,
         session: Session,
         box: Secrets,
         settings: AppSettings,
         code: CodeQuery = None,
         state: StateQuery = None,
         error: ErrorQuery = None,
-    ) -> ORJSONResponse:
+    ) -> HTMLResponse:
         if error is not None:
             # The user declined, or the provider refused the request: nothing to store.
-            raise BadRequest(f"{label} answered {error!r}: the mailbox was not connected", field="error")
+            message = {"error": error, "state": state}
+            notice = f"{label} answered {error!r}: the mailbox was not connected."
+            return handoff_page(settings, kind, message, notice, status_code=400)
         if not state:
             raise BadRequest("is required", field="state")
         if not code:
             raise BadRequest("is required", field="code")
-        async with httpx.AsyncClient(timeout=PROVIDER_TIMEOUT) as http:
-            credential = await oauth.finish_connect(session, box, settings, http, kind=kind, code=code, state=state)
-        return ok(credential_out(credential, kind=kind))
+        user = await browser_user(request, session)
+        if user is None:
+            return handoff_page(settings, kind, {"code": code, "state": state}, None)
+        credential = await _connect(request, session, box, settings, kind, code, state, user)
+        return handoff_page(
+            settings,
+            kind,
+            {"credential": str(credential.id)},
+            f"Your {label} mailbox {credential.email} is connected. You can close this window.",
+        )
+
+
+async def _connect(
+    request: Request,
+    session: Session,
+    box: SecretBox,
+    settings: Settings,
+    kind: credentials.Kind,
+    code: str,
+    state: str,
+    user: uuid.UUID,
+) -> credentials.Credential:
+    # The state is spent in a transaction of its own, committed before anything else is checked: refused
+    # for another user, or for a code the provider turns down, it cannot be tried again.
+    async with request.app.state.sessionmaker() as spending, spending.begin():
+        pending = await oauth.take_state(spending, box, kind=kind, state=state)
+    async with httpx.AsyncClient(timeout=PROVIDER_TIMEOUT) as http:
+        return await oauth.finish_connect(
+            session, box, settings, http, kind=kind, code=code, pending=pending, user=user
+        )
 
 
 _mailbox_routes("google")

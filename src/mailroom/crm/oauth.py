@@ -4,6 +4,11 @@ The browser leaves with a ``state`` that is a sealed token naming a nonce, and c
 an authorization code. The nonce's row (``oauth_states``) holds who connects, for which brand, and the
 PKCE verifier, encrypted: the verifier never travels, so a code intercepted on its way back is useless
 without our database. The row is deleted as it is read, so a state works once.
+
+Whoever holds the consent link can approve it with any account, so the state alone proves nothing about
+who comes back (RFC 6749, section 10.12). The code is exchanged only for a request authenticated as the
+user who asked for the link (their API token, or their signed-in browser); a state presented by anybody
+else is spent and refused, and the provider is never asked for a token.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -61,7 +67,9 @@ def client_for(settings: Settings, kind: credentials.Kind) -> OAuthClient:
 
 
 def redirect_uri(settings: Settings, kind: credentials.Kind) -> str:
-    return f"{settings.public_url.rstrip('/')}/users/self/{kind}/callback"
+    """Where the provider sends the browser back: an app's own page when configured, else ours."""
+    configured = settings.google_redirect_url if kind == "google" else settings.microsoft_redirect_url
+    return configured or f"{settings.public_url.rstrip('/')}/users/self/{kind}/callback"
 
 
 def api_url(settings: Settings, kind: credentials.Kind) -> str:
@@ -116,18 +124,19 @@ async def start_connect(
     )
 
 
-async def finish_connect(
-    session: AsyncSession,
-    box: SecretBox,
-    settings: Settings,
-    http: httpx.AsyncClient,
-    *,
-    kind: credentials.Kind,
-    code: str,
-    state: str,
-) -> credentials.Credential:
-    """Redeems the code the provider sent back with ``state``; the stored credential."""
-    oauth = client_for(settings, kind)
+@dataclass(frozen=True)
+class PendingConnect:
+    """What a spent state named: who asked for the consent link, for which brand, and the PKCE verifier."""
+
+    user: uuid.UUID
+    brand: uuid.UUID
+    scopes: list[str]
+    verifier: str
+
+
+async def take_state(session: AsyncSession, box: SecretBox, *, kind: credentials.Kind, state: str) -> PendingConnect:
+    """Spends ``state``: whatever happens next, it cannot be presented again. The caller commits this
+    on its own, so that a refusal after it (another user, a code the provider refuses) still spends it."""
     try:
         sealed = box.unseal(STATE_PURPOSE, state)
     except InvalidToken:
@@ -138,12 +147,34 @@ async def finish_connect(
     row = (await session.execute(CONSUME_STATE, {"nonce": nonce, "kind": kind})).one_or_none()
     if row is None:
         raise BadRequest("was used already or has expired: connect the mailbox again", field="state")
+    return PendingConnect(
+        user=row.user, brand=row.brand, scopes=list(row.scopes), verifier=box.decrypt(bytes(row.verifier)) or ""
+    )
+
+
+async def finish_connect(
+    session: AsyncSession,
+    box: SecretBox,
+    settings: Settings,
+    http: httpx.AsyncClient,
+    *,
+    kind: credentials.Kind,
+    code: str,
+    pending: PendingConnect,
+    user: uuid.UUID,
+) -> credentials.Credential:
+    """Redeems the code for ``user``, who must be the one who asked for the consent link; the stored
+    credential."""
+    oauth = client_for(settings, kind)
+    if pending.user != user:
+        # Somebody else's consent link: the account behind this code is not the caller's to connect.
+        raise BadRequest("was issued to another user: connect the mailbox from your own account", field="state")
     # Membership may have ended while the consent screen was open.
-    await require_member(session, row.user, row.brand, field="state")
-    verifier = box.decrypt(bytes(row.verifier)) or ""
+    await require_member(session, pending.user, pending.brand, field="state")
     label = LABELS[kind]
     try:
-        grant = await oauth.exchange(code, verifier=verifier, redirect_uri=redirect_uri(settings, kind), client=http)
+        back_to = redirect_uri(settings, kind)
+        grant = await oauth.exchange(code, verifier=pending.verifier, redirect_uri=back_to, client=http)
         address = await _address(settings, http, kind, grant)
     except InvalidGrant:
         raise BadRequest(f"{label} did not accept this code: connect the mailbox again", field="code") from None
@@ -152,15 +183,15 @@ async def finish_connect(
     except TransientSendError as exc:
         raise BadGateway(f"{exc.reason}; connect the mailbox again later", field="code") from None
     # The user may have unticked scopes on the consent screen: record what was granted, not asked.
-    granted = grant.scopes if grant.scopes is not None else list(row.scopes)
+    granted = grant.scopes if grant.scopes is not None else pending.scopes
     if not granted:
         raise BadRequest(f"{label} granted none of the scopes asked for: connect the mailbox again", field="scope")
     return await credentials.create_credential(
         session,
         box,
         kind=kind,
-        user=row.user,
-        brand=row.brand,
+        user=pending.user,
+        brand=pending.brand,
         email=address,
         scope_summary=granted,
         access_token=grant.access_token,
