@@ -31,9 +31,13 @@ async def test_an_existing_users_address_neither_joins_nor_reveals_them(world: W
     victim_admin = await world.brand_admin()
     victim = await world.member(victim_admin, email="carol@other.example")
     attacker = await world.brand_admin()
+    fresh = attacker.data(await attacker.post(f"/brands/{attacker.brand}/users", {"email": "new@other.example"}))
     for email in ("carol@other.example", "CAROL@Other.Example"):
         response = await attacker.post(f"/brands/{attacker.brand}/users", {"email": email, "role": "Agent"})
-        assert response.status_code == 409, response.text
+        # Answered exactly as a new address is: same status, same fields, the Admin's own words.
+        assert response.status_code == 200, response.text
+        answer = response.json()["data"]
+        assert answer.keys() == fresh.keys() and answer["email"] == email and answer["email_confirmed"] is False
         assert str(victim.user) not in response.text and "Ann" not in response.text
     for pattern in ("%@other.example", "ca%@other.example", "c_rol@other.example"):
         # A pattern is never a lookup: at most it is a new, unrelated user's literal address.
@@ -48,6 +52,33 @@ async def test_an_existing_users_address_neither_joins_nor_reveals_them(world: W
          "to": [{"recipient_type": "Email", "email": "buyer@example.com"}], "due_at": None},
     )  # fmt: skip
     assert response.status_code == 400 and "from" in response.json()["message"]
+
+
+async def test_adding_an_existing_users_address_mails_them_an_invitation_they_accept(
+    world: World, settings: Settings, session: AsyncSession
+) -> None:
+    home = await world.brand_admin()
+    gus = await world.member(home, email="gus@example.com")
+    other = await world.brand_admin(brand_name="Harbor Homes", first="Hal", last="Admin")
+    added = await other.post(f"/brands/{other.brand}/users", {"email": "Gus@Example.com", "role": "Admin"})
+    assert added.status_code == 200 and "gus@example.com" not in await memberships(session, other.brand)
+    with smtp_server() as server:
+        async with running_worker(settings, transport="smtp", smtp_url=server.url):
+            for _ in range(200):
+                if server.messages:
+                    break
+                await asyncio.sleep(0.05)
+    (message,) = server.messages
+    assert message.rcpt_tos == ["gus@example.com"]
+    body = message.raw.decode()
+    assert "Subject: You are invited to Harbor Homes on mailroom" in body and "Hal Admin" in body
+    link = re.search(r"http://mailroom\.test(/invitations/\S+/accept)", body)
+    assert link is not None
+    # Only the invited account itself can accept it.
+    assert (await other.post(link.group(1))).status_code == 403
+    accepted = gus.data(await gus.post(link.group(1)))
+    assert accepted["brand"] == str(other.brand) and accepted["role"] == "Admin"
+    assert "gus@example.com" in await memberships(session, other.brand)
 
 
 async def test_an_existing_user_joins_another_brand_by_accepting_an_invitation(

@@ -65,12 +65,15 @@ async def create_brand(body: BrandIn, caller: CurrentCaller, session: Session) -
     summary="Create a user in the brand, or change a member's role",
     description="A new user's address is unconfirmed until they open the link mailed to it; until then their "
     "campaigns go out From the service's address with theirs as Reply-To. An address that already has an account "
-    "answers 409: invite it instead (`POST /brands/{brand}/invitations`).",
+    "elsewhere is mailed an invitation to join instead, which its owner accepts with their own token; the answer "
+    "is the same as for a new address, so it tells nothing of other brands' users.",
 )
 async def add_user(brand: uuid.UUID, body: UserIn, caller: CurrentCaller, session: Session) -> ORJSONResponse:
     await require_admin(session, caller.user.id, brand)
     profile = body.model_dump(exclude={"email", "role"}, exclude_none=True)
-    user = await service.add_user_to_brand(session, brand=brand, email=body.email, role=body.role, profile=profile)
+    user = await service.add_user_to_brand(
+        session, brand=brand, email=body.email, role=body.role, profile=profile, inviter=caller.user.id
+    )
     return ok(user_out(user, role=body.role))
 
 

@@ -20,18 +20,14 @@ from mailroom.crm.models import User
 from mailroom.crm.service import set_membership
 from mailroom.crypto import InvalidToken, SecretBox
 from mailroom.errors import Forbidden, NotFound
-from mailroom.sending.notices import read_confirmation
-
-INVITATION = "invitation"
-INVITATION_TTL = 7 * 24 * 3600
+from mailroom.sending.notices import INVITATION, INVITATION_TTL, invitation_token, read_confirmation
 
 
 def invite(box: SecretBox, *, brand: uuid.UUID, email: str, role: str, inviter: uuid.UUID) -> dict[str, Any]:
     """A new invitation; the caller (an Admin of the brand) hands the token to the invited person."""
-    payload = {"brand": str(brand), "email": normalize(email), "role": role, "by": str(inviter)}
     return {
         "type": "invitation",
-        "token": box.seal(INVITATION, payload, ttl=INVITATION_TTL),
+        "token": invitation_token(box, brand=brand, email=email, role=role, inviter=inviter),
         "brand": brand,
         "email": normalize(email),
         "role": role,

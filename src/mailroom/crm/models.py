@@ -25,6 +25,10 @@ class Brand(Base):
     __table_args__ = (Index("ix_brands_parent", "parent"),)
 
 
+# Individual emails a user may send in a calendar month unless set otherwise.
+DEFAULT_EMAIL_QUOTA = 30_000
+
+
 class User(Base):
     __tablename__ = "users"
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -36,7 +40,7 @@ class User(Base):
     phone_number: Mapped[str | None] = mapped_column(Text)
     profile_image_url: Mapped[str | None] = mapped_column(Text)
     email_signature: Mapped[str | None] = mapped_column(Text)
-    email_quota: Mapped[int] = mapped_column(server_default=text("30000"))
+    email_quota: Mapped[int] = mapped_column(server_default=text(str(DEFAULT_EMAIL_QUOTA)))
     created_at: Mapped[datetime] = created_at()
     updated_at: Mapped[datetime | None] = timestamp()
     deleted_at: Mapped[datetime | None] = timestamp()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
@@ -11,9 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailroom.addresses import normalize
 from mailroom.crm import tokens
 from mailroom.crm.membership import is_direct_member
-from mailroom.crm.models import Agent, Brand, BrandMember, User
+from mailroom.crm.models import DEFAULT_EMAIL_QUOTA, Agent, Brand, BrandMember, User
 from mailroom.errors import Conflict
-from mailroom.sending.notices import queue_confirmation
+from mailroom.sending.notices import queue_confirmation, queue_invitation
 from mailroom.serialize import full_name
 
 
@@ -62,28 +63,49 @@ async def create_user(
 
 
 async def add_user_to_brand(
-    session: AsyncSession, *, brand: uuid.UUID, email: str, role: str, profile: dict[str, str | None]
+    session: AsyncSession,
+    *,
+    brand: uuid.UUID,
+    email: str,
+    role: str,
+    profile: dict[str, str | None],
+    inviter: uuid.UUID,
 ) -> User:
     """A new user made a member of the brand, or a member's role changed.
 
-    An address that belongs to someone who is not a member already is refused: an existing user
-    joins a brand only by accepting an invitation, and nobody learns another brand's people here.
-    A new user's address is unconfirmed until they follow the link mailed to it.
+    An address that belongs to someone who is not a member yet is mailed an invitation instead: an
+    existing user joins a brand only by accepting one. The answer is then the user the Admin described,
+    under an id of its own, exactly as for a new address, so that nobody learns here whether an address
+    has an account elsewhere. A new user's address is unconfirmed until they follow the link mailed to it.
     """
     existing = await find_user(session, email)
     if existing is not None:
         if not await is_direct_member(session, existing.id, brand):
-            raise Conflict(
-                "belongs to an existing account: invite it (POST /brands/{brand}/invitations) and it joins "
-                "when its owner accepts",
-                field="email",
-            )
+            await queue_invitation(session, user=existing.id, brand=brand, role=role, inviter=inviter)
+            return _as_new_user(email, profile)
         await set_membership(session, brand=brand, user=existing.id, role=role)
         return existing
     user = await create_user(session, email=email, email_confirmed=False, **profile)
     await set_membership(session, brand=brand, user=user.id, role=role)
     await queue_confirmation(session, user.id)
     return user
+
+
+def _as_new_user(email: str, profile: dict[str, str | None]) -> User:
+    """What a new user of this address and profile would look like; stored nowhere."""
+    now = datetime.now(UTC)
+    first, last = profile.get("first_name"), profile.get("last_name")
+    values = {name: value for name, value in profile.items() if name != "display_name"}
+    return User(
+        id=uuid.uuid4(),
+        email=email.strip(),
+        email_confirmed=False,
+        display_name=profile.get("display_name") or full_name(first, last),
+        email_quota=DEFAULT_EMAIL_QUOTA,
+        created_at=now,
+        updated_at=None,
+        **values,
+    )
 
 
 async def set_membership(session: AsyncSession, *, brand: uuid.UUID, user: uuid.UUID, role: str) -> None:

@@ -159,7 +159,9 @@ def build_job_app(conninfo: str, ctx: SendContext) -> procrastinate.App:
                 await give_up(session, uuid.UUID(campaign), first, last, f"gave up after repeated failures: {exc}")
 
     @app.task(name=NOTICE_TASK, queue=QUEUE, retry=SEND_RETRY)
-    async def send_notice_job(kind: str, user: str) -> None:
+    async def send_notice_job(
+        kind: str, user: str, brand: str | None = None, role: str | None = None, by: str | None = None
+    ) -> None:
         async with ctx.sessionmaker() as session:
             await send_notice(
                 session,
@@ -170,6 +172,9 @@ def build_job_app(conninfo: str, ctx: SendContext) -> procrastinate.App:
                 public_url=ctx.public_url,
                 sender=ctx.default_from,
                 domain=ctx.message_domain,
+                brand=uuid.UUID(brand) if brand else None,
+                role=role,
+                by=uuid.UUID(by) if by else None,
             )
 
     @app.task(name=MAILBOX_ACTION_TASK, queue=QUEUE, retry=SEND_RETRY)
