@@ -187,6 +187,12 @@ class SmtpTransport:
             error = PermanentSendError if 500 <= exc.code < 600 else TransientSendError
             raise error(f"SMTP server {where} refused the connection: {exc.code} {exc.message}") from exc
         except (SMTPException, OSError, TimeoutError) as exc:
+            unverified = _unverified_certificate(exc)
+            if unverified is not None:
+                detail = unverified.verify_message or unverified.reason or str(unverified)
+                raise TransientSendError(
+                    f"TLS certificate of SMTP server {where} could not be verified: {detail}"
+                ) from exc
             raise TransientSendError(f"cannot connect to SMTP server {where}: {exc}") from exc
         self.connections_opened += 1
         # The greeting, TLS and login are done; transactions go through the faster protocol from here.
@@ -256,6 +262,16 @@ class _Connection:
     pipelining: bool
     smtputf8: bool
     eightbit: bool
+
+
+def _unverified_certificate(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The verification failure behind ``exc``: aiosmtplib wraps it under implicit TLS, not after STARTTLS."""
+    cause: BaseException | None = exc
+    for _ in range(5):  # bounded: an exception can be made its own cause
+        if cause is None or isinstance(cause, ssl.SSLCertVerificationError):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _refusals(refused: dict[str, Reply]) -> str:
