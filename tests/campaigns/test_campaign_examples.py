@@ -309,7 +309,7 @@ async def test_read_examples_of_an_executed_campaign(replay: Replay) -> None:
     assert listed["info"] == {"count": 1, "total": 1}
 
     quota = await replay.run("Get User Email Quota by brand", path_ids={"brand": str(replay.actor.brand)})
-    assert quota["data"] == {"executed": 0, "scheduled": 0, "quota": 30000}  # not an individual campaign
+    assert quota["data"] == {"executed": 1, "scheduled": 0, "quota": 30000}  # its one recipient, through the ESP
 
 
 async def test_gmail_and_outlook_read_examples(replay: Replay) -> None:

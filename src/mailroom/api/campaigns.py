@@ -161,7 +161,14 @@ async def brand_campaigns(
 
 
 @router.get(
-    "/brands/{brand}/emails/quota", summary="The caller's monthly quota of individual email (across all their brands)"
+    "/brands/{brand}/emails/quota",
+    summary="The caller's monthly quota of email sent through the service (across all their brands)",
+    description="Every recipient of a campaign sent through the service's ESP counts, in one shared message or "
+    "one per recipient alike; mail sent through the caller's own Gmail or Outlook does not (that is one shared "
+    "message within 100 recipients for Gmail, 500 for Outlook; bigger and individual campaigns with a mailbox go "
+    "through the ESP and count). `executed` counts them for campaigns executed this calendar month (UTC), "
+    "`scheduled` for unsent campaigns due before the month ends. A campaign that would take "
+    "`executed` past `quota` fails when it is due, sending nothing.",
 )
 async def email_quota(brand: uuid.UUID, caller: CurrentCaller, session: Session) -> ORJSONResponse:
     await require_member(session, caller.user.id, brand)

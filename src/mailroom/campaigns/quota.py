@@ -1,8 +1,10 @@
-"""The monthly quota of individual email a user may send.
+"""The monthly quota of email a user may send through the service's ESP.
 
-The quota is the user's, not a brand's: it counts every campaign sent as them in any brand that
-goes out one message per recipient (individual ones, and shared ones so large they are sent the
-individual way). Counting per brand would let a member of several brands multiply their quota.
+Every recipient of a campaign that goes out through the ESP (SMTP, Mailgun, the outbox) counts, one
+shared message or one per recipient alike: a Bcc list costs the ESP as much as individual mail does.
+A campaign sent through the user's own Gmail or Outlook does not; that provider's limits hold it.
+The quota is the user's, not a brand's: it counts every campaign sent as them in any brand.
+Counting per brand would let a member of several brands multiply their quota.
 """
 
 from __future__ import annotations
@@ -15,17 +17,25 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.campaigns.models import EmailCampaign
 from mailroom.crm.models import User
-from mailroom.sending.expansion import EXPANSION_CTE, SHARED_MESSAGE_LIMIT, executed_this_month, month_bounds
+from mailroom.sending.expansion import EXPANSION_CTE, executed_this_month, month_bounds, through_esp
 
-RECIPIENTS_PER_CAMPAIGN = text(f"WITH {EXPANSION_CTE} SELECT campaign, count(*) AS n FROM expanded GROUP BY campaign")
+# The route depends on how many recipients the campaign expands to, so it is decided after counting them.
+SCHEDULED_THROUGH_ESP = text(
+    f"""
+    WITH {EXPANSION_CTE},
+    counted AS (SELECT campaign, count(*) AS n FROM expanded GROUP BY campaign)
+    SELECT coalesce(sum(counted.n), 0) FROM counted JOIN email_campaigns c ON c.id = counted.campaign
+    WHERE {through_esp("c", "counted.n")}
+    """
+)
 
 
 async def scheduled_this_month(session: AsyncSession, user: uuid.UUID, now: datetime) -> int:
-    """Recipients of the user's unsent campaigns due by the end of this month that will go out one by one,
+    """Recipients of the user's unsent campaigns due by the end of this month that will go through the ESP,
     expanded as they will be."""
     _, end = month_bounds(now)
-    due = await session.execute(
-        select(EmailCampaign.id, EmailCampaign.individual).where(
+    due = await session.scalars(
+        select(EmailCampaign.id).where(
             EmailCampaign.from_ == user,
             EmailCampaign.executed_at.is_(None),
             EmailCampaign.deleted_at.is_(None),
@@ -34,11 +44,10 @@ async def scheduled_this_month(session: AsyncSession, user: uuid.UUID, now: date
             EmailCampaign.due_at < end,
         )
     )
-    individual = {row.id: row.individual for row in due}
-    if not individual:
+    campaigns = list(due)
+    if not campaigns:
         return 0
-    counts = await session.execute(RECIPIENTS_PER_CAMPAIGN, {"campaigns": list(individual)})
-    return sum(row.n for row in counts if individual[row.campaign] or row.n >= SHARED_MESSAGE_LIMIT)
+    return int((await session.execute(SCHEDULED_THROUGH_ESP, {"campaigns": campaigns})).scalar_one())
 
 
 async def quota(session: AsyncSession, user: uuid.UUID) -> dict[str, int]:

@@ -17,7 +17,13 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailroom.sending.expansion import EXPANSION_CTE, SEND_TYPE_RANK, SHARED_MESSAGE_LIMIT, executed_this_month
+from mailroom.sending.expansion import (
+    EXPANSION_CTE,
+    SEND_TYPE_RANK,
+    SHARED_MESSAGE_LIMIT,
+    executed_this_month,
+    through_esp,
+)
 from mailroom.sending.queue import defer_jobs, defer_statement
 
 log = logging.getLogger(__name__)
@@ -67,6 +73,12 @@ DEFER_SLICES = defer_statement(
 # A URL's query or fragment, or its user:password@, may be a grant as good as a password.
 _URL_QUERY = re.compile(r"[?#]\S*")
 _URL_USERINFO = re.compile(r"//[^/\s@]*@")
+
+# Answers whether the campaign goes through the ESP, which only its recipient count could still change.
+SET_RECIPIENTS_COUNT = text(
+    "UPDATE email_campaigns c SET recipients_count = :n WHERE c.id = :id "
+    f"RETURNING {through_esp('c', 'c.recipients_count')} AS through_esp"
+)
 
 USER_QUOTA_LOCKED = text("SELECT email_quota FROM users WHERE id = :u FOR NO KEY UPDATE")
 
@@ -133,10 +145,8 @@ async def execute_next_due(session: AsyncSession, *, slice_size: int) -> Executi
     await session.execute(text("UPDATE email_campaigns SET executed_at = now() WHERE id = :id"), {"id": campaign})
     inserted = await session.execute(INSERT_RECIPIENTS, {"campaigns": [campaign]})
     count = cast(CursorResult[Any], inserted).rowcount
-    await session.execute(
-        text("UPDATE email_campaigns SET recipients_count = :n WHERE id = :id"), {"n": count, "id": campaign}
-    )
-    if individual or count >= SHARED_MESSAGE_LIMIT:
+    counted = await session.execute(SET_RECIPIENTS_COUNT, {"n": count, "id": campaign})
+    if counted.scalar_one():
         # Two workers executing two campaigns of one user at once would each see the other's rows
         # uncommitted and both pass: the check is serialised per user.
         await session.execute(
@@ -145,6 +155,7 @@ async def execute_next_due(session: AsyncSession, *, slice_size: int) -> Executi
         quota = int(
             (await session.execute(text("SELECT email_quota FROM users WHERE id = :u"), {"u": sender})).scalar_one()
         )
+        # This campaign's rows, inserted above, are already part of what is used.
         used = await executed_this_month(session, sender, datetime.now(UTC))
         if used > quota:
             await fail_campaign(session, campaign, QUOTA_EXCEEDED, "execute")

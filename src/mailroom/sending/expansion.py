@@ -5,7 +5,7 @@ GIN index, list membership, the brand's contacts) instead of one OR-join the pla
 Addresses are compared lower-cased and trimmed; To wins over CC, CC over BCC; a contact tagged
 Unsubscribed and a suppressed address are left out.
 
-The monthly count of mail sent one by one lives here too: the sender checks it when it executes a
+The monthly count of mail sent through the ESP lives here too: the sender checks it when it executes a
 campaign, and the campaigns API shows it, so it sits in the lower of the two layers.
 """
 
@@ -17,8 +17,11 @@ from datetime import UTC, datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailroom.transports.gmail import GmailTransport
+from mailroom.transports.outlook import OutlookTransport
+
 # A campaign that is not individual goes out as one message To/Cc/Bcc up to this many recipients;
-# from this many on it is sent one message per recipient, and counts against the quota like one.
+# from this many on it is sent one message per recipient.
 SHARED_MESSAGE_LIMIT = 1000
 
 # To wins over CC, CC over BCC: the order both deduplication and message positions follow.
@@ -111,10 +114,31 @@ expanded AS (
 """
 
 
+def through_esp(campaign: str, recipients: str) -> str:
+    """SQL true when the campaign (a table alias) with that many recipients goes out through the ESP.
+
+    The route the sender takes (Mailboxes.takes): a connected mailbox sends only one shared message
+    within its provider's limit; everything else, a campaign with a mailbox included, uses the ESP.
+    Only the ESP is the service's to ration; a user's own mailbox is held to its provider's limits.
+    """
+    return (
+        f"NOT (NOT {campaign}.individual AND {recipients} < {SHARED_MESSAGE_LIMIT} AND ("
+        f"({campaign}.google_credential IS NOT NULL AND {recipients} <= {GmailTransport.max_recipients_per_call})"
+        f" OR ({campaign}.microsoft_credential IS NOT NULL"
+        f" AND {recipients} <= {OutlookTransport.max_recipients_per_call})))"
+    )
+
+
+# A live campaign's rows count from the moment it is executed, before they are sent, so that campaigns
+# executed one after the other see each other's share. A campaign that failed or was deleted later
+# sends nothing more, but what it did send stays on the count.
 EXECUTED_IN_MONTH = text(
-    "SELECT count(*) FROM email_campaign_emails e JOIN email_campaigns c ON c.id = e.campaign "
-    'WHERE c."from" = :user AND (c.individual OR c.recipients_count >= :shared_limit) '
-    "AND c.executed_at >= :start AND c.executed_at < :end AND c.deleted_at IS NULL AND c.failed_at IS NULL"
+    f"""
+    SELECT count(*) FROM email_campaign_emails e JOIN email_campaigns c ON c.id = e.campaign
+    WHERE c."from" = :user AND c.executed_at >= :start AND c.executed_at < :end
+      AND {through_esp("c", "coalesce(c.recipients_count, 0)")}
+      AND ((c.failed_at IS NULL AND c.deleted_at IS NULL) OR e.email IS NOT NULL)
+    """
 )
 
 
@@ -125,7 +149,7 @@ def month_bounds(now: datetime) -> tuple[datetime, datetime]:
 
 
 async def executed_this_month(session: AsyncSession, user: uuid.UUID, now: datetime) -> int:
-    """Emails sent one by one as the user, in any brand, this calendar month (UTC)."""
+    """Recipients of campaigns sent through the ESP as the user, in any brand, this calendar month (UTC)."""
     start, end = month_bounds(now)
-    params = {"user": user, "shared_limit": SHARED_MESSAGE_LIMIT, "start": start, "end": end}
+    params = {"user": user, "start": start, "end": end}
     return int((await session.execute(EXECUTED_IN_MONTH, params)).scalar_one() or 0)
