@@ -262,6 +262,7 @@ async def test_a_credential_that_cannot_act_is_refused_and_queues_nothing(
     revoked = await make(admin, revoked=True)
     deleted = await make(admin, deleted=True)
     no_modify = await make(admin, scopes=("profile", "mail.send"))
+    no_send = await make(admin, scopes=("profile", "mail.read", "mail.modify"))
     body = {"status": True, "messageIds": ["m1"]}
     for method, tail in (("put", "messages/m1"), ("put", "messages"), ("post", "trash"), ("post", "archive")):
         expected = {
@@ -276,6 +277,9 @@ async def test_a_credential_that_cannot_act_is_refused_and_queues_nothing(
             assert await refused(admin, method, f"/emails/{kind}/{credential}/{tail}", {}) == answer
         status, message = await refused(admin, method, f"/emails/{kind}/{no_modify}/{tail}", body)
         assert status == 403 and message.startswith(f"credentialId: this {label} account did not grant mail.modify")
+        # The document asks for both: modifying alone is not enough.
+        status, message = await refused(admin, method, f"/emails/{kind}/{no_send}/{tail}", body)
+        assert status == 403 and message.startswith(f"credentialId: this {label} account did not grant mail.send:")
     # The owner of the credential is refused nothing; the brand's admin is refused the agent's mailbox.
     accepted(await agent.post(f"/emails/{kind}/{others}/archive", body))
     assert await jobs(app.state.sessionmaker) == {"todo": 1}
@@ -353,3 +357,28 @@ async def test_a_message_id_holding_a_slash_is_taken_whole(world: World, app: Fa
     async with app.state.sessionmaker() as s:
         (args,) = (await s.execute(text("SELECT args FROM procrastinate_jobs"))).scalars()
     assert (args["action"], args["message_ids"]) == ("unread", ["AAMk/x+y="])
+
+
+@pytest.mark.parametrize(
+    "message_id",
+    ["..%2F..%2Fevil%3Fx%3D1", "AAMk..", "AAMk%3Fx%3D1", "AAMk%23frag", "AAMk%20x", "AAMk%25", "AAMk%5Cx", "AAMk:x"],
+)
+async def test_an_outlook_message_id_outside_graphs_alphabet_never_reaches_a_graph_path(
+    world: World, app: FastAPI, settings: Settings, message_id: str
+) -> None:
+    admin = await world.brand_admin()
+    credential = await world.microsoft_credential(admin, access_token="tok-graph")
+    base = f"/emails/microsoft/{credential}"
+    with graph_server(access_token="tok-graph") as graph:
+        answers = [
+            await admin.put(f"{base}/messages/{message_id}", {"status": True}),
+            await admin.put(f"{base}/messages", {"status": True, "messageIds": [unquote(message_id)]}),
+            await admin.post(f"{base}/trash", {"messageIds": [unquote(message_id)]}),
+        ]
+        async with running_worker(settings, **mailbox_settings(graph_url=graph.url)):
+            await wait_for_jobs(app.state.sessionmaker)
+    for response in answers:
+        assert response.status_code == 400, response.text
+        assert response.json()["message"].split(": ")[0] in ("messageId", "messageIds[0]")
+        assert "is not an Outlook message id" in response.json()["message"]
+    assert graph.requests == [] and await jobs(app.state.sessionmaker) == {}

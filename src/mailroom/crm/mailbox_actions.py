@@ -3,11 +3,12 @@
 A request is checked here and queued as one worker job in the caller's transaction; nothing is
 sent to Gmail or Outlook while the request is open. The checks run in a fixed order, so a client
 learns the most basic problem first: the credential (the caller's own, else it does not exist),
-its state (connected), its permissions (mail.modify), then the body.
+its state (connected), its permissions (mail.send and mail.modify, as the API document asks), then the body.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any, Final, cast
@@ -19,11 +20,15 @@ from mailroom.crm.credentials import MODELS, Credential, Kind
 from mailroom.errors import BadRequest, Forbidden, NotFound
 from mailroom.sending.mailbox_jobs import NAMES, MailboxAction, queue_mailbox_action
 
-MODIFY_SCOPE: Final = "mail.modify"
+# What the API document asks of a credential whose messages are acted on.
+ACTION_SCOPES: Final = ("mail.send", "mail.modify")
 # Gmail takes 1,000 ids per call and Outlook 20: 10,000 is a day's cleanup in one request, in one job.
 MAX_MESSAGE_IDS: Final = 10_000
 # Gmail ids are 16 hex digits and Graph's immutable ids about 150 characters; this only bounds abuse.
 MAX_MESSAGE_ID: Final = 1_000
+# Graph's ids are base64 (either alphabet) and go into a request path: nothing else may reach it, so an
+# id can never climb out of /me/messages/ ("..") nor add a query ("?").
+OUTLOOK_ID = re.compile(r"[A-Za-z0-9+/_=-]+")
 
 
 async def mark_read(
@@ -41,7 +46,10 @@ async def mark_read(
     """
     credential = await usable_credential(session, kind=kind, user=user, credential_id=credential_id)
     fields = _object(body)
-    ids = _message_ids([message_id], "messageId") if message_id is not None else _message_ids(fields.get("messageIds"))
+    if message_id is not None:
+        ids = _message_ids(kind, [message_id], "messageId")
+    else:
+        ids = _message_ids(kind, fields.get("messageIds"))
     read = fields.get("status")
     if not isinstance(read, bool):
         raise BadRequest("must be true (read) or false (unread)", field="status")
@@ -61,7 +69,7 @@ async def move(
     if action not in ("trash", "archive"):
         raise ValueError(f"not a moving action: {action!r}")
     credential = await usable_credential(session, kind=kind, user=user, credential_id=credential_id)
-    ids = _message_ids(_object(body).get("messageIds"))
+    ids = _message_ids(kind, _object(body).get("messageIds"))
     await _queue(session, kind, credential, action, ids)
 
 
@@ -84,9 +92,11 @@ async def usable_credential(session: AsyncSession, *, kind: Kind, user: uuid.UUI
         raise BadRequest(f"this {label} account is disconnected: deleted", field="credentialId")
     if credential.revoked:
         raise BadRequest(f"this {label} account is disconnected: revoked", field="credentialId")
-    if MODIFY_SCOPE not in (credential.scope_summary or []):
+    missing = [scope for scope in ACTION_SCOPES if scope not in (credential.scope_summary or [])]
+    if missing:
         raise Forbidden(
-            f"this {label} account did not grant {MODIFY_SCOPE}: connect it again allowing {MODIFY_SCOPE}",
+            f"this {label} account did not grant {' and '.join(missing)}: connect it again allowing "
+            f"{' and '.join(ACTION_SCOPES)}",
             field="credentialId",
         )
     return credential
@@ -98,7 +108,7 @@ def _object(body: object) -> Mapping[str, Any]:
     return cast(Mapping[str, Any], body)
 
 
-def _message_ids(value: object, field: str = "messageIds") -> list[str]:
+def _message_ids(kind: Kind, value: object, field: str = "messageIds") -> list[str]:
     if value is None:
         raise BadRequest("is required: a list of message ids", field=field)
     if not isinstance(value, list):
@@ -120,6 +130,8 @@ def _message_ids(value: object, field: str = "messageIds") -> list[str]:
             item.encode()
         except UnicodeEncodeError:
             raise BadRequest("must be valid Unicode text", field=where) from None
+        if kind == "microsoft" and not OUTLOOK_ID.fullmatch(item):
+            raise BadRequest("is not an Outlook message id (letters, digits and + / - _ =)", field=where)
     # The same message named twice is acted on once.
     return list(dict.fromkeys(cast(list[str], value)))
 
