@@ -209,3 +209,15 @@ async def test_starttls_required_but_not_offered_sends_nothing_in_clear(certific
         assert "250-AUTH LOGIN PLAIN" in conversation.clear_replies()  # the login would have been taken in clear
         assert conversation.clear_lines() == ["EHLO client.test"]
         assert server.logins == [] and server.messages == []
+
+
+async def test_credentials_without_a_starttls_option_are_never_sent_in_clear(certificates: Certificates) -> None:
+    # The relay offers AUTH in clear and no STARTTLS (or somebody in between stripped the offer).
+    with tls_smtp_server("plain", certificates) as server:
+        transport = SmtpTransport(server.url("smtp", ""))
+        with pytest.raises(TransientSendError, match="STARTTLS extension not supported"):
+            await transport.send_many([message(1)])
+        await transport.aclose()
+        [conversation] = server.conversations
+        assert conversation.clear_lines() == ["EHLO client.test"]
+        assert server.logins == [] and server.messages == []

@@ -168,7 +168,7 @@ async def test_credentials_from_the_url() -> None:
         assert result.accepted and len(server.messages) == 1
         await good.aclose()
 
-        bad = SmtpTransport(f"smtp://mailer:wrong@127.0.0.1:{server.port}?helo=client.test")
+        bad = SmtpTransport(f"smtp://mailer:wrong@127.0.0.1:{server.port}?helo=client.test&starttls=0")
         with pytest.raises(PermanentSendError, match="refused the credentials: 535"):
             await bad.send_many([message(2)])
         assert len(server.messages) == 1
@@ -193,6 +193,9 @@ def test_settings_from_url() -> None:
     assert (s.port, s.use_tls, s.start_tls, s.validate_certs, s.username) == (465, True, False, False, None)
     s = SmtpSettings.from_url("smtp://localhost")
     assert (s.port, s.start_tls, s.timeout) == (25, None, 30.0)
+    # With credentials TLS is required unless the URL says otherwise.
+    assert SmtpSettings.from_url("smtp://u:p@relay.example.com").start_tls is True
+    assert SmtpSettings.from_url("smtp://u:p@relay.example.com?starttls=0").start_tls is False
     assert SmtpSettings.from_url("smtp://h?starttls=1").port == 587
     for bad in ("http://host", "smtp://", "smtp://h?starttls=maybe"):
         with pytest.raises(ValueError):

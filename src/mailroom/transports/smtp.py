@@ -53,9 +53,10 @@ class SmtpSettings:
     def from_url(cls, url: str) -> SmtpSettings:
         """``smtp://user:pass@host:587?starttls=1``, ``smtps://host`` (implicit TLS).
 
-        Query options: ``starttls`` (1/0; absent = opportunistic), ``timeout`` (seconds,
-        default 30), ``verify`` (0 to accept self-signed certificates), ``helo`` (the name
-        given in EHLO; default the machine's FQDN).
+        Query options: ``starttls`` (1/0; absent = opportunistic without credentials and required
+        with them, so a password never crosses the network in clear unless ``starttls=0`` says so),
+        ``timeout`` (seconds, default 30), ``verify`` (0 to accept self-signed certificates), ``helo``
+        (the name given in EHLO; default the machine's FQDN).
         """
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
@@ -74,6 +75,10 @@ class SmtpSettings:
 
         use_tls = parts.scheme == "smtps"
         start_tls = False if use_tls else flag("starttls")
+        if start_tls is None and parts.username:
+            # A relay that does not offer STARTTLS (or somebody between us stripping the offer) would
+            # otherwise be handed the password in clear.
+            start_tls = True
         default_port = 465 if use_tls else 587 if start_tls else 25
         return cls(
             host=parts.hostname,
