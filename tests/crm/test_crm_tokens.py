@@ -102,6 +102,27 @@ async def test_an_expired_token_is_refused(world: World, client: httpx.AsyncClie
     assert await works(client, ann.token)
 
 
+async def test_a_token_made_with_a_short_lived_token_expires_with_it(
+    world: World, client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    ann = await world.brand_admin()
+    day = ann.data(await ann.post("/users/self/tokens", {"name": "one day", "expires_in_days": 1}))
+    parent_end = day["expires_at"]
+    as_day = {"Authorization": f"Bearer {day['token']}"}
+    # Asked for no expiry, for ten years, or for later than its maker: it ends when its maker ends.
+    for body in ({"name": "forever"}, {"expires_in_days": 3650}, {"expires_at": parent_end + 3600}):
+        child = (await client.post("/users/self/tokens", json=body, headers=as_day)).json()["data"]
+        assert child["expires_at"] == pytest.approx(parent_end, abs=0.001), body
+    # Sooner than its maker is kept as asked.
+    soon = (await client.post("/users/self/tokens", json={"expires_at": parent_end - 60}, headers=as_day)).json()
+    assert soon["data"]["expires_at"] == pytest.approx(parent_end - 60, abs=0.001)
+    # A token without an expiry still makes tokens without one.
+    lasting = ann.data(await ann.post("/users/self/tokens", {"name": "lasting"}))
+    assert lasting["expires_at"] is None
+    rows = await token_rows(session, ann.user)
+    assert sum(1 for row in rows if row.expires_at is None) == 2  # the bootstrap token and "lasting"
+
+
 async def test_last_use_is_recorded_at_most_once_a_minute(
     world: World, client: httpx.AsyncClient, session: AsyncSession
 ) -> None:

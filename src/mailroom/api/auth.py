@@ -41,13 +41,17 @@ TOUCH_TOKEN_SQL = text(
 @dataclass(frozen=True)
 class Caller:
     user: User
+    # When the token the request came with stops working (None: when revoked).
+    token_expires_at: datetime | None = None
 
 
-async def _token_row(session: AsyncSession, token: str) -> tuple[User, uuid.UUID, datetime | None] | None:
-    """The live user a live, unexpired API token belongs to, with the token's id and last use."""
+async def _token_row(
+    session: AsyncSession, token: str
+) -> tuple[User, uuid.UUID, datetime | None, datetime | None] | None:
+    """The live user a live, unexpired API token belongs to, with the token's id, last use and expiry."""
     found = (
         await session.execute(
-            select(User, ApiToken.id, ApiToken.last_used_at)
+            select(User, ApiToken.id, ApiToken.last_used_at, ApiToken.expires_at)
             .join(ApiToken, ApiToken.user == User.id)
             .where(
                 ApiToken.token_hash == hash_api_token(token.strip()),
@@ -57,7 +61,7 @@ async def _token_row(session: AsyncSession, token: str) -> tuple[User, uuid.UUID
             )
         )
     ).one_or_none()
-    return None if found is None else (found[0], found[1], found[2])
+    return None if found is None else (found[0], found[1], found[2], found[3])
 
 
 async def token_is_valid(session: AsyncSession, token: str) -> bool:
@@ -72,10 +76,10 @@ async def current_caller(request: Request, session: Session) -> Caller:
     found = await _token_row(session, token)
     if found is None:
         raise Unauthorized("a valid bearer token is required", field="Authorization")
-    user, token_id, last_used_at = found
+    user, token_id, last_used_at, expires_at = found
     if last_used_at is None or last_used_at < datetime.now(UTC) - LAST_USED_EVERY:
         await session.execute(TOUCH_TOKEN_SQL, {"id": token_id})
-    return Caller(user=user)
+    return Caller(user=user, token_expires_at=expires_at)
 
 
 CurrentCaller = Annotated[Caller, Depends(current_caller)]

@@ -308,10 +308,12 @@ async def get_tokens(caller: CurrentCaller, session: Session) -> ORJSONResponse:
 @router.post(
     "/users/self/tokens",
     summary="Create an API token for the caller; the answer is the only time the token is shown",
-    description="`expires_in_days` or `expires_at` (not both) ends it; without either it works until revoked.",
+    description="`expires_in_days` or `expires_at` (not both) ends it; without either it works until revoked. "
+    "It never outlives the token that creates it: asked for later (or for no expiry), it expires with that token.",
 )
 async def create_token(body: TokenIn, caller: CurrentCaller, session: Session) -> ORJSONResponse:
-    row, token = await tokens.issue_token(session, user=caller.user.id, name=body.name, expires_at=body.expiry())
+    expires_at = tokens.no_later_than(body.expiry(), caller.token_expires_at)
+    row, token = await tokens.issue_token(session, user=caller.user.id, name=body.name, expires_at=expires_at)
     return ok({**token_out(row), "token": token})
 
 

@@ -39,6 +39,14 @@ async def issue_token(
     return row, token
 
 
+def no_later_than(wanted: datetime | None, limit: datetime | None) -> datetime | None:
+    """The expiry of a token made by a token that expires at ``limit``: a short-lived token must not be
+    a way to mint a lasting one."""
+    if limit is None:
+        return wanted
+    return limit if wanted is None else min(wanted, limit)
+
+
 async def list_tokens(session: AsyncSession, *, user: uuid.UUID) -> Sequence[ApiToken]:
     """The user's tokens, newest first, revoked and expired ones included (they show when they ended)."""
     rows = await session.scalars(
