@@ -33,6 +33,7 @@ async def test_an_image_is_served_inline_through_its_link(actor: Actor, client: 
     assert response.content == PNG
     assert response.headers["content-type"] == "image/png"
     assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["content-security-policy"] == "sandbox"
     assert response.headers["content-disposition"].startswith("inline;")
     assert 'filename="logo.png"' in response.headers["content-disposition"]
 
@@ -44,9 +45,22 @@ async def test_anything_but_an_image_is_downloaded_never_rendered(actor: Actor, 
     assert response.headers["content-type"].startswith("text/html")
     assert response.headers["content-disposition"].startswith("attachment;")
     assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["content-security-policy"] == "sandbox"
     pdf = await upload(actor, PDF, "Flyer 2024.pdf")
     response = await client.get(local_path(pdf["preview_url"]))
     assert response.content == PDF and response.headers["content-disposition"].startswith("attachment;")
+    assert response.headers["content-security-policy"] == "sandbox"
+
+
+async def test_an_svg_is_downloaded_and_sandboxed(actor: Actor, client: httpx.AsyncClient) -> None:
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"><script>steal()</script></svg>'
+    file = await upload(actor, svg, "logo.svg", content_type="image/svg+xml")
+    response = await client.get(local_path(file["url"]))
+    assert response.status_code == 200 and response.content == svg
+    # Not a raster image: its script would run in our origin if shown, so it is downloaded, and sandboxed.
+    assert not response.headers["content-type"].startswith("image/svg"), response.headers["content-type"]
+    assert response.headers["content-disposition"].startswith("attachment;")
+    assert response.headers["content-security-policy"] == "sandbox"
 
 
 async def test_an_expired_link_is_refused(actor: Actor, app: FastAPI, client: httpx.AsyncClient) -> None:
