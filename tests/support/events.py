@@ -88,6 +88,17 @@ async def post_events(client: httpx.AsyncClient, *calls: dict[str, Any]) -> http
     return await client.post("/emails/events", json=body)
 
 
+async def stored_events(session: AsyncSession) -> list[dict[str, Any]]:
+    """Every stored event, oldest first."""
+    rows = await session.execute(text("SELECT * FROM email_events ORDER BY id"))
+    return [dict(r._mapping) for r in rows]
+
+
+async def taken_tokens(session: AsyncSession) -> int:
+    """How many webhook signature tokens have been taken (a taken one refuses its call as replayed)."""
+    return int((await session.execute(text("SELECT count(*) FROM webhook_tokens"))).scalar_one())
+
+
 async def settle_all(sessionmaker: async_sessionmaker[AsyncSession], *, limit: int = 20000) -> int:
     """Settle until nothing is left, one transaction per batch, as the settler loop does."""
     total = 0

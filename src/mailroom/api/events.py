@@ -32,7 +32,7 @@ async def mailgun_events(request: Request, session: Session, settings: AppSettin
     try:
         body = orjson.loads(await request.body())
     except orjson.JSONDecodeError:
-        raise BadRequest("body: must be JSON", field="body") from None
+        raise BadRequest("must be JSON", field="body") from None
     appended = await webhooks.receive(session, body, key)
     return ok({"appended": appended})
 

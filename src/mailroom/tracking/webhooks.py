@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -51,26 +52,26 @@ def _text(value: object, field: str, *, required: bool = True) -> str | None:
     if value is None and not required:
         return None
     if not isinstance(value, str | int | float) or isinstance(value, bool) or str(value) == "":
-        raise BadRequest(f"{field}: must be a non-empty string", field=field)
+        raise BadRequest("must be a non-empty string", field=field)
     return str(value)
 
 
 def _parse(body: object) -> list[_Signed]:
     items = body if isinstance(body, list) else [body]
     if not items:
-        raise BadRequest("body: must hold at least one event", field="body")
+        raise BadRequest("must hold at least one event", field="body")
     if len(items) > MAX_EVENTS_PER_REQUEST:
-        raise BadRequest(f"body: at most {MAX_EVENTS_PER_REQUEST} events per request", field="body")
+        raise BadRequest(f"at most {MAX_EVENTS_PER_REQUEST} events per request", field="body")
     calls = []
     for item in items:
         if not isinstance(item, dict):
-            raise BadRequest("body: must be an object with signature and event-data", field="body")
+            raise BadRequest("must be an object with signature and event-data", field="body")
         signature = item.get("signature")
         if not isinstance(signature, dict):
-            raise Unauthorized("signature: required", field="signature")
+            raise Unauthorized("required", field="signature")
         data = item.get("event-data")
         if not isinstance(data, dict):
-            raise BadRequest("event-data: must be an object", field="event-data")
+            raise BadRequest("must be an object", field="event-data")
         calls.append(
             _Signed(
                 timestamp=_signature_part(signature, "timestamp"),
@@ -85,20 +86,23 @@ def _parse(body: object) -> list[_Signed]:
 def _signature_part(signature: Mapping[str, Any], name: str) -> str:
     value = signature.get(name)
     if not isinstance(value, str | int) or isinstance(value, bool) or str(value) == "" or len(str(value)) > 200:
-        raise Unauthorized(f"signature.{name}: required", field=f"signature.{name}")
+        raise Unauthorized("required", field=f"signature.{name}")
     return str(value)
 
 
 def _verify(call: _Signed, key: str, now: float) -> None:
     expected = hmac.new(key.encode(), (call.timestamp + call.token).encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected.encode(), call.signature.encode()):
-        raise Unauthorized("signature: does not match", field="signature.signature")
+        raise Unauthorized("does not match", field="signature.signature")
     try:
         stamp = float(call.timestamp)
     except ValueError:
-        raise Unauthorized("signature.timestamp: must be a number", field="signature.timestamp") from None
+        stamp = math.nan
+    # A NaN is never more than 15 minutes off: a call signed with one would stay valid forever.
+    if not math.isfinite(stamp):
+        raise Unauthorized("must be a finite number of seconds", field="signature.timestamp")
     if abs(now - stamp) > MAX_SKEW_SECONDS:
-        raise Unauthorized("signature.timestamp: more than 15 minutes off", field="signature.timestamp")
+        raise Unauthorized("more than 15 minutes off", field="signature.timestamp")
 
 
 # One statement per batch of calls: take each call's token, append the events of the calls whose token
@@ -152,7 +156,7 @@ def _occurred(data: Mapping[str, Any]) -> datetime | None:
         try:
             return datetime.fromtimestamp(float(stamp), UTC)
         except (OverflowError, OSError, ValueError):
-            raise BadRequest("event-data.timestamp: out of range", field="event-data.timestamp") from None
+            raise BadRequest("out of range", field="event-data.timestamp") from None
     return None
 
 
@@ -236,7 +240,7 @@ async def receive(session: AsyncSession, body: object, key: str, *, now: float |
     """
     calls = verified_calls(body, key, now=now)
     if not all(await append_calls(session, calls)):
-        raise Unauthorized(REPLAYED, field="signature.token")
+        raise Unauthorized(REPLAYED)
     return sum(1 for call in calls if call.event is not None)
 
 
