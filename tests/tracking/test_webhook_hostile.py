@@ -1,13 +1,19 @@
-"""POST /emails/events against hostile calls: timestamps that are not numbers, and signatures computed
-as Mailgun documents them."""
+"""POST /emails/events against hostile calls: text PostgreSQL cannot store, among concurrent calls too,
+timestamps that are not numbers, and signatures computed as Mailgun documents them.
+
+Calls are posted as raw JSON with ASCII escapes, so a lone surrogate travels as the escape ``\\ud800``
+that JSON allows and an attacker can send.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import secrets
 import time
+from contextlib import suppress
 from typing import Any
 
 import httpx
@@ -17,9 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.config import Settings
 from mailroom.tracking.webhooks import sign
-from tests.support.events import SIGNING_KEY, event, stored_events, taken_tokens, use_signing_key
+from tests.support.events import SIGNING_KEY, event, signed, stored_events, taken_tokens, use_signing_key
 
 MID = "20240101000000.9.9@mg.example.com"
+NUL, LONE_SURROGATE = "\x00", "\ud800"
 
 
 @pytest.fixture(autouse=True)
@@ -30,6 +37,98 @@ def _signing_key(app: FastAPI, settings: Settings, monkeypatch: pytest.MonkeyPat
 async def post(client: httpx.AsyncClient, body: Any) -> httpx.Response:
     raw = json.dumps(body).encode()  # ensure_ascii: a lone surrogate goes as its escape
     return await client.post("/emails/events", content=raw, headers={"content-type": "application/json"})
+
+
+def poisoned(field: str, bad: str) -> dict[str, Any]:
+    """A signed call whose ``field`` (dotted, as a refusal names it) holds ``bad``; the event's kind keeps it."""
+    data = event("clicked" if field == "event-data.url" else "failed", MID, "ann@example.com",
+                 url="https://example.com/", severity="permanent")  # fmt: skip
+    if field == "event-data.reason":
+        data["reason"] = "bounce"
+    else:
+        data["delivery-status"] = {"code": 550, "message": "5.1.1 No such user", "description": "gone"}
+    call = signed(data)
+    *parents, last = field.split(".")
+    target = call
+    for name in parents:
+        target = target[name]
+    target[last] = f"x{bad}{target.get(last, '')}"
+    if field in ("signature.timestamp", "signature.token"):
+        part = call["signature"]
+        # Text with a lone surrogate has no UTF-8 bytes to sign; it is refused before any signature is read.
+        with suppress(UnicodeEncodeError):
+            part["signature"] = sign(SIGNING_KEY, part["timestamp"], part["token"])
+    return call
+
+
+STORED_FIELDS = (
+    "event-data.recipient",
+    "event-data.message.headers.message-id",
+    "event-data.url",
+    "event-data.client-info.user-agent",
+    "event-data.ip",
+    "event-data.id",
+    "event-data.delivery-status.message",
+    "event-data.delivery-status.description",
+    "event-data.reason",
+    "signature.token",
+    "signature.timestamp",
+    "signature.signature",
+)
+
+
+@pytest.mark.parametrize("bad", [NUL, LONE_SURROGATE], ids=["nul", "lone-surrogate"])
+@pytest.mark.parametrize("field", STORED_FIELDS)
+async def test_text_postgresql_cannot_store_is_refused_naming_its_field(
+    client: httpx.AsyncClient, session: AsyncSession, field: str, bad: str
+) -> None:
+    answer = await post(client, poisoned(field, bad))
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["code"] == "BadRequest" and answer.json()["message"].startswith(f"{field}: "), answer.text
+    assert await stored_events(session) == [] and await taken_tokens(session) == 0
+
+
+async def test_a_poisoned_call_in_a_list_refuses_the_list_naming_its_field(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    good = signed(event("delivered", MID, "ann@example.com"))
+    answer = await post(client, [good, poisoned("event-data.recipient", NUL)])
+    assert answer.status_code == 400 and answer.json()["message"].startswith("event-data.recipient: "), answer.text
+    assert await stored_events(session) == [] and await taken_tokens(session) == 0
+
+
+async def test_text_in_a_field_that_is_not_kept_does_not_refuse_the_call(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    # Only what is stored must be storable: the rest of Mailgun's event is read for nothing.
+    for bad in (NUL, LONE_SURROGATE):
+        data = event("delivered", MID, "ann@example.com")
+        data["user-variables"] = {"note": f"a{bad}b"}
+        answer = await post(client, signed(data))
+        assert answer.status_code == 200, answer.text
+    assert len(await stored_events(session)) == 2
+
+
+async def test_poisoned_calls_among_concurrent_ones_fail_alone(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    good = [signed(event("delivered", MID, f"r{i}@example.com")) for i in range(27)]
+    bad = {
+        5: poisoned("event-data.recipient", NUL),
+        14: poisoned("event-data.client-info.user-agent", NUL),
+        23: poisoned("signature.token", NUL),
+    }
+    calls = list(good)
+    for at, call in sorted(bad.items()):
+        calls.insert(at, call)
+    # Posted at once, one call per request: written together, so one unstorable call would fail the batch.
+    answers = await asyncio.gather(*(post(client, c) for c in calls))
+    for at, field in zip(sorted(bad), ("event-data.recipient", "event-data.client-info.user-agent", "signature.token"),
+                         strict=True):  # fmt: skip
+        assert answers[at].status_code == 400 and answers[at].json()["message"].startswith(f"{field}: ")
+    assert [a.status_code for i, a in enumerate(answers) if i not in bad] == [200] * 27
+    stored = sorted(r["recipient"] for r in await stored_events(session))
+    assert stored == sorted(f"r{i}@example.com" for i in range(27)) and await taken_tokens(session) == 27
 
 
 def signed_at(data: dict[str, Any], timestamp: str) -> dict[str, Any]:

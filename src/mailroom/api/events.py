@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import uuid
 
-import orjson
 from fastapi import APIRouter, Request
 
 from mailroom.api.auth import CurrentCaller
 from mailroom.api.deps import AppSettings, Session
 from mailroom.api.envelope import ORJSONResponse, ok
 from mailroom.campaigns import service
-from mailroom.errors import BadRequest, NotFound
+from mailroom.errors import NotFound
 from mailroom.tracking import stats, webhooks
 
 router = APIRouter(tags=["events"])
@@ -29,11 +28,7 @@ async def mailgun_events(request: Request, session: Session, settings: AppSettin
     if not key:
         # Without a key no call can be verified: the endpoint does not exist here.
         raise NotFound("no webhook signing key is configured", field="path")
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
-        raise BadRequest("must be JSON", field="body") from None
-    appended = await webhooks.receive(session, body, key)
+    appended = await webhooks.receive(session, webhooks.parse_body(await request.body()), key)
     return ok({"appended": appended})
 
 

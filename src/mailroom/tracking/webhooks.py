@@ -3,13 +3,15 @@
 A call carries ``{"signature": {"timestamp", "token", "signature"}, "event-data": {...}}``; the
 signature is the hex HMAC-SHA256 of timestamp + token under the webhook signing key. A body may also
 be a JSON list of such calls (each signed), appended together. Any call that is forged, stale or
-replayed refuses the whole request, so a refused request changes nothing.
+replayed refuses the whole request, so a refused request changes nothing; so does a call whose kept
+text PostgreSQL could not store (U+0000, a lone surrogate), refused by name before it reaches a batch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -48,12 +50,44 @@ class Call:
     event: dict[str, Any] | None
 
 
+def parse_body(raw: bytes) -> object:
+    """The request body as JSON; BadRequest naming the body when it is not JSON."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    # orjson refuses a lone surrogate escape ("\ud800") that JSON's grammar allows: read such a body the
+    # lenient way, so that the refusal names the field holding it.
+    try:
+        return json.loads(raw, parse_constant=_not_json)
+    except (ValueError, RecursionError):
+        raise BadRequest("must be JSON", field="body") from None
+
+
+def _not_json(constant: str) -> object:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _storable(value: str, field: str) -> str:
+    """``value``, refused unless PostgreSQL can store it as text and in jsonb: a batch holding one call
+    it cannot store would fail for every call in it."""
+    if "\x00" in value:
+        raise BadRequest("must not contain U+0000", field=field)
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError as exc:
+            lone = f"U+{ord(value[exc.start]):04X}"
+            raise BadRequest(f"must not contain a lone surrogate ({lone})", field=field) from None
+    return value
+
+
 def _text(value: object, field: str, *, required: bool = True) -> str | None:
     if value is None and not required:
         return None
     if not isinstance(value, str | int | float) or isinstance(value, bool) or str(value) == "":
         raise BadRequest("must be a non-empty string", field=field)
-    return str(value)
+    return _storable(str(value), field)
 
 
 def _parse(body: object) -> list[_Signed]:
@@ -87,7 +121,8 @@ def _signature_part(signature: Mapping[str, Any], name: str) -> str:
     value = signature.get(name)
     if not isinstance(value, str | int) or isinstance(value, bool) or str(value) == "" or len(str(value)) > 200:
         raise Unauthorized("required", field=f"signature.{name}")
-    return str(value)
+    # The token is stored; all three are signed as UTF-8, which a lone surrogate has none of.
+    return _storable(str(value), f"signature.{name}")
 
 
 def _verify(call: _Signed, key: str, now: float) -> None:
@@ -163,8 +198,8 @@ def _occurred(data: Mapping[str, Any]) -> datetime | None:
 def _message_id(data: Mapping[str, Any]) -> str | None:
     message = data.get("message")
     headers = message.get("headers") if isinstance(message, dict) else None
-    value = headers.get("message-id") if isinstance(headers, dict) else None
-    return value.strip().strip("<>") if isinstance(value, str) and value.strip() else None
+    value = _str(headers, "message-id", None, "event-data.message.headers") if isinstance(headers, dict) else None
+    return value.strip().strip("<>") if value and value.strip() else None
 
 
 def _reason(data: Mapping[str, Any]) -> str | None:
@@ -172,22 +207,26 @@ def _reason(data: Mapping[str, Any]) -> str | None:
     parts: list[str] = []
     if isinstance(status, dict):
         for key in ("message", "description"):
-            value = status.get(key)
-            if isinstance(value, str) and value.strip() and value.strip() not in parts:
+            value = _str(status, key, None, "event-data.delivery-status")
+            if value and value.strip() and value.strip() not in parts:
                 parts.append(value.strip())
-    if not parts and isinstance(data.get("reason"), str):
-        parts.append(str(data["reason"]))
+    reason = _str(data, "reason", None) if not parts else None
+    if reason:
+        parts.append(reason)
     return " ".join(parts)[:1000] or None
 
 
-def _str(data: Mapping[str, Any], key: str, limit: int = 2000) -> str | None:
+def _str(data: Mapping[str, Any], key: str, limit: int | None = 2000, within: str = "event-data") -> str | None:
+    """The string at ``key`` (of the object at ``within``), cut to ``limit``; refused if it cannot be stored."""
     value = data.get(key)
-    return value[:limit] if isinstance(value, str) and value else None
+    if not isinstance(value, str) or not value:
+        return None
+    return _storable(value, f"{within}.{key}")[:limit]
 
 
 def _user_agent(data: Mapping[str, Any]) -> str | None:
     info = data.get("client-info")
-    return _str(info, "user-agent", 1000) if isinstance(info, dict) else None
+    return _str(info, "user-agent", 1000, "event-data.client-info") if isinstance(info, dict) else None
 
 
 def _event(data: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -249,4 +288,12 @@ def sign(key: str, timestamp: str, token: str) -> str:
     return hmac.new(key.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
 
 
-__all__: Sequence[str] = ("MAX_SKEW_SECONDS", "Call", "append_calls", "receive", "sign", "verified_calls")
+__all__: Sequence[str] = (
+    "MAX_SKEW_SECONDS",
+    "Call",
+    "append_calls",
+    "parse_body",
+    "receive",
+    "sign",
+    "verified_calls",
+)
