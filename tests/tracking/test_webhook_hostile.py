@@ -1,5 +1,5 @@
-"""POST /emails/events against hostile calls: text PostgreSQL cannot store, among concurrent calls too,
-timestamps that are not numbers, and signatures computed as Mailgun documents them.
+"""POST /emails/events against hostile calls: text PostgreSQL cannot store, a call the database refuses
+among concurrent ones, timestamps that are not numbers, and signatures computed as Mailgun documents them.
 
 Calls are posted as raw JSON with ASCII escapes, so a lone surrogate travels as the escape ``\\ud800``
 that JSON allows and an attacker can send.
@@ -13,12 +13,14 @@ import hmac
 import json
 import secrets
 import time
-from contextlib import suppress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.config import Settings
@@ -129,6 +131,76 @@ async def test_poisoned_calls_among_concurrent_ones_fail_alone(
     assert [a.status_code for i, a in enumerate(answers) if i not in bad] == [200] * 27
     stored = sorted(r["recipient"] for r in await stored_events(session))
     assert stored == sorted(f"r{i}@example.com" for i in range(27)) and await taken_tokens(session) == 27
+
+
+@asynccontextmanager
+async def refused_by_the_database(session: AsyncSession, event_id: str) -> AsyncIterator[None]:
+    """The events table refuses an event with this id, as it would refuse data no validation foresaw."""
+    assert event_id.isalnum()  # spelled into the statement: DDL takes no parameters
+    check = f"CHECK (provider_event_id IS DISTINCT FROM '{event_id}')"
+    await session.execute(text(f"ALTER TABLE email_events ADD CONSTRAINT test_refused {check}"))
+    await session.commit()
+    try:
+        yield
+    finally:
+        await session.rollback()
+        await session.execute(text("ALTER TABLE email_events DROP CONSTRAINT test_refused"))
+        await session.commit()
+
+
+async def test_a_call_the_database_refuses_fails_alone_and_its_batch_is_stored(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    refused_id = "refused" + secrets.token_hex(8)
+    calls = [signed(event("delivered", MID, f"r{i}@example.com")) for i in range(30)]
+    bad = (4, 15, 26)
+    for at in bad:
+        calls[at]["event-data"]["id"] = refused_id
+    async with refused_by_the_database(session, refused_id):
+        answers = await asyncio.gather(*(post(client, c) for c in calls))
+        for at in bad:
+            assert answers[at].status_code == 400, answers[at].text
+            assert answers[at].json()["message"].startswith("event-data: ")
+        assert [a.status_code for i, a in enumerate(answers) if i not in bad] == [200] * 27
+        stored = sorted(r["recipient"] for r in await stored_events(session))
+        assert stored == sorted(f"r{i}@example.com" for i in range(30) if i not in bad)
+        assert await taken_tokens(session) == 27
+
+        # Several calls in one body are one transaction: refused whole.
+        listed = await post(client, [signed(event("delivered", MID, "s@example.com")), calls[4]])
+        assert listed.status_code == 400 and listed.json()["message"].startswith("event-data: "), listed.text
+        assert len(await stored_events(session)) == 27 and await taken_tokens(session) == 27
+
+    # Their tokens were not taken: once the database takes them, Mailgun's retries are stored.
+    assert [(await post(client, calls[at])).status_code for at in bad] == [200] * 3
+    assert len(await stored_events(session)) == 30
+
+
+async def test_a_database_failing_a_call_answers_503_not_400(client: httpx.AsyncClient, session: AsyncSession) -> None:
+    failing_id = "failing" + secrets.token_hex(8)
+    await session.execute(
+        text(
+            "CREATE FUNCTION test_disk_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF NEW.provider_event_id = '{failing_id}' THEN RAISE EXCEPTION 'no space' USING ERRCODE = 'disk_full';"
+            " END IF; RETURN NEW; END $$"
+        )
+    )
+    await session.execute(
+        text(
+            "CREATE TRIGGER test_disk_full BEFORE INSERT ON email_events FOR EACH ROW EXECUTE FUNCTION test_disk_full()"
+        )
+    )
+    await session.commit()
+    try:
+        call = signed(event("delivered", MID, "ann@example.com", id=failing_id))
+        answer = await post(client, call)
+        assert answer.status_code == 503, answer.text
+        assert await stored_events(session) == [] and await taken_tokens(session) == 0
+    finally:
+        await session.rollback()
+        await session.execute(text("DROP TRIGGER test_disk_full ON email_events"))
+        await session.execute(text("DROP FUNCTION test_disk_full()"))
+        await session.commit()
 
 
 def signed_at(data: dict[str, Any], timestamp: str) -> dict[str, Any]:

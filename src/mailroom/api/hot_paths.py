@@ -29,7 +29,7 @@ from mailroom.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from mailroom.sending.tracking_links import TrackingTokens
 from mailroom.tracking.hits import Hit, record_hits
 from mailroom.tracking.intake import Intake
-from mailroom.tracking.webhooks import REPLAYED, Call, append_calls, verified_calls
+from mailroom.tracking.webhooks import REPLAYED, Call, append_calls, refusal, verified_calls
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +118,12 @@ class HotPaths:
             fresh = await self.calls.submit(call)
         except MailroomError as exc:
             return await _error(send, exc.status, exc.code, exc.message)
-        except Exception:
+        except Exception as exc:
             # Not stored: Mailgun retries a call not answered 2xx.
             log.warning("could not store a webhook call", exc_info=True)
+            refused = refusal(exc)
+            if refused is not None:
+                return await _error(send, refused.status, refused.code, refused.message)
             return await _error(send, 503, "ServiceUnavailable", "the event could not be stored; retry")
         if not fresh:
             return await _error(send, 401, "Unauthorized", REPLAYED)

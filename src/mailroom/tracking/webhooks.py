@@ -21,10 +21,12 @@ from typing import Any
 
 import orjson
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from mailroom.errors import BadRequest, Unauthorized
 from mailroom.tracking.events import BY_INDEX, QUEUE_APPENDED
+from mailroom.tracking.intake import refused_data
 from mailroom.tracking.models import EVENT_TYPES
 
 # Mailgun retries for hours; a signature older (or newer) than this is refused as a possible replay.
@@ -278,9 +280,22 @@ async def receive(session: AsyncSession, body: object, key: str, *, now: float |
     Raises Unauthorized (forged, stale, replayed: the caller's transaction must roll back) or BadRequest.
     """
     calls = verified_calls(body, key, now=now)
-    if not all(await append_calls(session, calls)):
+    try:
+        fresh = await append_calls(session, calls)
+    except DBAPIError as exc:
+        refused = refusal(exc)
+        if refused is None:
+            raise
+        raise refused from exc
+    if not all(fresh):
         raise Unauthorized(REPLAYED)
     return sum(1 for call in calls if call.event is not None)
+
+
+def refusal(exc: Exception) -> BadRequest | None:
+    """What to answer a call whose write failed because the database refused its data (not because the
+    database failed); None otherwise."""
+    return BadRequest("refused by the database", field="event-data") if refused_data(exc) else None
 
 
 def sign(key: str, timestamp: str, token: str) -> str:
@@ -294,6 +309,7 @@ __all__: Sequence[str] = (
     "append_calls",
     "parse_body",
     "receive",
+    "refusal",
     "sign",
     "verified_calls",
 )
