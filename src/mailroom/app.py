@@ -16,9 +16,10 @@ from mailroom.api.auth import token_is_valid
 from mailroom.api.browser import NoSignIn
 from mailroom.api.campaigns import router as campaigns_router
 from mailroom.api.crm import router as crm_router
+from mailroom.api.docs import router as docs_router
 from mailroom.api.domains import router as domains_router
 from mailroom.api.envelope import ORJSONResponse
-from mailroom.api.errors import document_errors, install_error_handlers
+from mailroom.api.errors import install_error_handlers
 from mailroom.api.events import router as events_router
 from mailroom.api.files import UPLOAD_BODY_LIMIT
 from mailroom.api.files import router as files_router
@@ -30,6 +31,7 @@ from mailroom.api.mailboxes import router as mailboxes_router
 from mailroom.api.metrics import RequestMetrics
 from mailroom.api.metrics import router as metrics_router
 from mailroom.api.notifications import router as notifications_router
+from mailroom.api.openapi import describe_api
 from mailroom.api.suppressions import router as suppressions_router
 from mailroom.api.tracking import install as install_tracking
 from mailroom.api.tracking import router as tracking_router
@@ -59,6 +61,9 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         default_response_class=ORJSONResponse,
         lifespan=lifespan,
+        # /docs is served from the package (api/docs.py), never from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -111,11 +116,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(suppressions_router)
     app.include_router(notifications_router)
     app.include_router(metrics_router)
+    app.include_router(docs_router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document_errors(
-                get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            app.openapi_schema = describe_api(
+                get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes), app.routes
             )
         return app.openapi_schema
 
