@@ -27,6 +27,7 @@ bench: $(BIN)/mailroom
 	$(BIN)/python bench/attachments.py
 	$(BIN)/python bench/send.py
 	$(BIN)/python bench/api_latency.py
+	$(BIN)/python bench/api.py
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/mime.py
 	$(BIN)/python bench/events.py

@@ -90,13 +90,14 @@ def parse_hey(output: str) -> Load:
 class Server:
     """`mailroom serve` (with its worker child) in its own process group, output to a log file."""
 
-    def __init__(self, env: dict[str, str], tmp: Path) -> None:
+    def __init__(self, env: dict[str, str], tmp: Path, *options: str) -> None:
+        """``options`` go on the command line after the port (bench/api.py passes --workers)."""
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = tmp / "serve.log"
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
-                [str(MAILROOM), "serve", "--port", str(self.port)],
+                [str(MAILROOM), "serve", "--port", str(self.port), *options],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
