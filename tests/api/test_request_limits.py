@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailroom.app import create_app
+from mailroom.app import create_app, dispose
 from mailroom.config import Settings
 from tests.support.world import World
 
@@ -67,7 +67,7 @@ async def test_a_body_trickled_slowly_times_out(settings: Settings, world: World
             assert response.status_code == 408 and response.json()["message"].startswith("body:")
             assert time.monotonic() - started < 5 and body.pulled < 100
     finally:
-        await app.state.engine.dispose()
+        await dispose(app)
 
 
 async def test_the_emails_association_is_capped_and_the_total_stays_known(

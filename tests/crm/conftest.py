@@ -8,7 +8,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from mailroom.app import create_app
+from mailroom.app import create_app, dispose
 from mailroom.config import Settings
 from tests.support.oauth_server import FakeOAuth, oauth_server
 from tests.support.world import World
@@ -24,8 +24,7 @@ def provider() -> Iterator[FakeOAuth]:
 async def oauth_app(settings: Settings, provider: FakeOAuth) -> AsyncIterator[FastAPI]:
     application = create_app(provider.settings(settings))
     yield application
-    await application.state.renderer.aclose()
-    await application.state.engine.dispose()
+    await dispose(application)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mailroom.app import create_app
+from mailroom.app import create_app, dispose
 from mailroom.config import Settings
 from mailroom.db import start_embedded_postgres
 from tests.support import faults
@@ -83,8 +83,7 @@ async def test_database_restart_mid_campaign(own_postgres: tuple[str, Any], tmp_
                 )
                 campaign = await faults.schedule_to_all_contacts(admin)
         finally:
-            await app.state.renderer.aclose()
-            await app.state.engine.dispose()
+            await dispose(app)
 
         await faults.until(
             lambda: len(smtp.messages) >= RECIPIENTS // 5, within=60, what="a fifth of the mail", group=workers

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from mailroom.app import create_app
+from mailroom.app import create_app, dispose
 from mailroom.config import Settings
 from mailroom.files.storage import S3_PART
 from mailroom.sending.attachments import MAILGUN_SIZE_LIMIT
@@ -30,8 +30,7 @@ def s3() -> Iterator[S3Server]:
 async def s3_app(s3: S3Server, settings: Settings) -> AsyncIterator[FastAPI]:
     application = create_app(s3.settings(settings))
     yield application
-    await application.state.renderer.aclose()
-    await application.state.engine.dispose()
+    await dispose(application)
 
 
 @pytest.fixture

@@ -1,11 +1,12 @@
-"""Request-scoped dependencies: the transaction every request runs in, and app services."""
+"""Request-scoped dependencies: the transaction a write runs in, the connection a read uses, app services."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from psycopg import AsyncConnection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.config import Settings
@@ -21,6 +22,15 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
 # scope="function": commit before the response leaves, so a 200 always means the write is durable.
 get_session = Depends(_session, scope="function")
 Session = Annotated[AsyncSession, get_session]
+
+
+async def _read_connection(request: Request) -> AsyncIterator[AsyncConnection[Any]]:
+    """An autocommit connection of the read pool: a read answers without a transaction around it."""
+    async with request.app.state.read_pool.connection() as conn:
+        yield conn
+
+
+ReadConnection = Annotated[AsyncConnection[Any], Depends(_read_connection, scope="function")]
 
 
 def _settings(request: Request) -> Settings:

@@ -202,7 +202,7 @@ async def upload_attachment(
     brand = _optional_brand(request)
     # A short transaction of its own: no database connection is held while the body arrives.
     async with request.app.state.sessionmaker() as session, session.begin():
-        caller = await current_caller(request, session)
+        caller = await current_caller(request)
         if brand is not None:
             await require_member(session, caller.user.id, brand, field=BRAND_HEADER)
     user = caller.user.id

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailroom.api.envelope import error_body
 from mailroom.links import LINK_ONLY_PREFIXES, PROVIDER_WEBHOOKS
@@ -30,7 +29,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-Authenticate = Callable[[AsyncSession, str], Awaitable[bool]]
+# Whether a bearer token is live (checked before a body is read).
+Authenticate = Callable[[str], Awaitable[bool]]
 
 # Links opened from an email carry their own signed token instead of an API token; their bodies are tiny.
 PUBLIC_BODY_LIMIT = 64 * 1024
@@ -73,12 +73,10 @@ class BodyLimitMiddleware:
         app: ASGIApp,
         *,
         limits: BodyLimits,
-        sessionmaker: async_sessionmaker[AsyncSession],
         authenticate: Authenticate,
     ) -> None:
         self.app = app
         self.limits = limits
-        self.sessionmaker = sessionmaker
         self.authenticate = authenticate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -116,8 +114,7 @@ class BodyLimitMiddleware:
             token = _bearer(headers)
             valid = False
             if token is not None and len(token) <= 200:
-                async with self.sessionmaker() as session:
-                    valid = await self.authenticate(session, token)
+                valid = await self.authenticate(token)
             if not valid:
                 raise _Refused(401, "Unauthorized", "Authorization: a valid bearer token is required")
 

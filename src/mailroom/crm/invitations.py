@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.addresses import normalize
 from mailroom.crm.membership import is_direct_member, member_role
-from mailroom.crm.models import User
+from mailroom.crm.models import Person
 from mailroom.crm.service import set_membership
 from mailroom.crypto import InvalidToken, SecretBox
 from mailroom.errors import Forbidden, NotFound
@@ -35,7 +35,7 @@ def invite(box: SecretBox, *, brand: uuid.UUID, email: str, role: str, inviter: 
     }
 
 
-async def accept(session: AsyncSession, box: SecretBox, token: str, user: User) -> dict[str, Any]:
+async def accept(session: AsyncSession, box: SecretBox, token: str, user: Person) -> dict[str, Any]:
     """Make ``user`` a member as the invitation says; a member already keeps the role they have."""
     try:
         payload = box.unseal(INVITATION, token)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import DateTime, Index, LargeBinary, PrimaryKeyConstraint, Text, text
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -23,6 +24,17 @@ class Brand(Base):
     updated_at: Mapped[datetime | None] = timestamp()
     deleted_at: Mapped[datetime | None] = timestamp()
     __table_args__ = (Index("ix_brands_parent", "parent"),)
+
+
+class Person(Protocol):
+    """A user as the rules about their address need them: a stored User, or a request's caller."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def email(self) -> str: ...
+    @property
+    def email_confirmed(self) -> bool: ...
 
 
 # Individual emails a user may send in a calendar month unless set otherwise.

@@ -28,7 +28,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.config import Settings
-from mailroom.crm.models import User
+from mailroom.crm.models import Person
 from mailroom.crypto import SecretBox
 from mailroom.db import make_engine, make_sessionmaker, resolve_database_url
 from mailroom.domains.dns import DnsChecker, DnsRecord, bare
@@ -60,7 +60,7 @@ class _Wanted:
     required: bool = True
 
 
-def address_domain(user: User) -> str:
+def address_domain(user: Person) -> str:
     """The domain of the user's confirmed address; 400 when unconfirmed or a free mailbox provider's."""
     if not user.email_confirmed:
         raise BadRequest("confirm your email address before setting up its domain", field="email")
@@ -72,7 +72,7 @@ def address_domain(user: User) -> str:
     return domain
 
 
-async def get_domain(session: AsyncSession, user: User) -> SendingDomain:
+async def get_domain(session: AsyncSession, user: Person) -> SendingDomain:
     domain = address_domain(user)
     row = (await session.execute(select(SendingDomain).where(SendingDomain.domain == domain))).scalar_one_or_none()
     if row is None:
@@ -103,7 +103,7 @@ def answer(checks: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 async def verify(
-    session: AsyncSession, user: User, *, settings: Settings, box: SecretBox, dns: DnsChecker | None = None
+    session: AsyncSession, user: Person, *, settings: Settings, box: SecretBox, dns: DnsChecker | None = None
 ) -> list[dict[str, Any]]:
     """Set up (or look up) the sending domain of the user's address domain and check its records now."""
     domain = address_domain(user)
