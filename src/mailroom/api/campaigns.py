@@ -8,15 +8,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from mailroom.api.auth import CurrentCaller, brand_from_request
-from mailroom.api.deps import Session
+from mailroom.api.deps import ReadConnection, Session
 from mailroom.api.envelope import ORJSONResponse, ok, ok_list
 from mailroom.api.paging import Limit, Start
-from mailroom.campaigns import listing, quota, service
-from mailroom.campaigns.models import EmailCampaign
+from mailroom.campaigns import listing, quota, reads, service
 from mailroom.campaigns.schemas import CampaignIn, NotificationsIn
 from mailroom.campaigns.views import campaign_emails_page, campaigns_out, parse_associations
 from mailroom.config import Settings
 from mailroom.crm.membership import require_member
+from mailroom.db import driver_connection
 
 router = APIRouter(tags=["email campaigns"])
 
@@ -39,10 +39,11 @@ def _private_links(request: Request) -> bool:
     return settings.allow_private_attachment_links
 
 
-async def _answer(session: Session, campaign_id: uuid.UUID, associations: frozenset[str]) -> ORJSONResponse:
-    campaign = await session.get(EmailCampaign, campaign_id, populate_existing=True)
-    assert campaign is not None
-    return ok((await campaigns_out(session, [campaign], associations))[0])
+async def _answer(session: Session, campaign_id: uuid.UUID, user: uuid.UUID, assoc: frozenset[str]) -> ORJSONResponse:
+    """The campaign as the write left it, read in the write's own transaction."""
+    conn = await driver_connection(session)
+    campaign = await reads.visible_campaign(conn, campaign_id, user)
+    return ok((await campaigns_out(conn, [campaign], assoc))[0])
 
 
 async def _create(
@@ -60,7 +61,7 @@ async def _create(
     campaign_id = await service.create_campaign(
         session, body, actor, renderer=request.app.state.renderer, force_individual=individual
     )
-    return await _answer(session, campaign_id, associations)
+    return await _answer(session, campaign_id, caller.user.id, associations)
 
 
 @router.post("/emails", summary="Schedule an email campaign (due_at null: a draft)")
@@ -95,7 +96,7 @@ async def update_campaign(
         renderer=request.app.state.renderer,
         allow_private_links=_private_links(request),
     )
-    return await _answer(session, id, associations)
+    return await _answer(session, id, caller.user.id, associations)
 
 
 @router.put("/emails/{id}/notifications", summary="Turn the sender's notifications for a campaign on or off")
@@ -112,11 +113,11 @@ async def delete_campaign(id: uuid.UUID, caller: CurrentCaller, session: Session
 
 @router.get("/emails/{id}", summary="Get an email campaign")
 async def get_campaign(
-    request: Request, id: uuid.UUID, caller: CurrentCaller, session: Session, assoc: Associations = None
+    request: Request, id: uuid.UUID, caller: CurrentCaller, conn: ReadConnection, assoc: Associations = None
 ) -> ORJSONResponse:
     associations = _associations(request, assoc)
-    campaign = await service.live_campaign(session, id, caller.user.id)
-    return ok((await campaigns_out(session, [campaign], associations))[0])
+    campaign = await reads.visible_campaign(conn, id, caller.user.id)
+    return ok((await campaigns_out(conn, [campaign], associations))[0])
 
 
 @router.get("/emails/{campaign}/emails", summary="The recipients of a campaign, with what happened to each")
@@ -124,7 +125,7 @@ async def campaign_emails(
     request: Request,
     campaign: uuid.UUID,
     caller: CurrentCaller,
-    session: Session,
+    conn: ReadConnection,
     start: Start = 0,
     limit: Limit = 250,
     order: Annotated[
@@ -133,9 +134,9 @@ async def campaign_emails(
     assoc: Associations = None,
 ) -> ORJSONResponse:
     associations = _associations(request, assoc)
-    await service.live_campaign(session, campaign, caller.user.id)
+    await reads.visible_campaign(conn, campaign, caller.user.id)
     rows, total = await campaign_emails_page(
-        session, campaign, start=start, limit=limit, order=order, associations=associations
+        conn, campaign, start=start, limit=limit, order=order, associations=associations
     )
     return ok_list(rows, total=total)
 
@@ -145,7 +146,7 @@ async def brand_campaigns(
     request: Request,
     brand: uuid.UUID,
     caller: CurrentCaller,
-    session: Session,
+    conn: ReadConnection,
     status: listing.Status | None = None,
     start: Start = 0,
     limit: Limit = 250,
@@ -153,11 +154,9 @@ async def brand_campaigns(
     assoc: Associations = None,
 ) -> ORJSONResponse:
     associations = _associations(request, assoc)
-    await require_member(session, caller.user.id, brand)
-    campaigns, total = await listing.brand_campaigns(
-        session, brand, status=status, start=start, limit=limit, order=order
-    )
-    return ok_list(await campaigns_out(session, campaigns, associations), total=total)
+    await reads.require_member(conn, caller.user.id, brand)
+    campaigns, total = await reads.brand_campaigns(conn, brand, status=status, start=start, limit=limit, order=order)
+    return ok_list(await campaigns_out(conn, campaigns, associations), total=total)
 
 
 @router.get(
@@ -170,6 +169,6 @@ async def brand_campaigns(
     "`scheduled` for unsent campaigns due before the month ends. A campaign that would take "
     "`executed` past `quota` fails when it is due, sending nothing.",
 )
-async def email_quota(brand: uuid.UUID, caller: CurrentCaller, session: Session) -> ORJSONResponse:
-    await require_member(session, caller.user.id, brand)
-    return ok(await quota.quota(session, caller.user.id))
+async def email_quota(brand: uuid.UUID, caller: CurrentCaller, conn: ReadConnection) -> ORJSONResponse:
+    await reads.require_member(conn, caller.user.id, brand)
+    return ok(await quota.quota(conn, caller.user.id))

@@ -7,9 +7,9 @@ import uuid
 from fastapi import APIRouter, Request
 
 from mailroom.api.auth import CurrentCaller
-from mailroom.api.deps import AppSettings, Session
+from mailroom.api.deps import AppSettings, ReadConnection, Session
 from mailroom.api.envelope import ORJSONResponse, ok
-from mailroom.campaigns import service
+from mailroom.campaigns import reads
 from mailroom.errors import NotFound
 from mailroom.tracking import stats, webhooks
 
@@ -33,6 +33,6 @@ async def mailgun_events(request: Request, session: Session, settings: AppSettin
 
 
 @router.get("/emails/{id}/stats", summary="What happened to a campaign's emails: counts, hours, links, failures")
-async def campaign_stats(id: uuid.UUID, caller: CurrentCaller, session: Session) -> ORJSONResponse:
-    campaign = await service.live_campaign(session, id, caller.user.id)
-    return ok(await stats.campaign_stats(session, campaign.id))
+async def campaign_stats(id: uuid.UUID, caller: CurrentCaller, conn: ReadConnection) -> ORJSONResponse:
+    campaign = await reads.visible_campaign(conn, id, caller.user.id)
+    return ok(await stats.campaign_stats(conn, campaign.id))

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from mailroom.api.auth import CurrentCaller
-from mailroom.api.deps import Session
+from mailroom.api.deps import ReadConnection, Session
 from mailroom.api.envelope import ORJSONResponse, ok, ok_list
 from mailroom.api.paging import Limit, Start
 from mailroom.tracking.notifications import list_notifications, mark_seen, notification_out
@@ -24,9 +24,9 @@ router = APIRouter(tags=["notifications"])
     "them happened, `updated_at` when the latest did, `seen_at` when the caller marked it seen (null until then).",
 )
 async def get_notifications(
-    caller: CurrentCaller, session: Session, start: Start = 0, limit: Limit = 100
+    caller: CurrentCaller, conn: ReadConnection, start: Start = 0, limit: Limit = 100
 ) -> ORJSONResponse:
-    rows, total = await list_notifications(session, user=caller.user.id, start=start, limit=limit)
+    rows, total = await list_notifications(conn, user=caller.user.id, start=start, limit=limit)
     return ok_list([notification_out(row) for row in rows], total=total)
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from psycopg import AsyncConnection
+from sqlalchemy import text
 
-from mailroom.campaigns.models import EmailCampaign
-from mailroom.crm.models import User
-from mailroom.sending.expansion import EXPANSION_CTE, executed_this_month, month_bounds, through_esp
+from mailroom.db import fetch_rows
+from mailroom.sending.expansion import EXECUTED_IN_MONTH, EXPANSION_CTE, month_bounds, through_esp
 
 # The route depends on how many recipients the campaign expands to, so it is decided after counting them.
 SCHEDULED_THROUGH_ESP = text(
@@ -30,31 +30,26 @@ SCHEDULED_THROUGH_ESP = text(
 )
 
 
-async def scheduled_this_month(session: AsyncSession, user: uuid.UUID, now: datetime) -> int:
-    """Recipients of the user's unsent campaigns due by the end of this month that will go through the ESP,
-    expanded as they will be."""
-    _, end = month_bounds(now)
-    due = await session.scalars(
-        select(EmailCampaign.id).where(
-            EmailCampaign.from_ == user,
-            EmailCampaign.executed_at.is_(None),
-            EmailCampaign.deleted_at.is_(None),
-            # Overdue ones count too: they are about to go out.
-            EmailCampaign.due_at.is_not(None),
-            EmailCampaign.due_at < end,
-        )
-    )
-    campaigns = list(due)
-    if not campaigns:
-        return 0
-    return int((await session.execute(SCHEDULED_THROUGH_ESP, {"campaigns": campaigns})).scalar_one())
+# The limit, what went out this month, and the unsent campaigns due by its end (overdue ones count
+# too: they are about to go out), in one statement.
+QUOTA_NOW = text(
+    f"""
+    SELECT (SELECT email_quota FROM users WHERE id = :user) AS quota,
+           ({EXECUTED_IN_MONTH.text}) AS executed,
+           ARRAY(SELECT id FROM email_campaigns
+                 WHERE "from" = :user AND executed_at IS NULL AND deleted_at IS NULL
+                   AND due_at IS NOT NULL AND due_at < :end) AS due
+    """
+)
 
 
-async def quota(session: AsyncSession, user: uuid.UUID) -> dict[str, int]:
-    now = datetime.now(UTC)
-    limit = await session.scalar(select(User.email_quota).where(User.id == user))
-    return {
-        "executed": await executed_this_month(session, user, now),
-        "scheduled": await scheduled_this_month(session, user, now),
-        "quota": int(limit or 0),
-    }
+async def quota(conn: AsyncConnection[Any], user: uuid.UUID) -> dict[str, int]:
+    """The user's monthly limit, what counted against it this calendar month (UTC), and the recipients
+    of their unsent campaigns due by its end that will go through the ESP, expanded as they will be."""
+    start, end = month_bounds(datetime.now(UTC))
+    (now,) = await fetch_rows(conn, QUOTA_NOW, {"user": user, "start": start, "end": end})
+    scheduled = 0
+    if now.due:
+        (row,) = await fetch_rows(conn, SCHEDULED_THROUGH_ESP, {"campaigns": now.due})
+        scheduled = int(row[0])
+    return {"executed": int(now.executed or 0), "scheduled": scheduled, "quota": int(now.quota or 0)}

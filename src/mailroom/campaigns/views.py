@@ -1,4 +1,7 @@
-"""Reading campaigns back in the document's shape, with the associations asked for."""
+"""Reading campaigns back in the document's shape, with the associations asked for.
+
+The serialisers take ORM objects or the named-tuple rows of ``reads`` alike (the same attribute names).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +9,9 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Select, case, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from psycopg import AsyncConnection
 
-from mailroom.campaigns.models import (
-    Email,
-    EmailCampaign,
-    EmailCampaignAttachment,
-    EmailCampaignEmail,
-    EmailCampaignRecipient,
-)
-from mailroom.crm.models import Contact, User
+from mailroom.campaigns import reads
 from mailroom.crm.schemas import user_out
 from mailroom.errors import BadRequest
 from mailroom.serialize import epoch, full_name, iso
@@ -37,7 +32,6 @@ ASSOCIATIONS = {
     "email.html",
     "email.text",
 }
-SEND_TYPE_RANK = case({"To": 0, "CC": 1}, value=EmailCampaignRecipient.send_type, else_=2)
 # The campaign-level associations, in the order they follow the campaign's own fields.
 CAMPAIGN_ASSOCIATIONS = ("recipients", "attachments", "emails", "from", "template", "deal")
 
@@ -51,7 +45,7 @@ def parse_associations(values: Iterable[str]) -> frozenset[str]:
     return frozenset(names)
 
 
-def campaign_fields(c: EmailCampaign) -> dict[str, Any]:
+def campaign_fields(c: Any) -> dict[str, Any]:
     return {
         "id": c.id,
         "created_at": epoch(c.created_at),
@@ -85,7 +79,7 @@ def campaign_fields(c: EmailCampaign) -> dict[str, Any]:
     }
 
 
-def recipient_out(r: EmailCampaignRecipient, associations: frozenset[str]) -> dict[str, Any]:
+def recipient_out(r: Any, associations: frozenset[str]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": r.id,
         "created_at": epoch(r.created_at),
@@ -104,7 +98,7 @@ def recipient_out(r: EmailCampaignRecipient, associations: frozenset[str]) -> di
     return out
 
 
-def attachment_out(a: EmailCampaignAttachment) -> dict[str, Any]:
+def attachment_out(a: Any) -> dict[str, Any]:
     return {
         "id": a.id,
         "campaign": a.campaign,
@@ -120,7 +114,7 @@ def attachment_out(a: EmailCampaignAttachment) -> dict[str, Any]:
     }
 
 
-def email_out(e: Email, associations: frozenset[str]) -> dict[str, Any]:
+def email_out(e: Any, associations: frozenset[str]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": e.id,
         "created_at": epoch(e.created_at),
@@ -152,7 +146,7 @@ def email_out(e: Email, associations: frozenset[str]) -> dict[str, Any]:
 
 
 def campaign_email_out(
-    row: EmailCampaignEmail, contact: Contact | None, email: Email | None, associations: frozenset[str]
+    row: Any, contact: Any | None, email: Any | None, associations: frozenset[str]
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"id": row.id, "campaign": row.campaign}
     if "email_campaign_email.email" in associations:
@@ -172,46 +166,8 @@ def campaign_email_out(
     return out
 
 
-EMAIL_ORDER = {
-    "clicked": EmailCampaignEmail.clicked,
-    "opened": EmailCampaignEmail.opened,
-    "unsubscribed": EmailCampaignEmail.unsubscribed,
-    "failed": EmailCampaignEmail.failed,
-    # NULL (not '') without a contact, so unnamed rows sort last either way.
-    "full_name": func.nullif(func.concat_ws(" ", Contact.first_name, Contact.last_name), ""),
-}
-
-
-def campaign_emails_query(
-    campaigns: Sequence[uuid.UUID], order: str | None = None
-) -> Select[EmailCampaignEmail, Contact, Email]:
-    stmt = (
-        select(EmailCampaignEmail, Contact, Email)
-        .outerjoin(Contact, Contact.id == EmailCampaignEmail.contact)
-        .outerjoin(Email, Email.id == EmailCampaignEmail.email)
-        .where(EmailCampaignEmail.campaign.in_(campaigns))
-    )
-    if order:
-        descending = order.startswith("-")
-        column = EMAIL_ORDER.get(order.lstrip("+-"))
-        if column is None:
-            raise BadRequest(f"must be one of {', '.join(EMAIL_ORDER)}, optionally with -", field="order")
-        stmt = stmt.order_by(column.desc().nulls_last() if descending else column.asc().nulls_last())
-    return stmt.order_by(EmailCampaignEmail.campaign, EmailCampaignEmail.seq)
-
-
-# `email_campaign.emails` on a campaign (or a page of campaigns) holds at most this many rows each, in
-# position order; `recipients_count` tells how many there are and GET /emails/:id/emails pages them.
-EMAILS_ASSOCIATION_CAP = 250
-
-
-def _first_emails(campaigns: Sequence[uuid.UUID]) -> Select[EmailCampaignEmail, Contact, Email]:
-    """The first EMAILS_ASSOCIATION_CAP rows of each campaign, read through the (campaign, seq) index."""
-    return campaign_emails_query(campaigns).where(EmailCampaignEmail.seq <= EMAILS_ASSOCIATION_CAP)
-
-
 async def campaign_emails_page(
-    session: AsyncSession,
+    conn: AsyncConnection[Any],
     campaign: uuid.UUID,
     *,
     start: int,
@@ -220,56 +176,42 @@ async def campaign_emails_page(
     associations: frozenset[str],
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of a campaign's recipient rows, and how many rows it has in all."""
-    query = campaign_emails_query([campaign], order).offset(start).limit(limit)
-    rows = [
-        campaign_email_out(row, contact, email, associations) for row, contact, email in await session.execute(query)
-    ]
-    total = await session.scalar(
-        select(func.count()).select_from(EmailCampaignEmail).where(EmailCampaignEmail.campaign == campaign)
-    )
-    return rows, int(total or 0)
+    page = await reads.campaign_emails(conn, [campaign], order=order, start=start, limit=limit)
+    rows = [campaign_email_out(row, contact, email, associations) for row, contact, email in page]
+    return rows, await reads.count_campaign_emails(conn, campaign)
 
 
 async def campaigns_out(
-    session: AsyncSession, campaigns: Sequence[EmailCampaign], associations: frozenset[str]
+    conn: AsyncConnection[Any], campaigns: Sequence[Any], associations: frozenset[str]
 ) -> list[dict[str, Any]]:
-    """Serialise campaigns, loading each requested association for all of them in one query."""
+    """Serialise campaign rows (from ``reads``), loading each requested association for all of them
+    in one statement."""
     ids = [c.id for c in campaigns]
     by_campaign: dict[str, dict[uuid.UUID, list[Any]]] = {}
     if "email_campaign.recipients" in associations:
-        rows = await session.scalars(
-            select(EmailCampaignRecipient)
-            .where(EmailCampaignRecipient.campaign.in_(ids), EmailCampaignRecipient.deleted_at.is_(None))
-            .order_by(EmailCampaignRecipient.created_at, SEND_TYPE_RANK, EmailCampaignRecipient.id)
-        )
+        rows = await reads.recipients(conn, ids)
         by_campaign["recipients"] = _group((r.campaign, recipient_out(r, associations)) for r in rows)
     if "email_campaign.attachments" in associations:
-        rows_a = await session.scalars(
-            select(EmailCampaignAttachment)
-            .where(EmailCampaignAttachment.campaign.in_(ids), EmailCampaignAttachment.deleted_at.is_(None))
-            .order_by(EmailCampaignAttachment.created_at, EmailCampaignAttachment.id)
-        )
-        by_campaign["attachments"] = _group((a.campaign, attachment_out(a)) for a in rows_a)
+        by_campaign["attachments"] = _group((a.campaign, attachment_out(a)) for a in await reads.attachments(conn, ids))
     if "email_campaign.emails" in associations:
-        result = await session.execute(_first_emails(ids))
+        found = await reads.campaign_emails(conn, ids, first=reads.EMAILS_ASSOCIATION_CAP)
         by_campaign["emails"] = _group(
-            (row.campaign, campaign_email_out(row, contact, email, associations))
-            for row, contact, email in result.all()
+            (row.campaign, campaign_email_out(row, contact, email, associations)) for row, contact, email in found
         )
-    # One read of the senders serves both from_address_verified and the `from` association.
-    users = {u.id: u for u in await session.scalars(select(User).where(User.id.in_({c.from_ for c in campaigns})))}
+    users: dict[uuid.UUID, Any] = {}
+    if "email_campaign.from" in associations:
+        users = {u.id: u for u in await reads.senders(conn, [c.from_ for c in campaigns])}
     out = []
     for c in campaigns:
         data = campaign_fields(c)
         # Mail leaves From the user's address only once they have confirmed it, or through their own
         # connected mailbox; until then From is the service's address and theirs is the Reply-To.
-        sender = users.get(c.from_)
-        verified = sender is not None and sender.email_confirmed
-        data["from_address_verified"] = bool(verified or c.google_credential or c.microsoft_credential)
+        data["from_address_verified"] = bool(c.from_confirmed or c.google_credential or c.microsoft_credential)
         for name in CAMPAIGN_ASSOCIATIONS:
             if f"email_campaign.{name}" not in associations:
                 continue
             if name == "from":
+                sender = users.get(c.from_)
                 data["from"] = user_out(sender) if sender is not None else None
             elif name in by_campaign:
                 # An association with no rows reads null, as the document shows.

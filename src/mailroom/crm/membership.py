@@ -15,19 +15,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailroom.errors import Forbidden
 
 # The role the user holds in the brand itself or in its nearest ancestor that has them. The depth
-# bound keeps a corrupted parent cycle from recursing forever.
-MEMBER_ROLE_SQL = text(
-    """
+# bound keeps a corrupted parent cycle from recursing forever. A template: {brand} and {user} are the
+# SQL that names them, a parameter or, in a read that checks many rows at once, a column.
+ROLE_IN_BRAND = """
     WITH RECURSIVE lineage(id, depth) AS (
-        SELECT id, 0 FROM brands WHERE id = :brand AND deleted_at IS NULL
+        SELECT id, 0 FROM brands WHERE id = {brand} AND deleted_at IS NULL
         UNION ALL
         SELECT b.parent, l.depth + 1 FROM lineage l JOIN brands b ON b.id = l.id
         WHERE b.parent IS NOT NULL AND l.depth < 32
     )
-    SELECT m.role FROM lineage l JOIN brand_members m ON m.brand = l.id AND m.user = :user
+    SELECT m.role FROM lineage l JOIN brand_members m ON m.brand = l.id AND m.user = {user}
     ORDER BY l.depth LIMIT 1
-    """
-)
+"""
+MEMBER_ROLE_SQL = text(ROLE_IN_BRAND.format(brand=":brand", user=":user"))
 
 
 async def member_role(session: AsyncSession, user: uuid.UUID, brand: uuid.UUID) -> str | None:

@@ -19,9 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import TextClause, func, select, text, update
+from psycopg import AsyncConnection
+from sqlalchemy import TextClause, func, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailroom.db import fetch_rows
 from mailroom.errors import NotFound
 from mailroom.serialize import epoch
 from mailroom.tracking.activity import SettledActivity
@@ -186,20 +188,24 @@ async def notify(session: AsyncSession, activity: Sequence[SettledActivity]) -> 
     )
 
 
+# The total rides along as a window count; a page past the end counts on its own.
+NOTIFICATIONS_PAGE = text(
+    """
+    SELECT id, type, campaign, recipient, url, count, created_at, updated_at, seen_at, count(*) OVER () AS total
+    FROM notifications WHERE "user" = :user ORDER BY created_at DESC, id DESC OFFSET :start LIMIT :limit
+    """
+)
+NOTIFICATIONS_COUNT = text('SELECT count(*) AS total FROM notifications WHERE "user" = :user')
+
+
 async def list_notifications(
-    session: AsyncSession, *, user: uuid.UUID, start: int, limit: int
-) -> tuple[list[Notification], int]:
+    conn: AsyncConnection[Any], *, user: uuid.UUID, start: int, limit: int
+) -> tuple[list[Any], int]:
     """One page of the user's notifications, newest first, and the number of all of them."""
-    where = [Notification.user == user]
-    total = await session.scalar(select(func.count()).select_from(Notification).where(*where))
-    rows = await session.scalars(
-        select(Notification)
-        .where(*where)
-        .order_by(Notification.created_at.desc(), Notification.id.desc())
-        .offset(start)
-        .limit(limit)
-    )
-    return list(rows.all()), int(total or 0)
+    rows = await fetch_rows(conn, NOTIFICATIONS_PAGE, {"user": user, "start": start, "limit": limit})
+    if rows:
+        return rows, int(rows[0].total)
+    return [], int((await fetch_rows(conn, NOTIFICATIONS_COUNT, {"user": user}))[0].total)
 
 
 async def mark_seen(session: AsyncSession, *, user: uuid.UUID, notification: uuid.UUID) -> Notification:
@@ -216,7 +222,8 @@ async def mark_seen(session: AsyncSession, *, user: uuid.UUID, notification: uui
     return row
 
 
-def notification_out(row: Notification) -> dict[str, Any]:
+def notification_out(row: Any) -> dict[str, Any]:
+    """A Notification, or a row of NOTIFICATIONS_PAGE."""
     return {
         "type": "notification",
         "id": row.id,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from psycopg import AsyncConnection
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailroom.db import fetch_rows
 from mailroom.tracking.models import EVENT_TYPES
 
 PEOPLE = ("opened", "clicked")
@@ -59,8 +60,9 @@ _FAILURES = text(
 )
 
 
-async def campaign_stats(session: AsyncSession, campaign: uuid.UUID) -> dict[str, Any]:
-    row = (await session.execute(_COUNTS, {"campaign": campaign})).one()
+async def campaign_stats(conn: AsyncConnection[Any], campaign: uuid.UUID) -> dict[str, Any]:
+    params = {"campaign": campaign}
+    (row,) = await fetch_rows(conn, _COUNTS, params)
     counts = {t: {"unique": getattr(row, f"unique_{t}"), "total": int(getattr(row, f"total_{t}"))} for t in EVENT_TYPES}
     hourly = [
         {
@@ -69,12 +71,12 @@ async def campaign_stats(session: AsyncSession, campaign: uuid.UUID) -> dict[str
             "opened": r.opened,
             "clicked": r.clicked,
         }
-        for r in await session.execute(_HOURLY, {"campaign": campaign})
+        for r in await fetch_rows(conn, _HOURLY, params)
     ]
-    found = await session.execute(_LINKS, {"campaign": campaign})
+    found = await fetch_rows(conn, _LINKS, params)
     links = [{"url": r.url, "unique": r.unique, "total": r.total} for r in found]
     failures: dict[str, list[dict[str, Any]]] = {"by_reason": [], "by_domain": []}
-    for r in await session.execute(_FAILURES, {"campaign": campaign}):
+    for r in await fetch_rows(conn, _FAILURES, params):
         failures["by_" + r.kind].append({r.kind: r.key, "recipients": r.recipients})
     return {
         "sent": row.sent,

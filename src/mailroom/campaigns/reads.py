@@ -1,0 +1,179 @@
+"""Campaigns read back for API answers, through psycopg rather than the ORM.
+
+A read here is one or two statements on a psycopg connection: the read pool's (autocommit, no
+transaction around a lone SELECT) or, after a write, the write's own transaction's
+(``db.driver_connection``). Rows come back as named tuples whose fields carry the ORM's attribute
+names (``from_``, not ``from``), so the serialisers in ``views`` read them as they read ORM objects;
+the column lists are derived from the models, never written out twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import namedtuple
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import namedtuple_row, tuple_row
+
+from mailroom.campaigns.listing import Status, order_sql, status_sql
+from mailroom.campaigns.models import (
+    Email,
+    EmailCampaign,
+    EmailCampaignAttachment,
+    EmailCampaignEmail,
+    EmailCampaignRecipient,
+)
+from mailroom.crm.membership import ROLE_IN_BRAND
+from mailroom.crm.models import Contact, User
+from mailroom.errors import BadRequest, Forbidden, NotFound
+from mailroom.orm import Base
+
+
+def columns_of(model: type[Base], alias: str) -> list[str]:
+    """``alias."column" AS attribute`` for every mapped column of the model."""
+    return [f'{alias}."{column.name}" AS {key}' for key, column in model.__mapper__.columns.items()]
+
+
+def row_type(model: type[Base]) -> Any:
+    return namedtuple(model.__name__ + "Row", list(model.__mapper__.columns.keys()))
+
+
+CAMPAIGN_COLUMNS = ", ".join(columns_of(EmailCampaign, "c"))
+# The sender's confirmation travels with the campaign: from_address_verified needs it on every answer.
+CAMPAIGN_READ = f"""
+    SELECT {CAMPAIGN_COLUMNS}, u.email_confirmed AS from_confirmed,
+           ({ROLE_IN_BRAND.format(brand="c.brand", user="%(user)s")}) AS caller_role
+    FROM email_campaigns c LEFT JOIN users u ON u.id = c."from"
+    WHERE c.id = %(id)s AND c.deleted_at IS NULL
+"""
+CALLER_ROLE = f"SELECT ({ROLE_IN_BRAND.format(brand='%(brand)s', user='%(user)s')})"
+RECIPIENTS = f"""
+    SELECT {", ".join(columns_of(EmailCampaignRecipient, "r"))} FROM email_campaign_recipients r
+    WHERE r.campaign = ANY(%(ids)s) AND r.deleted_at IS NULL
+    ORDER BY r.created_at, CASE r.send_type WHEN 'To' THEN 0 WHEN 'CC' THEN 1 ELSE 2 END, r.id
+"""
+ATTACHMENTS = f"""
+    SELECT {", ".join(columns_of(EmailCampaignAttachment, "a"))} FROM email_campaign_attachments a
+    WHERE a.campaign = ANY(%(ids)s) AND a.deleted_at IS NULL ORDER BY a.created_at, a.id
+"""
+SENDERS = f"SELECT {', '.join(columns_of(User, 'u'))} FROM users u WHERE u.id = ANY(%(ids)s)"
+
+_ROW, _CONTACT, _EMAIL = row_type(EmailCampaignEmail), row_type(Contact), row_type(Email)
+_SPLIT = (len(_ROW._fields), len(_ROW._fields) + len(_CONTACT._fields))
+CAMPAIGN_EMAILS = (
+    f"SELECT {', '.join(columns_of(EmailCampaignEmail, 'ce') + columns_of(Contact, 'ct') + columns_of(Email, 'm'))} "
+    "FROM email_campaign_emails ce LEFT JOIN contacts ct ON ct.id = ce.contact LEFT JOIN emails m ON m.id = ce.email "
+    "WHERE ce.campaign = ANY(%(ids)s)"
+)
+EMAIL_ORDER = {
+    "clicked": "ce.clicked",
+    "opened": "ce.opened",
+    "unsubscribed": "ce.unsubscribed",
+    "failed": "ce.failed",
+    # NULL (not '') without a contact, so unnamed rows sort last either way.
+    "full_name": "nullif(concat_ws(' ', ct.first_name, ct.last_name), '')",
+}
+# `email_campaign.emails` on a campaign (or a page of campaigns) holds at most this many rows each, in
+# position order; `recipients_count` tells how many there are and GET /emails/:id/emails pages them.
+EMAILS_ASSOCIATION_CAP = 250
+
+
+async def fetch(conn: AsyncConnection[Any], sql: str, params: dict[str, Any]) -> list[Any]:
+    async with conn.cursor(row_factory=namedtuple_row) as cursor:
+        await cursor.execute(sql, params)
+        return await cursor.fetchall()
+
+
+async def visible_campaign(conn: AsyncConnection[Any], campaign: uuid.UUID, user: uuid.UUID) -> Any:
+    """The campaign if it is live and the user is a member of its brand; otherwise 404, never
+    another brand's data."""
+    rows = await fetch(conn, CAMPAIGN_READ, {"id": campaign, "user": user})
+    if not rows or rows[0].caller_role is None:
+        raise NotFound("no such campaign", field="id")
+    return rows[0]
+
+
+async def require_member(conn: AsyncConnection[Any], user: uuid.UUID, brand: uuid.UUID, *, field: str = "brand") -> str:
+    """The user's role in the brand; 403 when they have none (whether or not the brand exists)."""
+    async with conn.cursor(row_factory=tuple_row) as cursor:
+        await cursor.execute(CALLER_ROLE, {"brand": brand, "user": user})
+        row = await cursor.fetchone()
+    role = row[0] if row else None
+    if role is None:
+        raise Forbidden("you are not a member of this brand", field=field)
+    return str(role)
+
+
+async def brand_campaigns(
+    conn: AsyncConnection[Any], brand: uuid.UUID, *, status: Status | None, start: int, limit: int, order: str | None
+) -> tuple[list[Any], int]:
+    """A page of the brand's live campaigns and how many match in all (one statement when the page
+    is not empty: the total rides along as a window count)."""
+    where = f"c.brand = %(brand)s AND c.deleted_at IS NULL{status_sql(status, 'c')}"
+    sql = (
+        f"SELECT {CAMPAIGN_COLUMNS}, u.email_confirmed AS from_confirmed, count(*) OVER () AS total_matches "
+        f'FROM email_campaigns c LEFT JOIN users u ON u.id = c."from" WHERE {where} '
+        f"ORDER BY {order_sql(order, 'c')}, c.id OFFSET %(start)s LIMIT %(limit)s"
+    )
+    rows = await fetch(conn, sql, {"brand": brand, "start": start, "limit": limit})
+    if rows:
+        return rows, int(rows[0].total_matches)
+    counted = await fetch(conn, f"SELECT count(*) AS n FROM email_campaigns c WHERE {where}", {"brand": brand})
+    return [], int(counted[0].n)
+
+
+async def recipients(conn: AsyncConnection[Any], ids: Sequence[uuid.UUID]) -> list[Any]:
+    return await fetch(conn, RECIPIENTS, {"ids": list(ids)})
+
+
+async def attachments(conn: AsyncConnection[Any], ids: Sequence[uuid.UUID]) -> list[Any]:
+    return await fetch(conn, ATTACHMENTS, {"ids": list(ids)})
+
+
+async def senders(conn: AsyncConnection[Any], ids: Sequence[uuid.UUID]) -> list[Any]:
+    return await fetch(conn, SENDERS, {"ids": list(set(ids))})
+
+
+async def campaign_emails(
+    conn: AsyncConnection[Any],
+    ids: Sequence[uuid.UUID],
+    *,
+    order: str | None = None,
+    first: int | None = None,
+    start: int = 0,
+    limit: int | None = None,
+) -> list[tuple[Any, Any | None, Any | None]]:
+    """Recipient rows with their contact and email (None when there is none): a page of one campaign's
+    (``start``, ``limit``, ``order``), or the ``first`` rows of each of several, in position order."""
+    sql = CAMPAIGN_EMAILS
+    params: dict[str, Any] = {"ids": list(ids)}
+    if first is not None:
+        sql += " AND ce.seq <= %(first)s"
+        params["first"] = first
+    ordering = []
+    if order:
+        column = EMAIL_ORDER.get(order.lstrip("+-"))
+        if column is None:
+            raise BadRequest(f"must be one of {', '.join(EMAIL_ORDER)}, optionally with -", field="order")
+        ordering.append(f"{column} {'DESC' if order.startswith('-') else 'ASC'} NULLS LAST")
+    sql += " ORDER BY " + ", ".join([*ordering, "ce.campaign", "ce.seq"])
+    if limit is not None:
+        sql += " OFFSET %(start)s LIMIT %(limit)s"
+        params.update(start=start, limit=limit)
+    async with conn.cursor(row_factory=tuple_row) as cursor:
+        await cursor.execute(sql, params)
+        raw = await cursor.fetchall()
+    a, b = _SPLIT
+    out = []
+    for values in raw:
+        contact = _CONTACT._make(values[a:b])
+        email = _EMAIL._make(values[b:])
+        out.append((_ROW._make(values[:a]), contact if contact.id else None, email if email.id else None))
+    return out
+
+
+async def count_campaign_emails(conn: AsyncConnection[Any], campaign: uuid.UUID) -> int:
+    rows = await fetch(conn, "SELECT count(*) AS n FROM email_campaign_emails WHERE campaign = %(c)s", {"c": campaign})
+    return int(rows[0].n)
