@@ -136,3 +136,36 @@ async def test_the_worker_child_goes_when_serve_is_killed(settings: Settings, tm
 async def test_no_worker_means_no_child(settings: Settings, tmp_path: Path) -> None:
     with serving(settings, tmp_path / "data", tmp_path / "serve.log", "--no-worker") as (process, _):
         assert worker_children(process.pid) == []
+
+
+def api_processes(pid: int) -> list[int]:
+    """The processes of serve's --workers, spawned by uvicorn's supervisor."""
+    children = [int(c) for task in Path(f"/proc/{pid}/task").glob("*") for c in (task / "children").read_text().split()]
+    return [p for p in children if b"multiprocessing" in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+async def test_several_api_processes_share_the_port_and_a_revoked_token_dies_in_all_of_them(
+    settings: Settings, world: World, tmp_path: Path
+) -> None:
+    ann = await world.brand_admin()
+    with serving(settings, tmp_path / "data", tmp_path / "serve.log", "--no-worker", "--workers", "2") as (
+        process,
+        port,
+    ):
+        assert len(api_processes(process.pid)) == 2
+        base = f"http://127.0.0.1:{port}"
+        headers = {"Authorization": f"Bearer {ann.token}"}
+        async with httpx.AsyncClient(base_url=base, headers=headers) as client:
+            made = (await client.post("/users/self/tokens", json={"name": "sync"})).json()["data"]
+            theirs = {"Authorization": f"Bearer {made['token']}"}
+            # Fresh connections, so both processes answer some and remember the token.
+            for _ in range(20):
+                async with httpx.AsyncClient(base_url=base, headers=theirs) as fresh:
+                    assert (await fresh.get("/users/self/tokens")).status_code == 200
+            assert (await client.delete(f"/users/self/tokens/{made['id']}")).status_code == 204
+            revoked_at = time.monotonic()
+            await asyncio.sleep(1.0)  # HOLDER_TTL: the longest any process may still trust it
+            for _ in range(20):
+                async with httpx.AsyncClient(base_url=base, headers=theirs) as fresh:
+                    assert (await fresh.get("/users/self/tokens")).status_code == 401
+            assert time.monotonic() - revoked_at < 5

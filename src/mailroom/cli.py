@@ -134,26 +134,52 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     worker: Annotated[bool, typer.Option(help="Also run a sending worker, in a child process.")] = True,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="API processes sharing the port (default: one per core).")
+    ] = None,
 ) -> None:
     """Run the HTTP API (OpenAPI page at /docs), with a sending worker unless --no-worker."""
     settings = _settings()
     url = _prepare(settings)
     _logging(settings)
     _share_metrics(settings, wipe=True)
+    processes = workers or os.cpu_count() or 1
 
     import uvicorn
 
-    from mailroom.app import create_app
-
-    # log_config=None: uvicorn's records go to our root handler, in our format (see mailroom.logs).
-    config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="info", log_config=None)
-    server = uvicorn.Server(config)
     child = _start_worker_child(url) if worker else None
     try:
-        server.run()
+        if processes == 1:
+            from mailroom.app import create_app
+
+            # log_config=None: uvicorn's records go to our root handler, in our format (see mailroom.logs).
+            config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="info", log_config=None)
+            uvicorn.Server(config).run()
+        else:
+            # Each process builds its own app from the environment: the database (embedded or not) is the
+            # one resolved here, and the metrics directory is shared, so /metrics sums every process.
+            os.environ["MAILROOM_DATABASE_URL"] = url
+            uvicorn.run(
+                "mailroom.cli:api_process",
+                factory=True,
+                host=host,
+                port=port,
+                workers=processes,
+                log_level="info",
+                log_config=None,
+            )
     finally:
         if child is not None:
             _stop_worker_child(child)
+
+
+def api_process() -> Any:
+    """The app of one process of `mailroom serve --workers N`."""
+    from mailroom.app import create_app
+
+    settings = _settings()
+    _logging(settings)
+    return create_app(settings)
 
 
 @cli.command("worker")
