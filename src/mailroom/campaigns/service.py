@@ -154,21 +154,21 @@ async def _check_templates(body: CampaignIn, renderer: RenderPool) -> tuple[bool
     Returns whether they address the recipient (so must go one by one) and, for html without a
     text version, the text template made from it.
     """
-    personal = False
-    derived = None
     derive = not body.text and bool(body.html and body.html.strip())
-    for field in ("subject", "html", "text"):
-        source = getattr(body, field)
-        if not source:
-            continue
-        try:
-            checked = await renderer.check(field, source, derive_text=derive and field == "html")
-        except TemplateError as exc:
-            reason = str(exc).removeprefix(f"{exc.field}: ") if exc.field else str(exc)
-            raise BadRequest(reason, field=field) from None
-        personal = personal or checked.personal
-        derived = checked.text if checked.text is not None else derived
-    return personal, derived
+    fields = [
+        (field, source, derive and field == "html")
+        for field in ("subject", "html", "text")
+        if (source := getattr(body, field))
+    ]
+    if not fields:
+        return False, None
+    try:
+        checked = await renderer.check_all(fields)
+    except TemplateError as exc:
+        reason = str(exc).removeprefix(f"{exc.field}: ") if exc.field else str(exc)
+        raise BadRequest(reason, field=exc.field or fields[0][0]) from None
+    derived = next((c.text for c in checked if c.text is not None), None)
+    return any(c.personal for c in checked), derived
 
 
 async def _values(

@@ -176,10 +176,16 @@ class RenderPool:
 
         With ``derive_text`` (html without a text version) the text made from it is checked and returned.
         """
-        answer = await self._request(
-            {"op": "check", "field": field, "source": source, "derive_text": derive_text}, messages=1, field=field
-        )
-        return CheckedField(personal=bool(answer["personal"]), text=answer["text"])
+        (checked,) = await self.check_all([(field, source, derive_text)])
+        return checked
+
+    async def check_all(self, fields: Sequence[tuple[str, str, bool]]) -> list[CheckedField]:
+        """``check`` for several (field, source, derive_text) in one exchange; the first failing field
+        raises, named."""
+        request = {"op": "check", "fields": [{"field": f, "source": s, "derive_text": d} for f, s, d in fields]}
+        # One sample message, however many fields make it up: the bound of a create-time check.
+        answer = await self._request(request, messages=1, field=fields[0][0] if fields else None)
+        return [CheckedField(personal=bool(a["personal"]), text=a["text"]) for a in answer["fields"]]
 
     async def _request(self, request: dict[str, Any], *, messages: int, field: str | None) -> dict[str, Any]:
         if self._closed:
