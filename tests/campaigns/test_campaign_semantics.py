@@ -195,6 +195,8 @@ async def test_quota_counts_mail_of_the_caller_this_month(
         ),
         {"c": sent["id"]},
     )
+    # As the sender executes: the rows' number is kept on the campaign.
+    await session.execute(text("UPDATE email_campaigns SET recipients_count = 7 WHERE id = :c"), {"c": sent["id"]})
     old = await create(admin, individual=True, due_at="2020-01-01T00:00:00Z")
     await mark_executed(session, old["id"], datetime(2020, 1, 1, tzinfo=UTC))
     await session.execute(
@@ -204,6 +206,7 @@ async def test_quota_counts_mail_of_the_caller_this_month(
         ),
         {"c": old["id"]},
     )
+    await session.execute(text("UPDATE email_campaigns SET recipients_count = 1 WHERE id = :c"), {"c": old["id"]})
     await session.commit()
     quota = admin.data(await admin.get(f"/brands/{admin.brand}/emails/quota"))
     assert quota == {"executed": 7, "scheduled": 4, "quota": 30000}

@@ -80,8 +80,6 @@ SET_RECIPIENTS_COUNT = text(
     f"RETURNING {through_esp('c', 'c.recipients_count')} AS through_esp"
 )
 
-USER_QUOTA_LOCKED = text("SELECT email_quota FROM users WHERE id = :u FOR NO KEY UPDATE")
-
 
 @dataclass(frozen=True)
 class Execution:

@@ -131,13 +131,18 @@ def through_esp(campaign: str, recipients: str) -> str:
 
 # A live campaign's rows count from the moment it is executed, before they are sent, so that campaigns
 # executed one after the other see each other's share. A campaign that failed or was deleted later
-# sends nothing more, but what it did send stays on the count.
+# sends nothing more, but what it did send stays on the count. A live campaign's rows number its
+# recipients_count: reading them one by one made the count grow with the month's mail (a heavy sender's
+# quota answered 7 times a second).
 EXECUTED_IN_MONTH = text(
     f"""
-    SELECT count(*) FROM email_campaign_emails e JOIN email_campaigns c ON c.id = e.campaign
+    SELECT coalesce(sum(
+        CASE WHEN c.failed_at IS NULL AND c.deleted_at IS NULL THEN coalesce(c.recipients_count, 0)
+             ELSE (SELECT count(*) FROM email_campaign_emails e WHERE e.campaign = c.id AND e.email IS NOT NULL)
+        END), 0)
+    FROM email_campaigns c
     WHERE c."from" = :user AND c.executed_at >= :start AND c.executed_at < :end
       AND {through_esp("c", "coalesce(c.recipients_count, 0)")}
-      AND ((c.failed_at IS NULL AND c.deleted_at IS NULL) OR e.email IS NOT NULL)
     """
 )
 
