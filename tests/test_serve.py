@@ -126,11 +126,13 @@ async def test_serve_sends_through_a_worker_child_logs_json_and_stops_it(
 
 @pytest.mark.slow
 async def test_the_worker_child_goes_when_serve_is_killed(settings: Settings, tmp_path: Path) -> None:
-    with serving(settings, tmp_path / "data", tmp_path / "serve.log") as (process, _):
+    with serving(settings, tmp_path / "data", tmp_path / "serve.log", "--workers", "2") as (process, _):
         (child,) = worker_children(process.pid)
-        process.kill()  # kill -9: serve cannot stop its child itself
+        api = api_processes(process.pid)
+        assert len(api) == 2
+        process.kill()  # kill -9: serve cannot stop its children itself
         process.wait(timeout=30)
-        await wait_for(lambda: not alive(child), 10)
+        await wait_for(lambda: not alive(child) and not any(alive(p) for p in api), 10)
 
 
 async def test_no_worker_means_no_child(settings: Settings, tmp_path: Path) -> None:

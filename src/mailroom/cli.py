@@ -177,6 +177,8 @@ def api_process() -> Any:
     """The app of one process of `mailroom serve --workers N`."""
     from mailroom.app import create_app
 
+    # Spawned by serve's process supervisor: a serve killed outright must not leave its port held.
+    _follow_parent(os.getppid())
     settings = _settings()
     _logging(settings)
     return create_app(settings)
