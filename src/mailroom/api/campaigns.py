@@ -154,8 +154,9 @@ async def brand_campaigns(
     assoc: Associations = None,
 ) -> ORJSONResponse:
     associations = _associations(request, assoc)
-    await reads.require_member(conn, caller.user.id, brand)
-    campaigns, total = await reads.brand_campaigns(conn, brand, status=status, start=start, limit=limit, order=order)
+    campaigns, total = await reads.brand_campaigns(
+        conn, brand, caller.user.id, status=status, start=start, limit=limit, order=order
+    )
     return ok_list(await campaigns_out(conn, campaigns, associations), total=total)
 
 

@@ -107,18 +107,32 @@ async def require_member(conn: AsyncConnection[Any], user: uuid.UUID, brand: uui
 
 
 async def brand_campaigns(
-    conn: AsyncConnection[Any], brand: uuid.UUID, *, status: Status | None, start: int, limit: int, order: str | None
+    conn: AsyncConnection[Any],
+    brand: uuid.UUID,
+    user: uuid.UUID,
+    *,
+    status: Status | None,
+    start: int,
+    limit: int,
+    order: str | None,
 ) -> tuple[list[Any], int]:
-    """A page of the brand's live campaigns and how many match in all (one statement when the page
-    is not empty: the total rides along as a window count)."""
+    """A page of the brand's live campaigns and how many match in all, in one statement: the caller's
+    role (403 without one) comes first, and the total rides along as a window count."""
     where = f"c.brand = %(brand)s AND c.deleted_at IS NULL{status_sql(status, 'c')}"
-    sql = (
-        f"SELECT {CAMPAIGN_COLUMNS}, u.email_confirmed AS from_confirmed, count(*) OVER () AS total_matches "
-        f'FROM email_campaigns c LEFT JOIN users u ON u.id = c."from" WHERE {where} '
-        f"ORDER BY {order_sql(order, 'c')}, c.id OFFSET %(start)s LIMIT %(limit)s"
-    )
-    rows = await fetch(conn, sql, {"brand": brand, "start": start, "limit": limit})
-    if rows:
+    sql = f"""
+        WITH caller AS (SELECT ({ROLE_IN_BRAND.format(brand="%(brand)s", user="%(user)s")}) AS caller_role),
+        page AS (
+            SELECT {CAMPAIGN_COLUMNS}, u.email_confirmed AS from_confirmed, count(*) OVER () AS total_matches
+            FROM email_campaigns c LEFT JOIN users u ON u.id = c."from"
+            WHERE {where} AND (SELECT caller_role FROM caller) IS NOT NULL
+            ORDER BY {order_sql(order, "c")}, c.id OFFSET %(start)s LIMIT %(limit)s
+        )
+        SELECT caller.caller_role, page.* FROM caller LEFT JOIN page ON true
+    """
+    rows = await fetch(conn, sql, {"brand": brand, "user": user, "start": start, "limit": limit})
+    if rows[0].caller_role is None:
+        raise Forbidden("you are not a member of this brand", field="brand")
+    if rows[0].id is not None:
         return rows, int(rows[0].total_matches)
     counted = await fetch(conn, f"SELECT count(*) AS n FROM email_campaigns c WHERE {where}", {"brand": brand})
     return [], int(counted[0].n)
@@ -144,9 +158,10 @@ async def campaign_emails(
     first: int | None = None,
     start: int = 0,
     limit: int | None = None,
-) -> list[tuple[Any, Any | None, Any | None]]:
+) -> list[tuple[Any, ...]]:
     """Recipient rows with their contact and email (None when there is none): a page of one campaign's
-    (``start``, ``limit``, ``order``), or the ``first`` rows of each of several, in position order."""
+    (``start``, ``limit``, ``order``; then with the number of all its rows last), or the ``first`` rows
+    of each of several, in position order."""
     sql = CAMPAIGN_EMAILS
     params: dict[str, Any] = {"ids": list(ids)}
     if first is not None:
@@ -160,20 +175,32 @@ async def campaign_emails(
         ordering.append(f"{column} {'DESC' if order.startswith('-') else 'ASC'} NULLS LAST")
     sql += " ORDER BY " + ", ".join([*ordering, "ce.campaign", "ce.seq"])
     if limit is not None:
+        # A page carries the number of all rows as a window count: no second statement to count them.
+        sql = sql.replace(
+            " FROM email_campaign_emails ce", ", count(*) OVER () AS total FROM email_campaign_emails ce", 1
+        )
         sql += " OFFSET %(start)s LIMIT %(limit)s"
         params.update(start=start, limit=limit)
     async with conn.cursor(row_factory=tuple_row) as cursor:
         await cursor.execute(sql, params)
         raw = await cursor.fetchall()
     a, b = _SPLIT
+    c = b + len(_EMAIL._fields)
     out = []
     for values in raw:
         contact = _CONTACT._make(values[a:b])
-        email = _EMAIL._make(values[b:])
-        out.append((_ROW._make(values[:a]), contact if contact.id else None, email if email.id else None))
+        email = _EMAIL._make(values[b:c])
+        found = (_ROW._make(values[:a]), contact if contact.id else None, email if email.id else None)
+        out.append((*found, int(values[c])) if limit is not None else found)
     return out
 
 
-async def count_campaign_emails(conn: AsyncConnection[Any], campaign: uuid.UUID) -> int:
+async def campaign_emails_page(
+    conn: AsyncConnection[Any], campaign: uuid.UUID, *, order: str | None, start: int, limit: int
+) -> tuple[list[tuple[Any, Any | None, Any | None]], int]:
+    """A page of one campaign's recipient rows and the number of all of them."""
+    page = await campaign_emails(conn, [campaign], order=order, start=start, limit=limit)
+    if page:
+        return [(row, contact, email) for row, contact, email, _ in page], page[0][3]
     rows = await fetch(conn, "SELECT count(*) AS n FROM email_campaign_emails WHERE campaign = %(c)s", {"c": campaign})
-    return int(rows[0].n)
+    return [], int(rows[0].n)

@@ -176,9 +176,8 @@ async def campaign_emails_page(
     associations: frozenset[str],
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of a campaign's recipient rows, and how many rows it has in all."""
-    page = await reads.campaign_emails(conn, [campaign], order=order, start=start, limit=limit)
-    rows = [campaign_email_out(row, contact, email, associations) for row, contact, email in page]
-    return rows, await reads.count_campaign_emails(conn, campaign)
+    page, total = await reads.campaign_emails_page(conn, campaign, order=order, start=start, limit=limit)
+    return [campaign_email_out(row, contact, email, associations) for row, contact, email in page], total
 
 
 async def campaigns_out(
