@@ -36,8 +36,8 @@ from mailroom.api.tracking import install as install_tracking
 from mailroom.api.tracking import router as tracking_router
 from mailroom.api.unsubscribe import router as unsubscribe_router
 from mailroom.config import Settings
-from mailroom.crypto import SecretBox
 from mailroom.crm.tokens import TokenCheck
+from mailroom.crypto import SecretBox
 from mailroom.db import ReadPool, make_engine, make_sessionmaker, resolve_database_url
 from mailroom.files.storage import storage_from_settings
 from mailroom.links import install_access_log_filter

@@ -12,16 +12,15 @@ dir and stopped when the last one exits.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
-
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from psycopg import AsyncConnection
 from psycopg.rows import namedtuple_row
@@ -172,4 +171,3 @@ async def fetch_rows(conn: AsyncConnection[Any], statement: TextClause, params: 
     async with conn.cursor(row_factory=namedtuple_row) as cursor:
         await cursor.execute(compiled[1], params)
         return await cursor.fetchall()
-

@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from psycopg import AsyncConnection
-
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
