@@ -3,7 +3,6 @@ and a new user's address counts as theirs only once they have confirmed it."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
 
@@ -14,8 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailroom.config import Settings
 from mailroom.crypto import SecretBox
 from mailroom.sending.notices import confirmation_token
-from tests.support.sender import running_worker
-from tests.support.smtp_server import smtp_server
+from tests.support.sender import first_mail_over_smtp
 from tests.support.world import Actor, World
 
 
@@ -62,12 +60,7 @@ async def test_adding_an_existing_users_address_mails_them_an_invitation_they_ac
     other = await world.brand_admin(brand_name="Harbor Homes", first="Hal", last="Admin")
     added = await other.post(f"/brands/{other.brand}/users", {"email": "Gus@Example.com", "role": "Admin"})
     assert added.status_code == 200 and "gus@example.com" not in await memberships(session, other.brand)
-    with smtp_server() as server:
-        async with running_worker(settings, transport="smtp", smtp_url=server.url):
-            for _ in range(200):
-                if server.messages:
-                    break
-                await asyncio.sleep(0.05)
+    server = await first_mail_over_smtp(settings)
     (message,) = server.messages
     assert message.rcpt_tos == ["gus@example.com"]
     body = message.raw.decode()
@@ -141,12 +134,7 @@ async def test_a_new_user_confirms_their_address_by_the_mailed_link(
     admin = await world.brand_admin()
     created = admin.data(await admin.post(f"/brands/{admin.brand}/users", {"email": "fay@example.com"}))
     assert created["email_confirmed"] is False
-    with smtp_server() as server:
-        async with running_worker(settings, transport="smtp", smtp_url=server.url):
-            for _ in range(200):
-                if server.messages:
-                    break
-                await asyncio.sleep(0.05)
+    server = await first_mail_over_smtp(settings)
     (message,) = server.messages
     assert message.rcpt_tos == ["fay@example.com"]
     body = message.raw.decode()

@@ -66,3 +66,16 @@ async def sent_over_smtp(
         async with running_worker(settings, transport="smtp", smtp_url=server.url, **overrides):
             await wait_until_sent(sessionmaker, campaign)
     return server
+
+
+async def first_mail_over_smtp(settings: Settings, *, within: float = 10.0) -> FakeSmtpServer:
+    """Run a worker sending through a local SMTP server until that server has received a message (the
+    service's own notices: confirmations, invitations); the server, holding it."""
+    with smtp_server() as server:
+        async with running_worker(settings, transport="smtp", smtp_url=server.url):
+            deadline = time.monotonic() + within
+            while time.monotonic() < deadline:
+                if server.messages:
+                    break
+                await asyncio.sleep(0.05)
+    return server
