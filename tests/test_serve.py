@@ -143,7 +143,7 @@ async def test_no_worker_means_no_child(settings: Settings, tmp_path: Path) -> N
 def api_processes(pid: int) -> list[int]:
     """The processes of serve's --workers, spawned by uvicorn's supervisor."""
     children = [int(c) for task in Path(f"/proc/{pid}/task").glob("*") for c in (task / "children").read_text().split()]
-    return [p for p in children if b"multiprocessing" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    return [p for p in children if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
 
 
 async def test_several_api_processes_share_the_port_and_a_revoked_token_dies_in_all_of_them(
