@@ -26,7 +26,7 @@ from mailroom.campaigns.models import (
     EmailCampaignRecipient,
 )
 from mailroom.crm.membership import ROLE_IN_BRAND
-from mailroom.crm.models import Contact, User
+from mailroom.crm.models import User
 from mailroom.errors import BadRequest, Forbidden, NotFound
 from mailroom.orm import Base
 
@@ -60,13 +60,25 @@ ATTACHMENTS = f"""
 """
 SENDERS = f"SELECT {', '.join(columns_of(User, 'u'))} FROM users u WHERE u.id = ANY(%(ids)s)"
 
-_ROW, _CONTACT, _EMAIL = row_type(EmailCampaignEmail), row_type(Contact), row_type(Email)
-_SPLIT = (len(_ROW._fields), len(_ROW._fields) + len(_CONTACT._fields))
+_ROW = row_type(EmailCampaignEmail)
+# What a recipient row shows of its contact; the email only when asked for, its bodies only when
+# asked for too: a page of 250 rows would otherwise carry 250 bodies it never answers.
+_CONTACT: Any = namedtuple("_CONTACT", ["id", "first_name", "last_name", "profile_image_url"])
+_CONTACT_COLUMNS = [f"ct.{name} AS {name}" for name in _CONTACT._fields]
+_BODIES = ("html", "text")
+_EMAIL_COLUMNS = dict(zip(Email.__mapper__.columns.keys(), columns_of(Email, "m"), strict=True))
 CAMPAIGN_EMAILS = (
-    f"SELECT {', '.join(columns_of(EmailCampaignEmail, 'ce') + columns_of(Contact, 'ct') + columns_of(Email, 'm'))} "
-    "FROM email_campaign_emails ce LEFT JOIN contacts ct ON ct.id = ce.contact LEFT JOIN emails m ON m.id = ce.email "
+    "SELECT {columns} FROM email_campaign_emails ce LEFT JOIN contacts ct ON ct.id = ce.contact {join}"
     "WHERE ce.campaign = ANY(%(ids)s)"
 )
+
+
+def _email_fields(associations: frozenset[str]) -> list[str]:
+    if "email_campaign_email.email" not in associations:
+        return []
+    return [n for n in _EMAIL_COLUMNS if n not in _BODIES or f"email.{n}" in associations]
+
+
 EMAIL_ORDER = {
     "clicked": "ce.clicked",
     "opened": "ce.opened",
@@ -153,16 +165,23 @@ async def senders(conn: AsyncConnection[Any], ids: Sequence[uuid.UUID]) -> list[
 async def campaign_emails(
     conn: AsyncConnection[Any],
     ids: Sequence[uuid.UUID],
+    associations: frozenset[str],
     *,
     order: str | None = None,
     first: int | None = None,
     start: int = 0,
     limit: int | None = None,
 ) -> list[tuple[Any, ...]]:
-    """Recipient rows with their contact and email (None when there is none): a page of one campaign's
-    (``start``, ``limit``, ``order``; then with the number of all its rows last), or the ``first`` rows
-    of each of several, in position order."""
-    sql = CAMPAIGN_EMAILS
+    """Recipient rows with their contact and, when asked for, their email (None when there is none): a
+    page of one campaign's (``start``, ``limit``, ``order``; then with the number of all its rows last),
+    or the ``first`` rows of each of several, in position order."""
+    email_fields = _email_fields(associations)
+    columns = columns_of(EmailCampaignEmail, "ce") + _CONTACT_COLUMNS + [_EMAIL_COLUMNS[n] for n in email_fields]
+    if limit is not None:
+        # A page carries the number of all rows as a window count: no second statement to count them.
+        columns.append("count(*) OVER () AS total")
+    join = "LEFT JOIN emails m ON m.id = ce.email " if email_fields else ""
+    sql = CAMPAIGN_EMAILS.format(columns=", ".join(columns), join=join)
     params: dict[str, Any] = {"ids": list(ids)}
     if first is not None:
         sql += " AND ce.seq <= %(first)s"
@@ -175,31 +194,39 @@ async def campaign_emails(
         ordering.append(f"{column} {'DESC' if order.startswith('-') else 'ASC'} NULLS LAST")
     sql += " ORDER BY " + ", ".join([*ordering, "ce.campaign", "ce.seq"])
     if limit is not None:
-        # A page carries the number of all rows as a window count: no second statement to count them.
-        sql = sql.replace(
-            " FROM email_campaign_emails ce", ", count(*) OVER () AS total FROM email_campaign_emails ce", 1
-        )
         sql += " OFFSET %(start)s LIMIT %(limit)s"
         params.update(start=start, limit=limit)
     async with conn.cursor(row_factory=tuple_row) as cursor:
         await cursor.execute(sql, params)
         raw = await cursor.fetchall()
-    a, b = _SPLIT
-    c = b + len(_EMAIL._fields)
+    email_row: Any = namedtuple("email_row", email_fields) if email_fields else None
+    a = len(_ROW._fields)
+    b = a + len(_CONTACT._fields)
+    c = b + len(email_fields)
     out = []
     for values in raw:
         contact = _CONTACT._make(values[a:b])
-        email = _EMAIL._make(values[b:c])
-        found = (_ROW._make(values[:a]), contact if contact.id else None, email if email.id else None)
+        email = email_row._make(values[b:c]) if email_row is not None else None
+        found = (
+            _ROW._make(values[:a]),
+            contact if contact.id else None,
+            email if email is not None and email.id else None,
+        )
         out.append((*found, int(values[c])) if limit is not None else found)
     return out
 
 
 async def campaign_emails_page(
-    conn: AsyncConnection[Any], campaign: uuid.UUID, *, order: str | None, start: int, limit: int
+    conn: AsyncConnection[Any],
+    campaign: uuid.UUID,
+    associations: frozenset[str],
+    *,
+    order: str | None,
+    start: int,
+    limit: int,
 ) -> tuple[list[tuple[Any, Any | None, Any | None]], int]:
     """A page of one campaign's recipient rows and the number of all of them."""
-    page = await campaign_emails(conn, [campaign], order=order, start=start, limit=limit)
+    page = await campaign_emails(conn, [campaign], associations, order=order, start=start, limit=limit)
     if page:
         return [(row, contact, email) for row, contact, email, _ in page], page[0][3]
     rows = await fetch(conn, "SELECT count(*) AS n FROM email_campaign_emails WHERE campaign = %(c)s", {"c": campaign})

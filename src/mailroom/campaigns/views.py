@@ -176,7 +176,7 @@ async def campaign_emails_page(
     associations: frozenset[str],
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of a campaign's recipient rows, and how many rows it has in all."""
-    page, total = await reads.campaign_emails_page(conn, campaign, order=order, start=start, limit=limit)
+    page, total = await reads.campaign_emails_page(conn, campaign, associations, order=order, start=start, limit=limit)
     return [campaign_email_out(row, contact, email, associations) for row, contact, email in page], total
 
 
@@ -193,7 +193,7 @@ async def campaigns_out(
     if "email_campaign.attachments" in associations:
         by_campaign["attachments"] = _group((a.campaign, attachment_out(a)) for a in await reads.attachments(conn, ids))
     if "email_campaign.emails" in associations:
-        found = await reads.campaign_emails(conn, ids, first=reads.EMAILS_ASSOCIATION_CAP)
+        found = await reads.campaign_emails(conn, ids, associations, first=reads.EMAILS_ASSOCIATION_CAP)
         by_campaign["emails"] = _group(
             (row.campaign, campaign_email_out(row, contact, email, associations)) for row, contact, email in found
         )
