@@ -115,6 +115,12 @@ async def test_individual_campaign_is_personalised_per_recipient(
                                       "&associations[]=email_campaign_email.email"))["emails"]  # fmt: skip
     assert all(r["email"]["mailgun_id"] and r["email"]["sent_at"] for r in rows)
     assert {r["email"]["tags"][0] for r in rows} == {str(admin.brand)}
+    # The bodies come only when asked for; the recipients page shows the same rows.
+    assert all("html" not in r["email"] and "text" not in r["email"] for r in rows)
+    page = admin.data(await admin.get(f"/emails/{made['id']}/emails?associations[]=email_campaign_email.email"
+                                      "&associations[]=email.html"))  # fmt: skip
+    assert [r["email_address"] for r in page] == [r["email_address"] for r in rows]
+    assert all("html" in r["email"] and "text" not in r["email"] for r in page)
 
 
 def _part(message: EmailMessage, content_type: str) -> str:
