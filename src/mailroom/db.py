@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import orjson
 from psycopg import AsyncConnection
 from psycopg.rows import namedtuple_row
+from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import TextClause
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
@@ -115,6 +117,11 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
+async def _read_connection_setup(conn: AsyncConnection[Any]) -> None:
+    # jsonb columns (headers, tags, stats lists) parsed by orjson: the stdlib's json was 3% of a list's CPU.
+    set_json_loads(orjson.loads, conn)
+
+
 class ReadPool:
     """Autocommit psycopg connections for reads, opened on first use (apps are built outside a loop)."""
 
@@ -126,6 +133,7 @@ class ReadPool:
             open=False,
             # Statements here run hundreds of times a second: psycopg prepares them after their fifth use.
             kwargs={"autocommit": True, "options": "-c jit=off"},
+            configure=_read_connection_setup,
             name="reads",
         )
         self._opened = False
