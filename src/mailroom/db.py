@@ -13,6 +13,7 @@ dir and stopped when the last one exits.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -166,16 +167,17 @@ async def driver_connection(session: AsyncSession) -> AsyncConnection[Any]:
 
 
 _PSYCOPG_DIALECT = PGDialect_psycopg()
-_COMPILED: dict[int, tuple[TextClause, str]] = {}
+
+
+@functools.cache
+def _psycopg_sql(statement: TextClause) -> str:
+    # Statements are module constants: each is compiled once.
+    return str(statement.compile(dialect=_PSYCOPG_DIALECT))
 
 
 async def fetch_rows(conn: AsyncConnection[Any], statement: TextClause, params: dict[str, Any]) -> list[Any]:
-    """A ``text()`` statement run on a psycopg connection, its rows as named tuples. The statements of
-    a module stay written once, for SQLAlchemy and psycopg alike; each is compiled once."""
-    compiled = _COMPILED.get(id(statement))
-    if compiled is None or compiled[0] is not statement:
-        compiled = (statement, str(statement.compile(dialect=_PSYCOPG_DIALECT)))
-        _COMPILED[id(statement)] = compiled
+    """A ``text()`` statement run on a psycopg connection, its rows as named tuples: the statements of a
+    module stay written once, for SQLAlchemy and psycopg alike."""
     async with conn.cursor(row_factory=namedtuple_row) as cursor:
-        await cursor.execute(compiled[1], params)
+        await cursor.execute(_psycopg_sql(statement), params)
         return await cursor.fetchall()

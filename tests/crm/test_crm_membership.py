@@ -74,6 +74,25 @@ async def test_adding_an_existing_users_address_mails_them_an_invitation_they_ac
     assert "gus@example.com" in await memberships(session, other.brand)
 
 
+async def test_an_admin_of_the_parent_brand_invites_an_existing_account_to_a_team(
+    world: World, settings: Settings, session: AsyncSession
+) -> None:
+    home = await world.brand_admin()
+    ivy = await world.member(home, email="ivy@example.com")
+    brokerage = await world.brand_admin(brand_name="Bay Brokerage")
+    team = brokerage.data(await brokerage.post("/brands", {"name": "Bay Team", "parent": str(brokerage.brand)}))
+    # An Admin of the brokerage only: their role in the team comes through its parent.
+    parent_admin = await world.member(brokerage, role="Admin")
+    added = await parent_admin.post(f"/brands/{team['id']}/users", {"email": "ivy@example.com"})
+    assert added.status_code == 200, added.text
+    server = await first_mail_over_smtp(settings)
+    (message,) = server.messages
+    assert message.rcpt_tos == ["ivy@example.com"] and "You are invited to Bay Team" in message.raw.decode()
+    link = re.search(r"http://mailroom\.test(/invitations/\S+/accept)", message.raw.decode())
+    assert link is not None
+    assert ivy.data(await ivy.post(link.group(1)))["brand"] == team["id"]
+
+
 async def test_an_existing_user_joins_another_brand_by_accepting_an_invitation(
     world: World, session: AsyncSession
 ) -> None:

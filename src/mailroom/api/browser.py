@@ -28,5 +28,5 @@ class NoSignIn:
 
 
 async def browser_user(request: Request, session: AsyncSession) -> uuid.UUID | None:
-    sessions: BrowserSessions = getattr(request.app.state, "browser_sessions", None) or NoSignIn()
+    sessions: BrowserSessions = request.app.state.browser_sessions
     return await sessions.user_of(request, session)

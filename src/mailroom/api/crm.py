@@ -233,15 +233,6 @@ async def create_agent(body: AgentIn, caller: CurrentCaller, session: Session) -
     return ok(agent_out(agent))
 
 
-# The brand a credential is created in comes from this header; documented here because it is read
-# from the request rather than declared as a parameter.
-_BRAND_HEADER_PARAM: dict[str, Any] = {
-    "parameters": [
-        {"name": BRAND_HEADER, "in": "header", "required": True, "schema": {"type": "string", "format": "uuid"}}
-    ]
-}
-
-
 def _credential_routes(kind: credentials.Kind) -> None:
     """The same four endpoints for Google and Microsoft; only the table and the type differ."""
     base = f"/users/self/{kind}-credentials"
@@ -252,7 +243,6 @@ def _credential_routes(kind: credentials.Kind) -> None:
         name=f"create_{kind}_credential",
         summary=f"Connect a {label} mailbox for the calling user (brand from X-Rechat-Brand)",
         description="The tokens are stored encrypted and are never answered.",
-        openapi_extra=_BRAND_HEADER_PARAM,
     )
     async def create(
         body: CredentialIn, request: Request, caller: CurrentCaller, session: Session, box: Secrets
@@ -328,5 +318,5 @@ async def revoke_token(
 ) -> Response:
     await tokens.revoke_token(session, token_id=token_id, user=caller.user.id)
     # At once here; other processes stop trusting it within tokens.HOLDER_TTL.
-    request.app.state.token_check.forget(token_id=token_id)
+    request.app.state.token_check.forget(token_id)
     return Response(status_code=204)

@@ -201,9 +201,9 @@ async def upload_attachment(
 ) -> ORJSONResponse:
     brand = _optional_brand(request)
     # A short transaction of its own: no database connection is held while the body arrives.
-    async with request.app.state.sessionmaker() as session, session.begin():
-        caller = await current_caller(request)
-        if brand is not None:
+    caller = await current_caller(request)
+    if brand is not None:
+        async with request.app.state.sessionmaker() as session, session.begin():
             await require_member(session, caller.user.id, brand, field=BRAND_HEADER)
     user = caller.user.id
     limit = UPLOAD_LIMITS.get((origin or "").lower(), DEFAULT_UPLOAD_LIMIT)

@@ -119,11 +119,11 @@ class HotPaths:
         except MailroomError as exc:
             return await _error(send, exc.status, exc.code, exc.message)
         except Exception as exc:
-            # Not stored: Mailgun retries a call not answered 2xx.
-            log.warning("could not store a webhook call", exc_info=True)
             refused = refusal(exc)
             if refused is not None:
                 return await _error(send, refused.status, refused.code, refused.message)
+            # Not stored: Mailgun retries a call not answered 2xx.
+            log.warning("could not store a webhook call", exc_info=True)
             return await _error(send, 503, "ServiceUnavailable", "the event could not be stored; retry")
         if not fresh:
             return await _error(send, 401, "Unauthorized", REPLAYED)

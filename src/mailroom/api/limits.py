@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from mailroom.api.auth import bearer_token
 from mailroom.api.envelope import error_body
 from mailroom.links import LINK_ONLY_PREFIXES, PROVIDER_WEBHOOKS
 
@@ -60,11 +61,6 @@ class BodyLimits:
 class _Refused(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         self.status, self.code, self.message = status, code, message
-
-
-def _bearer(headers: dict[bytes, bytes]) -> str | None:
-    scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
 class BodyLimitMiddleware:
@@ -111,11 +107,8 @@ class BodyLimitMiddleware:
             if length > limit:
                 raise _too_large(limit)
         if not path.startswith(PUBLIC_PATHS):
-            token = _bearer(headers)
-            valid = False
-            if token is not None and len(token) <= 200:
-                valid = await self.authenticate(token)
-            if not valid:
+            token = bearer_token(headers.get(b"authorization", b"").decode("latin-1"))
+            if token is None or not await self.authenticate(token):
                 raise _Refused(401, "Unauthorized", "Authorization: a valid bearer token is required")
 
     async def _streamed(self, scope: Scope, receive: Receive, send: Send) -> None:

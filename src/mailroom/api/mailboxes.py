@@ -11,14 +11,14 @@ code and state to the app window that opened it (``MAILROOM_APP_ORIGIN`` only) a
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 import httpx
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import Field
 
-from mailroom.api.auth import BRAND_HEADER, CurrentCaller, brand_from_request
+from mailroom.api.auth import CurrentCaller, brand_from_request
 from mailroom.api.browser import browser_user
 from mailroom.api.deps import AppSettings, Secrets, Session
 from mailroom.api.envelope import ORJSONResponse, ok
@@ -36,12 +36,6 @@ router = APIRouter(tags=["crm"])
 # The token endpoint and the profile read each answer within seconds; a stuck provider must not hold
 # the request (and its transaction) open.
 PROVIDER_TIMEOUT = 20.0
-
-_BRAND_HEADER_PARAM: dict[str, Any] = {
-    "parameters": [
-        {"name": BRAND_HEADER, "in": "header", "required": True, "schema": {"type": "string", "format": "uuid"}}
-    ]
-}
 
 ScopesQuery = Annotated[
     list[str] | None,
@@ -83,7 +77,6 @@ def _mailbox_routes(kind: credentials.Kind) -> None:
         summary=f"The {label} consent URL that connects a mailbox of the caller (brand from X-Rechat-Brand)",
         description="Open it in the user's browser; it is valid for 10 minutes and works once. The `profile` "
         "scope is always asked for: the mailbox's address is read with it.",
-        openapi_extra=_BRAND_HEADER_PARAM,
     )
     async def auth_url(
         request: Request,

@@ -25,9 +25,9 @@ from mailroom.campaigns.models import (
     EmailCampaignEmail,
     EmailCampaignRecipient,
 )
-from mailroom.crm.membership import ROLE_IN_BRAND
+from mailroom.crm.membership import ROLE_IN_BRAND, required
 from mailroom.crm.models import User
-from mailroom.errors import BadRequest, Forbidden, NotFound
+from mailroom.errors import BadRequest, NotFound
 from mailroom.orm import Base
 
 
@@ -48,7 +48,7 @@ CAMPAIGN_READ = f"""
     FROM email_campaigns c LEFT JOIN users u ON u.id = c."from"
     WHERE c.id = %(id)s AND c.deleted_at IS NULL
 """
-CALLER_ROLE = f"SELECT ({ROLE_IN_BRAND.format(brand='%(brand)s', user='%(user)s')})"
+CALLER_ROLE = f"SELECT ({ROLE_IN_BRAND.format(brand='%(brand)s', user='%(user)s')}) AS role"
 RECIPIENTS = f"""
     SELECT {", ".join(columns_of(EmailCampaignRecipient, "r"))} FROM email_campaign_recipients r
     WHERE r.campaign = ANY(%(ids)s) AND r.deleted_at IS NULL
@@ -107,15 +107,10 @@ async def visible_campaign(conn: AsyncConnection[Any], campaign: uuid.UUID, user
     return rows[0]
 
 
-async def require_member(conn: AsyncConnection[Any], user: uuid.UUID, brand: uuid.UUID, *, field: str = "brand") -> str:
-    """The user's role in the brand; 403 when they have none (whether or not the brand exists)."""
-    async with conn.cursor(row_factory=tuple_row) as cursor:
-        await cursor.execute(CALLER_ROLE, {"brand": brand, "user": user})
-        row = await cursor.fetchone()
-    role = row[0] if row else None
-    if role is None:
-        raise Forbidden("you are not a member of this brand", field=field)
-    return str(role)
+async def require_member(conn: AsyncConnection[Any], user: uuid.UUID, brand: uuid.UUID) -> str:
+    """``membership.require_member`` on a psycopg connection."""
+    (row,) = await fetch(conn, CALLER_ROLE, {"brand": brand, "user": user})
+    return required(row.role)
 
 
 async def brand_campaigns(
@@ -142,8 +137,7 @@ async def brand_campaigns(
         SELECT caller.caller_role, page.* FROM caller LEFT JOIN page ON true
     """
     rows = await fetch(conn, sql, {"brand": brand, "user": user, "start": start, "limit": limit})
-    if rows[0].caller_role is None:
-        raise Forbidden("you are not a member of this brand", field="brand")
+    required(rows[0].caller_role)
     if rows[0].id is not None:
         return rows, int(rows[0].total_matches)
     counted = await fetch(conn, f"SELECT count(*) AS n FROM email_campaigns c WHERE {where}", {"brand": brand})

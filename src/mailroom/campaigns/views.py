@@ -1,6 +1,6 @@
 """Reading campaigns back in the document's shape, with the associations asked for.
 
-The serialisers take ORM objects or the named-tuple rows of ``reads`` alike (the same attribute names).
+The serialisers take the named-tuple rows of ``reads``, whose fields carry the ORM's attribute names.
 """
 
 from __future__ import annotations

@@ -35,12 +35,17 @@ async def member_role(session: AsyncSession, user: uuid.UUID, brand: uuid.UUID) 
     return role
 
 
-async def require_member(session: AsyncSession, user: uuid.UUID, brand: uuid.UUID, *, field: str = "brand") -> str:
-    """The user's role in the brand; 403 when they have none (whether or not the brand exists)."""
-    role = await member_role(session, user, brand)
+def required(role: str | None, *, field: str = "brand") -> str:
+    """The role, or 403 when there is none (whether or not the brand exists): the same refusal whichever
+    read found the role."""
     if role is None:
         raise Forbidden("you are not a member of this brand", field=field)
     return role
+
+
+async def require_member(session: AsyncSession, user: uuid.UUID, brand: uuid.UUID, *, field: str = "brand") -> str:
+    """The user's role in the brand; 403 when they have none."""
+    return required(await member_role(session, user, brand), field=field)
 
 
 async def require_admin(session: AsyncSession, user: uuid.UUID, brand: uuid.UUID, *, field: str = "brand") -> None:

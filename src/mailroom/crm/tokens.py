@@ -107,10 +107,10 @@ class TokenCheck:
     async def is_live(self, token: str) -> bool:
         return await self.holder(token) is not None
 
-    def forget(self, *, token_id: uuid.UUID | None = None, user: uuid.UUID | None = None) -> None:
-        """Drop what this process remembers of a token, or of every token of a user, at once."""
+    def forget(self, token_id: uuid.UUID) -> None:
+        """Drop what this process remembers of a token, at once."""
         for key, (_, holder) in list(self._holders.items()):
-            if holder.token_id == token_id or holder.id == user:
+            if holder.token_id == token_id:
                 del self._holders[key]
 
     async def _read(self, key: bytes) -> tuple[TokenHolder, datetime | None] | None:

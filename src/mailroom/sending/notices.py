@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailroom.addresses import normalize
 from mailroom.crypto import SecretBox
 from mailroom.sending.queue import defer_jobs, defer_statement
 from mailroom.transports.base import OutgoingMessage, PermanentSendError, Transport, send_one
@@ -30,14 +31,12 @@ INVITATION_TTL = 7 * 24 * 3600
 DEFER_NOTICE = defer_statement("SELECT CAST(:args AS jsonb)")
 
 USER = text("SELECT id, email, email_confirmed FROM users WHERE id = :id AND deleted_at IS NULL")
-# Who invites to which brand, read when the mail goes: a brand deleted or an inviter who is no longer
-# its Admin since then sends nothing.
+# Who invites to which brand, read when the mail goes. Whether the inviter is still the brand's Admin (in it
+# or through a parent brand) is checked when the invitation is accepted, where that rule lives.
 INVITER = text(
     """
-    SELECT b.name AS brand_name, coalesce(u.display_name, u.email) AS inviter_name
-    FROM brand_members m JOIN brands b ON b.id = m.brand JOIN users u ON u.id = m."user"
-    WHERE m.brand = :brand AND m."user" = :by AND m.role = 'Admin' AND b.deleted_at IS NULL
-      AND u.deleted_at IS NULL
+    SELECT b.name AS brand_name, coalesce(u.display_name, u.email) AS inviter_name FROM brands b, users u
+    WHERE b.id = :brand AND b.deleted_at IS NULL AND u.id = :by AND u.deleted_at IS NULL
     """
 )
 
@@ -58,7 +57,7 @@ async def queue_invitation(
 
 def invitation_token(box: SecretBox, *, brand: uuid.UUID, email: str, role: str, inviter: uuid.UUID) -> str:
     """A sealed invitation; only the invited address's own account can accept it."""
-    payload = {"brand": str(brand), "email": email.strip().lower(), "role": role, "by": str(inviter)}
+    payload = {"brand": str(brand), "email": normalize(email), "role": role, "by": str(inviter)}
     return box.seal(INVITATION, payload, ttl=INVITATION_TTL)
 
 

@@ -14,10 +14,11 @@ from mailroom.tracking.models import EVENT_TYPES
 
 PEOPLE = ("opened", "clicked")
 # unique: distinct recipients (the campaign's counters); total: every event (the emails' raw numbers).
-_COUNTS = text(
-    "SELECT c.sent, c.recipients_count, c.executed_at, "
-    + ", ".join(f"c.{t} AS unique_{t}, r.{t} AS total_{t}" for t in EVENT_TYPES)
-    + " FROM email_campaigns c, LATERAL (SELECT "
+_COUNT_COLUMNS = "c.sent, c.recipients_count, c.executed_at, " + ", ".join(
+    f"c.{t} AS unique_{t}, r.{t} AS total_{t}" for t in EVENT_TYPES
+)
+_COUNT_SOURCE = (
+    "email_campaigns c, LATERAL (SELECT "
     + ", ".join(f"coalesce(sum(m.{t}), 0) AS {t}" for t in EVENT_TYPES)
     + " FROM emails m WHERE m.campaign = c.id) r WHERE c.id = :campaign"
 )
@@ -68,12 +69,8 @@ def _as_json_array(statement: TextClause) -> str:
 # Every part in one statement: the counters with the three lists beside them as JSON arrays (each
 # keeps its own ORDER BY), one round trip where five were.
 _STATS = text(
-    _COUNTS.text.replace(
-        " FROM email_campaigns c, LATERAL",
-        f", {_as_json_array(_HOURLY)} AS hourly, {_as_json_array(_LINKS)} AS links, "
-        f"{_as_json_array(_FAILURES)} AS failures FROM email_campaigns c, LATERAL",
-        1,
-    )
+    f"SELECT {_COUNT_COLUMNS}, {_as_json_array(_HOURLY)} AS hourly, {_as_json_array(_LINKS)} AS links, "
+    f"{_as_json_array(_FAILURES)} AS failures FROM {_COUNT_SOURCE}"
 )
 
 

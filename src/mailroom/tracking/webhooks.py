@@ -128,8 +128,7 @@ def _signature_part(signature: Mapping[str, Any], name: str) -> str:
 
 
 def _verify(call: _Signed, key: str, now: float) -> None:
-    expected = hmac.new(key.encode(), (call.timestamp + call.token).encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected.encode(), call.signature.encode()):
+    if not hmac.compare_digest(sign(key, call.timestamp, call.token).encode(), call.signature.encode()):
         raise Unauthorized("does not match", field="signature.signature")
     try:
         stamp = float(call.timestamp)
