@@ -289,13 +289,13 @@ def token_create(
 @token_cli.command("list")
 def token_list(user: Annotated[uuid.UUID, typer.Option(help="The user's id.")]) -> None:
     """Print a user's API tokens, one JSON object a line (never the tokens themselves)."""
-    from mailroom.crm.schemas import token_out
+    from mailroom.crm.schemas import TokenOut, token_out
     from mailroom.crm.tokens import list_tokens
 
     settings = _settings()
     _prepare(settings)
 
-    async def work(session: AsyncSession) -> list[dict[str, Any]]:
+    async def work(session: AsyncSession) -> list[TokenOut]:
         return [token_out(row) for row in await list_tokens(session, user=user)]
 
     for row in asyncio.run(_in_transaction(settings, work)):

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Query, Request, Response
 
 from mailroom.api.auth import CurrentCaller, brand_from_request
 from mailroom.api.deps import ReadConnection, Session
-from mailroom.api.envelope import ORJSONResponse, ok, ok_list
+from mailroom.api.envelope import Ok, OkList, ORJSONResponse, ok, ok_list
 from mailroom.api.paging import Limit, Start
 from mailroom.campaigns import listing, quota, reads, service
-from mailroom.campaigns.schemas import CampaignIn, NotificationsIn
+from mailroom.campaigns.schemas import CampaignEmailOut, CampaignIn, CampaignOut, NotificationsIn
 from mailroom.campaigns.views import campaign_emails_page, campaigns_out, parse_associations
 from mailroom.config import Settings
 from mailroom.crm.membership import require_member
@@ -64,21 +64,23 @@ async def _create(
     return await _answer(session, campaign_id, caller.user.id, associations)
 
 
-@router.post("/emails", summary="Schedule an email campaign (due_at null: a draft)")
+@router.post("/emails", response_model=Ok[CampaignOut], summary="Schedule an email campaign (due_at null: a draft)")
 async def create_campaign(
     request: Request, body: CampaignIn, caller: CurrentCaller, session: Session, assoc: Associations = None
 ) -> ORJSONResponse:
     return await _create(request, body, caller, session, assoc, individual=False)
 
 
-@router.post("/emails/individual", summary="Schedule a campaign sent one message per recipient")
+@router.post(
+    "/emails/individual", response_model=Ok[CampaignOut], summary="Schedule a campaign sent one message per recipient"
+)
 async def create_individual_campaign(
     request: Request, body: CampaignIn, caller: CurrentCaller, session: Session, assoc: Associations = None
 ) -> ORJSONResponse:
     return await _create(request, body, caller, session, assoc, individual=True)
 
 
-@router.put("/emails/{id}", summary="Replace a campaign that has not been executed")
+@router.put("/emails/{id}", response_model=Ok[CampaignOut], summary="Replace a campaign that has not been executed")
 async def update_campaign(
     request: Request,
     id: uuid.UUID,
@@ -111,7 +113,7 @@ async def delete_campaign(id: uuid.UUID, caller: CurrentCaller, session: Session
     return Response(status_code=204)
 
 
-@router.get("/emails/{id}", summary="Get an email campaign")
+@router.get("/emails/{id}", response_model=Ok[CampaignOut], summary="Get an email campaign")
 async def get_campaign(
     request: Request, id: uuid.UUID, caller: CurrentCaller, conn: ReadConnection, assoc: Associations = None
 ) -> ORJSONResponse:
@@ -120,7 +122,11 @@ async def get_campaign(
     return ok((await campaigns_out(conn, [campaign], associations))[0])
 
 
-@router.get("/emails/{campaign}/emails", summary="The recipients of a campaign, with what happened to each")
+@router.get(
+    "/emails/{campaign}/emails",
+    response_model=OkList[CampaignEmailOut],
+    summary="The recipients of a campaign, with what happened to each",
+)
 async def campaign_emails(
     request: Request,
     campaign: uuid.UUID,
@@ -141,7 +147,7 @@ async def campaign_emails(
     return ok_list(rows, total=total)
 
 
-@router.get("/brands/{brand}/emails/campaigns", summary="A brand's campaigns")
+@router.get("/brands/{brand}/emails/campaigns", response_model=OkList[CampaignOut], summary="A brand's campaigns")
 async def brand_campaigns(
     request: Request,
     brand: uuid.UUID,

@@ -3,14 +3,63 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import orjson
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypedDict
+
+from mailroom.serialize import closed
+
+T = TypeVar("T")
 
 
-class ORJSONResponse(Response):
-    """JSON via orjson: UUIDs and floats serialised natively, several times faster than json."""
+class Ok(BaseModel, Generic[T]):
+    """The envelope of a successful answer, as a route's `response_model`.
+
+    It only describes: the routes answer an ORJSONResponse built from the TypedDict shape, which FastAPI
+    passes through without validating it again.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    code: Literal["OK"]
+    data: T
+
+    @classmethod
+    def model_parametrized_name(cls, params: tuple[Any, ...]) -> str:
+        return f"{_name(params[0])}Answer"
+
+
+@closed
+class Info(TypedDict):
+    count: Annotated[int, Field(description="How many items this answer holds")]
+    total: Annotated[int, Field(description="How many items match in all, beyond this page too")]
+
+
+class OkList(BaseModel, Generic[T]):
+    """The envelope of a list: its items, and how many there are in all."""
+
+    model_config = ConfigDict(extra="forbid")
+    code: Literal["OK"]
+    data: list[T]
+    info: Info
+
+    @classmethod
+    def model_parametrized_name(cls, params: tuple[Any, ...]) -> str:
+        return f"{_name(params[0])}ListAnswer"
+
+
+def _name(shape: Any) -> str:
+    name: str = getattr(shape, "__name__", None) or str(shape)
+    return name.removesuffix("Out")
+
+
+class ORJSONResponse(JSONResponse):
+    """JSON via orjson: UUIDs and floats serialised natively, several times faster than json.
+
+    A JSONResponse to FastAPI, so that the OpenAPI document shows a route's `response_model` as its body.
+    """
 
     media_type = "application/json"
 

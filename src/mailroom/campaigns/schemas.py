@@ -1,17 +1,19 @@
-"""Request bodies of the campaign endpoints, checked before anything is written."""
+"""Request bodies of the campaign endpoints, checked before anything is written, and the shapes of their answers."""
 
 from __future__ import annotations
 
 import re
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import AfterValidator, ConfigDict, Field, StrictBool, StringConstraints, field_validator, model_validator
 from typing_extensions import TypedDict
 
 from mailroom.addresses import Address
 from mailroom.campaigns.models import RecipientType, SendType
+from mailroom.crm.schemas import AgentOut, BrandOut, ContactOut, CrmListOut, UserOut
+from mailroom.serialize import Epoch, EpochSet, closed
 from mailroom.validation import Strict, Tag, storable, utc
 
 # The one field each recipient type needs; Email may also name the contact it belongs to.
@@ -183,3 +185,152 @@ class NotificationsIn(Strict):
 def field_path(send_type: str, index: int, name: str | None = None) -> str:
     array = {"To": "to", "CC": "cc", "BCC": "bcc"}[send_type]
     return f"{array}.{index}" + (f".{name}" if name else "")
+
+
+# What the API answers. Descriptions follow the API document's data model.
+Count = Annotated[int, Field(description="Distinct recipients this happened to")]
+
+
+@closed
+class CountersOut(TypedDict):
+    """What happened to the mail: each counter counts a recipient once per event type."""
+
+    accepted: Annotated[int, Field(description="Accepted by the provider for delivery")]
+    rejected: Annotated[int, Field(description="Refused by the provider before any attempt")]
+    delivered: Annotated[int, Field(description="Accepted by the recipient's mail server")]
+    failed: Annotated[int, Field(description="Could not be delivered")]
+    opened: Count
+    clicked: Count
+    unsubscribed: Count
+    complained: Annotated[int, Field(description="Marked as spam")]
+    stored: Count
+
+
+@closed
+class RecipientOut(TypedDict):
+    """One recipient item of a campaign (an address, a contact, a list, a tag, a brand, an agent or
+    all contacts); the contact, list, brand and agent are expanded only when their association is asked for."""
+
+    id: uuid.UUID
+    created_at: EpochSet
+    updated_at: Epoch
+    deleted_at: Epoch
+    campaign: uuid.UUID
+    tag: Annotated[str | None, Field(description="Tag: every contact with this tag")]
+    email: Annotated[str | None, Field(description="Email: this address")]
+    send_type: Annotated[SendType, Field(description="To, CC or BCC")]
+    recipient_type: RecipientType
+    type: Literal["email_campaign_recipient"]
+    contact: NotRequired[Annotated[ContactOut | None, Field(description="email_campaign_recipient.contact")]]
+    list: NotRequired[Annotated[CrmListOut | None, Field(description="email_campaign_recipient.list")]]
+    brand: NotRequired[Annotated[BrandOut | None, Field(description="email_campaign_recipient.brand")]]
+    agent: NotRequired[Annotated[AgentOut | None, Field(description="email_campaign_recipient.agent")]]
+
+
+@closed
+class AttachmentOut(TypedDict):
+    """A file attached to a campaign (an upload or a URL fetched at send time)."""
+
+    id: uuid.UUID
+    campaign: uuid.UUID
+    file: Annotated[uuid.UUID | None, Field(description="The uploaded file; null for a URL")]
+    url: str | None
+    name: str | None
+    is_inline: Annotated[bool, Field(description="Shown in the body through its content_id")]
+    content_id: str | None
+    created_at: EpochSet
+    updated_at: Epoch
+    deleted_at: Epoch
+    type: Literal["email_campaign_attachment"]
+
+
+_EmailFrom = TypedDict("_EmailFrom", {"from": Annotated[str, Field(description="The From header as sent")]})
+
+
+@closed
+class EmailOut(_EmailFrom, CountersOut):
+    """One message that has been sent; its bodies come with the email.html and email.text associations."""
+
+    id: uuid.UUID
+    created_at: EpochSet
+    to: list[str]
+    subject: str | None
+    headers: dict[str, Any]
+    mailgun_id: Annotated[str | None, Field(description="The provider's message id")]
+    domain: Annotated[str | None, Field(description="The sending domain")]
+    campaign: uuid.UUID | None
+    cc: list[str]
+    bcc: list[str]
+    tags: list[str] | None
+    google_id: str | None
+    microsoft_id: str | None
+    tracking_id: uuid.UUID
+    google_credential: uuid.UUID | None
+    microsoft_credential: uuid.UUID | None
+    sent_at: Annotated[str | None, Field(description="ISO 8601")]
+    type: Literal["email"]
+    html: NotRequired[str | None]
+    text: NotRequired[str | None]
+
+
+@closed
+class CampaignEmailOut(CountersOut):
+    """One recipient address of a campaign and what happened to its mail."""
+
+    id: uuid.UUID
+    campaign: uuid.UUID
+    email: NotRequired[Annotated[EmailOut | None, Field(description="email_campaign_email.email")]]
+    send_type: SendType
+    email_address: str
+    agent: uuid.UUID | None
+    error: Annotated[str | None, Field(description="Why this recipient's mail failed")]
+    type: Literal["email_campaign_email"]
+    full_name: Annotated[str | None, Field(description="The contact's name, when the address is a contact's")]
+    profile_image_url: str | None
+
+
+_CampaignFrom = TypedDict(
+    "_CampaignFrom", {"from": NotRequired[Annotated[UserOut | None, Field(description="email_campaign.from")]]}
+)
+
+
+@closed
+class CampaignOut(_CampaignFrom, CountersOut):
+    """An email campaign: one or more emails sent together so they are tracked together."""
+
+    id: uuid.UUID
+    created_at: EpochSet
+    updated_at: Epoch
+    deleted_at: Epoch
+    created_by: uuid.UUID
+    brand: uuid.UUID
+    subject: str
+    include_signature: bool
+    html: str | None
+    due_at: Annotated[float | None, Field(description="When it is sent, in epoch seconds; null: a draft")]
+    executed_at: Annotated[float | None, Field(description="When sending began, in epoch seconds")]
+    individual: Annotated[bool, Field(description="Sent as one message per recipient")]
+    text: str | None
+    headers: dict[str, Any]
+    google_credential: uuid.UUID | None
+    microsoft_credential: uuid.UUID | None
+    thread_key: str | None
+    failed_at: Epoch
+    failed_within: str | None
+    failure: Annotated[str | None, Field(description="Why the campaign failed")]
+    notifications_enabled: bool
+    archive: bool
+    tracking: Annotated[bool, Field(description="Opens and clicks are tracked")]
+    tags: list[str] | None
+    recipients_count: Annotated[int | None, Field(description="Recipients once the campaign has been expanded")]
+    listed: bool
+    type: Literal["email_campaign"]
+    sent: Annotated[int, Field(description="Emails actually sent")]
+    from_address_verified: Annotated[
+        bool, Field(description="Mail leaves From the sender's address (confirmed, or through their own mailbox)")
+    ]
+    recipients: NotRequired[Annotated[list[RecipientOut] | None, Field(description="email_campaign.recipients")]]
+    attachments: NotRequired[Annotated[list[AttachmentOut] | None, Field(description="email_campaign.attachments")]]
+    emails: NotRequired[Annotated[list[CampaignEmailOut] | None, Field(description="email_campaign.emails")]]
+    template: NotRequired[Annotated[None, Field(description="email_campaign.template: not stored by this service")]]
+    deal: NotRequired[Annotated[None, Field(description="email_campaign.deal: not stored by this service")]]

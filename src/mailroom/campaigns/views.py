@@ -7,16 +7,24 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from psycopg import AsyncConnection
 
 from mailroom.campaigns import reads
+from mailroom.campaigns.schemas import (
+    AttachmentOut,
+    CampaignEmailOut,
+    CampaignOut,
+    CountersOut,
+    EmailOut,
+    RecipientOut,
+)
 from mailroom.crm.schemas import user_out
 from mailroom.errors import BadRequest
 from mailroom.serialize import epoch, full_name, iso
 
-COUNTERS = ("accepted", "rejected", "delivered", "failed", "opened", "clicked", "unsubscribed", "complained", "stored")
+T = TypeVar("T")
 ASSOCIATIONS = {
     "email_campaign.recipients",
     "email_campaign.emails",
@@ -32,8 +40,6 @@ ASSOCIATIONS = {
     "email.html",
     "email.text",
 }
-# The campaign-level associations, in the order they follow the campaign's own fields.
-CAMPAIGN_ASSOCIATIONS = ("recipients", "attachments", "emails", "from", "template", "deal")
 
 
 def parse_associations(values: Iterable[str]) -> frozenset[str]:
@@ -45,7 +51,21 @@ def parse_associations(values: Iterable[str]) -> frozenset[str]:
     return frozenset(names)
 
 
-def campaign_fields(c: Any) -> dict[str, Any]:
+def counters(row: Any) -> CountersOut:
+    return {
+        "accepted": row.accepted,
+        "rejected": row.rejected,
+        "delivered": row.delivered,
+        "failed": row.failed,
+        "opened": row.opened,
+        "clicked": row.clicked,
+        "unsubscribed": row.unsubscribed,
+        "complained": row.complained,
+        "stored": row.stored,
+    }
+
+
+def campaign_fields(c: Any) -> CampaignOut:
     return {
         "id": c.id,
         "created_at": epoch(c.created_at),
@@ -59,7 +79,7 @@ def campaign_fields(c: Any) -> dict[str, Any]:
         "due_at": epoch(c.due_at),
         "executed_at": epoch(c.executed_at),
         "individual": c.individual,
-        **{name: getattr(c, name) for name in COUNTERS},
+        **counters(c),
         "text": c.text,
         "headers": c.headers,
         "google_credential": c.google_credential,
@@ -76,11 +96,14 @@ def campaign_fields(c: Any) -> dict[str, Any]:
         "listed": c.listed,
         "type": "email_campaign",
         "sent": c.sent,
+        # Mail leaves From the user's address only once they have confirmed it, or through their own
+        # connected mailbox; until then From is the service's address and theirs is the Reply-To.
+        "from_address_verified": bool(c.from_confirmed or c.google_credential or c.microsoft_credential),
     }
 
 
-def recipient_out(r: Any, associations: frozenset[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {
+def recipient_out(r: Any, associations: frozenset[str]) -> RecipientOut:
+    out: RecipientOut = {
         "id": r.id,
         "created_at": epoch(r.created_at),
         "updated_at": epoch(r.updated_at),
@@ -98,7 +121,7 @@ def recipient_out(r: Any, associations: frozenset[str]) -> dict[str, Any]:
     return out
 
 
-def attachment_out(a: Any) -> dict[str, Any]:
+def attachment_out(a: Any) -> AttachmentOut:
     return {
         "id": a.id,
         "campaign": a.campaign,
@@ -114,8 +137,8 @@ def attachment_out(a: Any) -> dict[str, Any]:
     }
 
 
-def email_out(e: Any, associations: frozenset[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {
+def email_out(e: Any, associations: frozenset[str]) -> EmailOut:
+    out: EmailOut = {
         "id": e.id,
         "created_at": epoch(e.created_at),
         "from": e.from_,
@@ -127,7 +150,7 @@ def email_out(e: Any, associations: frozenset[str]) -> dict[str, Any]:
         "campaign": e.campaign,
         "cc": e.cc,
         "bcc": e.bcc,
-        **{name: getattr(e, name) for name in COUNTERS},
+        **counters(e),
         "tags": e.tags,
         "google_id": e.google_id,
         "microsoft_id": e.microsoft_id,
@@ -147,22 +170,21 @@ def email_out(e: Any, associations: frozenset[str]) -> dict[str, Any]:
 
 def campaign_email_out(
     row: Any, contact: Any | None, email: Any | None, associations: frozenset[str]
-) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": row.id, "campaign": row.campaign}
+) -> CampaignEmailOut:
+    out: CampaignEmailOut = {
+        "id": row.id,
+        "campaign": row.campaign,
+        "send_type": row.send_type,
+        "email_address": row.email_address,
+        **counters(row),
+        "agent": row.agent,
+        "error": row.error,
+        "type": "email_campaign_email",
+        "full_name": full_name(contact.first_name, contact.last_name) if contact is not None else None,
+        "profile_image_url": contact.profile_image_url if contact is not None else None,
+    }
     if "email_campaign_email.email" in associations:
         out["email"] = email_out(email, associations) if email is not None else None
-    out.update(
-        {
-            "send_type": row.send_type,
-            "email_address": row.email_address,
-            **{name: getattr(row, name) for name in COUNTERS},
-            "agent": row.agent,
-            "error": row.error,
-            "type": "email_campaign_email",
-            "full_name": full_name(contact.first_name, contact.last_name) if contact is not None else None,
-            "profile_image_url": contact.profile_image_url if contact is not None else None,
-        }
-    )
     return out
 
 
@@ -174,7 +196,7 @@ async def campaign_emails_page(
     limit: int,
     order: str | None,
     associations: frozenset[str],
-) -> tuple[list[dict[str, Any]], int]:
+) -> tuple[list[CampaignEmailOut], int]:
     """One page of a campaign's recipient rows, and how many rows it has in all."""
     page, total = await reads.campaign_emails_page(conn, campaign, associations, order=order, start=start, limit=limit)
     return [campaign_email_out(row, contact, email, associations) for row, contact, email in page], total
@@ -182,19 +204,20 @@ async def campaign_emails_page(
 
 async def campaigns_out(
     conn: AsyncConnection[Any], campaigns: Sequence[Any], associations: frozenset[str]
-) -> list[dict[str, Any]]:
+) -> list[CampaignOut]:
     """Serialise campaign rows (from ``reads``), loading each requested association for all of them
-    in one statement."""
+    in one statement. An association asked for and without rows reads null, as the document shows."""
     ids = [c.id for c in campaigns]
-    by_campaign: dict[str, dict[uuid.UUID, list[Any]]] = {}
+    recipients: dict[uuid.UUID, list[RecipientOut]] = {}
+    attachments: dict[uuid.UUID, list[AttachmentOut]] = {}
+    emails: dict[uuid.UUID, list[CampaignEmailOut]] = {}
     if "email_campaign.recipients" in associations:
-        rows = await reads.recipients(conn, ids)
-        by_campaign["recipients"] = _group((r.campaign, recipient_out(r, associations)) for r in rows)
+        recipients = _group((r.campaign, recipient_out(r, associations)) for r in await reads.recipients(conn, ids))
     if "email_campaign.attachments" in associations:
-        by_campaign["attachments"] = _group((a.campaign, attachment_out(a)) for a in await reads.attachments(conn, ids))
+        attachments = _group((a.campaign, attachment_out(a)) for a in await reads.attachments(conn, ids))
     if "email_campaign.emails" in associations:
         found = await reads.campaign_emails(conn, ids, associations, first=reads.EMAILS_ASSOCIATION_CAP)
-        by_campaign["emails"] = _group(
+        emails = _group(
             (row.campaign, campaign_email_out(row, contact, email, associations)) for row, contact, email in found
         )
     users: dict[uuid.UUID, Any] = {}
@@ -203,26 +226,27 @@ async def campaigns_out(
     out = []
     for c in campaigns:
         data = campaign_fields(c)
-        # Mail leaves From the user's address only once they have confirmed it, or through their own
-        # connected mailbox; until then From is the service's address and theirs is the Reply-To.
-        data["from_address_verified"] = bool(c.from_confirmed or c.google_credential or c.microsoft_credential)
-        for name in CAMPAIGN_ASSOCIATIONS:
-            if f"email_campaign.{name}" not in associations:
-                continue
-            if name == "from":
-                sender = users.get(c.from_)
-                data["from"] = user_out(sender) if sender is not None else None
-            elif name in by_campaign:
-                # An association with no rows reads null, as the document shows.
-                data[name] = by_campaign[name].get(c.id) or None
-            else:
-                data[name] = None  # templates and deals are not stored by this service
+        # In the order they follow the campaign's own fields in the document.
+        if "email_campaign.recipients" in associations:
+            data["recipients"] = recipients.get(c.id) or None
+        if "email_campaign.attachments" in associations:
+            data["attachments"] = attachments.get(c.id) or None
+        if "email_campaign.emails" in associations:
+            data["emails"] = emails.get(c.id) or None
+        if "email_campaign.from" in associations:
+            sender = users.get(c.from_)
+            data["from"] = user_out(sender) if sender is not None else None
+        # Templates and deals are not stored by this service.
+        if "email_campaign.template" in associations:
+            data["template"] = None
+        if "email_campaign.deal" in associations:
+            data["deal"] = None
         out.append(data)
     return out
 
 
-def _group(pairs: Iterable[tuple[uuid.UUID, Any]]) -> dict[uuid.UUID, list[Any]]:
-    grouped: dict[uuid.UUID, list[Any]] = {}
+def _group(pairs: Iterable[tuple[uuid.UUID, T]]) -> dict[uuid.UUID, list[T]]:
+    grouped: dict[uuid.UUID, list[T]] = {}
     for key, value in pairs:
         grouped.setdefault(key, []).append(value)
     return grouped

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Literal, NotRequired, get_args
 
 from pydantic import AfterValidator, Field, SecretStr, StrictBool, StringConstraints, field_validator, model_validator
 from sqlalchemy import RowMapping
+from typing_extensions import TypedDict
 
 from mailroom.addresses import Address
 from mailroom.crm.models import Agent, ApiToken, Brand, GoogleCredential, MicrosoftCredential, User
 from mailroom.crm.tokens import MAX_TOKEN_DAYS
-from mailroom.serialize import epoch, full_name
+from mailroom.serialize import Epoch, EpochSet, closed, epoch, full_name
 from mailroom.validation import Strict, Tag, storable, utc
 
 # One request may create this many contacts (or add this many list members): large enough for a
@@ -105,7 +106,20 @@ class CredentialIn(Strict):
     expires_at: Timestamp | None = Field(default=None, description="ISO 8601 or epoch seconds")
 
 
-def brand_out(brand: Brand) -> dict[str, Any]:
+@closed
+class BrandOut(TypedDict):
+    """A brand (a brokerage or a team within one): its members send as it and see its campaigns."""
+
+    id: uuid.UUID
+    name: str
+    parent: Annotated[uuid.UUID | None, Field(description="The brand this one is a team of")]
+    created_at: EpochSet
+    updated_at: Epoch
+    deleted_at: Epoch
+    type: Literal["brand"]
+
+
+def brand_out(brand: Brand) -> BrandOut:
     return {
         "id": brand.id,
         "name": brand.name,
@@ -117,8 +131,28 @@ def brand_out(brand: Brand) -> dict[str, Any]:
     }
 
 
-def user_out(user: User, *, role: str | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {
+@closed
+class UserOut(TypedDict):
+    """A user of the service: an agent or a broker who sends campaigns."""
+
+    id: uuid.UUID
+    email: str
+    email_confirmed: Annotated[bool, Field(description="Mail leaves From this address only once confirmed")]
+    first_name: str | None
+    last_name: str | None
+    display_name: str | None
+    phone_number: str | None
+    profile_image_url: str | None
+    email_signature: str | None
+    email_quota: Annotated[int | None, Field(description="Recipients a month through the service's ESP")]
+    created_at: EpochSet
+    updated_at: Epoch
+    type: Literal["user"]
+    role: NotRequired[Annotated[str, Field(description="The user's role in the brand answered about")]]
+
+
+def user_out(user: User, *, role: str | None = None) -> UserOut:
+    out: UserOut = {
         "id": user.id,
         "email": user.email,
         "email_confirmed": user.email_confirmed,
@@ -138,7 +172,28 @@ def user_out(user: User, *, role: str | None = None) -> dict[str, Any]:
     return out
 
 
-def contact_out(row: RowMapping) -> dict[str, Any]:
+@closed
+class ContactOut(TypedDict):
+    """A contact of a brand's CRM."""
+
+    id: uuid.UUID
+    brand: uuid.UUID
+    email: Annotated[str | None, Field(description="The primary address: the one campaigns are sent to")]
+    emails: list[str]
+    partner_email: str | None
+    first_name: str | None
+    last_name: str | None
+    display_name: str | None
+    profile_image_url: str | None
+    tags: list[str] | None
+    parked: Annotated[bool, Field(description="A parked contact receives no campaign")]
+    created_at: EpochSet
+    updated_at: Epoch
+    deleted_at: Epoch
+    type: Literal["contact"]
+
+
+def contact_out(row: RowMapping) -> ContactOut:
     emails: list[str] = row["emails"]
     primary = emails[0] if emails else None
     return {
@@ -160,7 +215,21 @@ def contact_out(row: RowMapping) -> dict[str, Any]:
     }
 
 
-def list_out(row: RowMapping) -> dict[str, Any]:
+@closed
+class CrmListOut(TypedDict):
+    """A list of a brand's CRM: campaigns sent to it reach the primary address of each member."""
+
+    id: uuid.UUID
+    brand: uuid.UUID
+    name: str
+    members_count: int | None
+    created_at: EpochSet
+    updated_at: Epoch
+    deleted_at: Epoch
+    type: Literal["crm_list"]
+
+
+def list_out(row: RowMapping) -> CrmListOut:
     return {
         "id": row["id"],
         "brand": row["brand"],
@@ -173,7 +242,20 @@ def list_out(row: RowMapping) -> dict[str, Any]:
     }
 
 
-def agent_out(agent: Agent) -> dict[str, Any]:
+@closed
+class AgentOut(TypedDict):
+    """An MLS agent of the agent network."""
+
+    id: uuid.UUID
+    email: str | None
+    full_name: str | None
+    mls_id: str | None
+    created_at: EpochSet
+    updated_at: Epoch
+    type: Literal["agent"]
+
+
+def agent_out(agent: Agent) -> AgentOut:
     return {
         "id": agent.id,
         "email": agent.email,
@@ -185,7 +267,26 @@ def agent_out(agent: Agent) -> dict[str, Any]:
     }
 
 
-def credential_out(credential: GoogleCredential | MicrosoftCredential, *, kind: str) -> dict[str, Any]:
+@closed
+class CredentialOut(TypedDict):
+    """A connected Gmail or Outlook mailbox; its tokens are never answered."""
+
+    id: uuid.UUID
+    user: uuid.UUID
+    brand: uuid.UUID
+    email: str
+    scope_summary: list[str]
+    revoked: bool
+    expires_at: Epoch
+    created_at: EpochSet
+    updated_at: Epoch
+    deleted_at: Epoch
+    type: Literal["google_credential", "microsoft_credential"]
+
+
+def credential_out(
+    credential: GoogleCredential | MicrosoftCredential, *, kind: Literal["google", "microsoft"]
+) -> CredentialOut:
     """Google and Microsoft credentials share this shape; the tokens are deliberately absent."""
     return {
         "id": credential.id,
@@ -198,7 +299,7 @@ def credential_out(credential: GoogleCredential | MicrosoftCredential, *, kind: 
         "created_at": epoch(credential.created_at),
         "updated_at": epoch(credential.updated_at),
         "deleted_at": epoch(credential.deleted_at),
-        "type": f"{kind}_credential",
+        "type": "google_credential" if kind == "google" else "microsoft_credential",
     }
 
 
@@ -231,7 +332,21 @@ class TokenIn(Strict):
         return self.expires_at
 
 
-def token_out(token: ApiToken) -> dict[str, Any]:
+@closed
+class TokenOut(TypedDict):
+    """An API token as its owner sees it: never the token, never its hash."""
+
+    id: uuid.UUID
+    name: str | None
+    hint: Annotated[str | None, Field(description="The token's last characters, to tell tokens apart")]
+    created_at: EpochSet
+    expires_at: Epoch
+    last_used_at: Epoch
+    revoked_at: Epoch
+    type: Literal["api_token"]
+
+
+def token_out(token: ApiToken) -> TokenOut:
     """What a user may see of a token: never the token, never its hash."""
     return {
         "id": token.id,
