@@ -1,0 +1,77 @@
+"""Finding a request's route by its path's first segment, not by trying every route in turn.
+
+FastAPI tries each included router's routes in order, a regular expression each: measured here, 35 to
+85 µs of every request went to finding the route among 65, a sixth of a small read's CPU. The routes
+are grouped by the literal first segment of their path (`emails`, `brands`, `users`, ...); a request
+tries only its segment's group, in the order the routes were included, so the answer (which route,
+405 for a known path with another method) is the one the full list gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from starlette.routing import BaseRoute, Match, NoMatchFound
+from starlette.types import Receive, Scope, Send
+
+# Where the matching route travels from matches() to handle(): the router merges it into the scope.
+_SELECTED = "mailroom.route"
+
+
+def first_segment(path: str) -> str:
+    return path[1:].split("/", 1)[0]
+
+
+class RoutesBySegment(BaseRoute):
+    """Stands for a sequence of routes: matches and handles a request as the first of them that fits."""
+
+    def __init__(self, routes: Sequence[BaseRoute]) -> None:
+        self.routes = list(routes)
+        literal: dict[str, list[BaseRoute]] = {}
+        # A route whose first segment is a parameter could take any path: it stays in every group.
+        self._any: list[BaseRoute] = []
+        for route in self.routes:
+            segment = first_segment(getattr(route, "path", "/{}"))
+            if "{" in segment:
+                self._any.append(route)
+            else:
+                literal.setdefault(segment, [])
+        self._groups = {
+            segment: [r for r in self.routes if r in self._any or first_segment(getattr(r, "path", "")) == segment]
+            for segment in literal
+        }
+
+    def candidates(self, path: str) -> list[BaseRoute]:
+        return self._groups.get(first_segment(path), self._any)
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        partial: tuple[Match, Scope] | None = None
+        for route in self.candidates(scope["path"]):
+            match, child_scope = route.matches(scope)
+            if match is Match.FULL:
+                return match, {**child_scope, _SELECTED: route}
+            if match is Match.PARTIAL and partial is None:
+                partial = match, {**child_scope, _SELECTED: route}
+        return partial or (Match.NONE, {})
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route: BaseRoute = scope.pop(_SELECTED)
+        await route.handle(scope, receive, send)
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> Any:
+        for route in self.routes:
+            try:
+                return route.url_path_for(name, **path_params)
+            except NoMatchFound:
+                continue
+        raise NoMatchFound(name, path_params)
+
+
+def flatten(routes: Iterable[BaseRoute]) -> list[BaseRoute]:
+    """The routes of the included routers, in order, as if each had been declared on the app."""
+    flat: list[BaseRoute] = []
+    for route in routes:
+        original = getattr(route, "original_router", None)  # FastAPI's wrapper of an included router
+        flat.extend(flatten(original.routes) if original is not None else [route])
+    return flat
