@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar, get_args, get_origin
 
 import orjson
 from fastapi.responses import JSONResponse
@@ -51,6 +51,10 @@ class OkList(BaseModel, Generic[T]):
 
 
 def _name(shape: Any) -> str:
+    # A bare list of shapes (no `info`, unlike OkList) is titled after its items: list[ContactOut]'s own
+    # name is "list", which says nothing in the document.
+    if get_origin(shape) is list:
+        return f"{_name(get_args(shape)[0])}Array"
     name: str = getattr(shape, "__name__", None) or str(shape)
     return name.removesuffix("Out")
 
