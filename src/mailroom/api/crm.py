@@ -10,25 +10,36 @@ from fastapi.responses import HTMLResponse
 
 from mailroom.api.auth import BRAND_HEADER, CurrentCaller, brand_from_request
 from mailroom.api.deps import AppSettings, Secrets, Session
-from mailroom.api.envelope import ORJSONResponse, ok, ok_list
+from mailroom.api.envelope import Ok, OkList, ORJSONResponse, ok, ok_list
 from mailroom.api.paging import Limit, Start
 from mailroom.crm import contacts, credentials, invitations, lists, service, tokens
 from mailroom.crm.membership import require_admin, require_member
 from mailroom.crm.schemas import (
     AgentIn,
+    AgentOut,
     BrandIn,
+    BrandOut,
+    ContactOut,
     ContactsIn,
     CredentialIn,
+    CredentialOut,
+    CrmListOut,
     InvitationIn,
+    InvitationOut,
     ListIn,
+    MembershipOut,
     MembersIn,
+    NewTokenOut,
     TokenIn,
+    TokenOut,
     UserIn,
+    UserOut,
     agent_out,
     brand_out,
     contact_out,
     credential_out,
     list_out,
+    new_token_out,
     token_out,
     user_out,
 )
@@ -51,7 +62,11 @@ async def _path_brand_member(brand: uuid.UUID, caller: CurrentCaller, session: S
 MemberBrand = Annotated[uuid.UUID, Depends(_path_brand_member)]
 
 
-@router.post("/brands", summary="Create a brand (a child brand with `parent`); the caller becomes its Admin")
+@router.post(
+    "/brands",
+    response_model=Ok[BrandOut],
+    summary="Create a brand (a child brand with `parent`); the caller becomes its Admin",
+)
 async def create_brand(body: BrandIn, caller: CurrentCaller, session: Session) -> ORJSONResponse:
     if body.parent is not None:
         await require_admin(session, caller.user.id, body.parent)
@@ -62,6 +77,7 @@ async def create_brand(body: BrandIn, caller: CurrentCaller, session: Session) -
 
 @router.post(
     "/brands/{brand}/users",
+    response_model=Ok[UserOut],
     summary="Create a user in the brand, or change a member's role",
     description="A new user's address is unconfirmed until they open the link mailed to it; until then their "
     "campaigns go out From the service's address with theirs as Reply-To. An address that already has an account "
@@ -83,6 +99,7 @@ TokenPath = Annotated[str, Path(min_length=16, max_length=1024)]
 
 @router.post(
     "/brands/{brand}/invitations",
+    response_model=Ok[InvitationOut],
     summary="Invite an existing user (by address) to the brand; they join by accepting",
     description="Answers a signed invitation token that expires in 7 days. Give it to the invited person; "
     "they accept it with `POST /invitations/{token}/accept` using their own API token. The answer is the same "
@@ -95,7 +112,11 @@ async def create_invitation(
     return ok(invitations.invite(box, brand=brand, email=body.email, role=body.role, inviter=caller.user.id))
 
 
-@router.post("/invitations/{token}/accept", summary="Join the brand an invitation to your address names")
+@router.post(
+    "/invitations/{token}/accept",
+    response_model=Ok[MembershipOut],
+    summary="Join the brand an invitation to your address names",
+)
 async def accept_invitation(token: TokenPath, caller: CurrentCaller, session: Session, box: Secrets) -> ORJSONResponse:
     return ok(await invitations.accept(session, box, token, caller.user))
 
@@ -103,6 +124,7 @@ async def accept_invitation(token: TokenPath, caller: CurrentCaller, session: Se
 @router.post(
     "/users/self/email-confirmation",
     status_code=202,
+    response_class=Response,
     summary="Mail the caller a new link that confirms their address",
 )
 async def resend_confirmation(caller: CurrentCaller, session: Session) -> Response:
@@ -138,7 +160,9 @@ async def confirm_address(token: TokenPath, session: Session, box: Secrets) -> H
     return HTMLResponse("<!doctype html><title>Confirmed</title><p>Your email address is confirmed.</p>")
 
 
-@router.post("/brands/{brand}/contacts", summary="Create up to 10,000 contacts in one call")
+@router.post(
+    "/brands/{brand}/contacts", response_model=Ok[list[ContactOut]], summary="Create up to 10,000 contacts in one call"
+)
 async def create_contacts(body: ContactsIn, brand: MemberBrand, session: Session) -> ORJSONResponse:
     rows = await contacts.create_contacts(session, brand=brand, items=body.contacts)
     return ok([contact_out(row) for row in rows])
@@ -158,6 +182,7 @@ _CSV_BODY: dict[str, Any] = {
 
 @router.post(
     "/brands/{brand}/contacts/import",
+    response_model=Ok[list[ContactOut]],
     summary="Create contacts from a CSV file (multipart field `file`, or a text/csv body)",
     description="Header row naming the columns: `email` (required; several separated by `;`), `first_name`, "
     "`last_name`, `tags` (separated by `;`), `partner_email`. At most 10,000 rows; a bad row is named by its "
@@ -201,7 +226,11 @@ async def _csv_text(request: Request, file: UploadFile | None, limit: int) -> st
         raise BadRequest("must be UTF-8 text", field=field) from None
 
 
-@router.get("/brands/{brand}/contacts", summary="The brand's contacts, newest first; `tag` filters (any case)")
+@router.get(
+    "/brands/{brand}/contacts",
+    response_model=OkList[ContactOut],
+    summary="The brand's contacts, newest first; `tag` filters (any case)",
+)
 async def get_contacts(
     brand: MemberBrand,
     session: Session,
@@ -213,13 +242,17 @@ async def get_contacts(
     return ok_list([contact_out(row) for row in rows], total=total)
 
 
-@router.post("/brands/{brand}/lists", summary="Create a list of the brand's contacts")
+@router.post("/brands/{brand}/lists", response_model=Ok[CrmListOut], summary="Create a list of the brand's contacts")
 async def create_list(body: ListIn, brand: MemberBrand, session: Session) -> ORJSONResponse:
     row = await lists.create_list(session, brand=brand, name=body.name, members=body.members)
     return ok(list_out(row))
 
 
-@router.post("/brands/{brand}/lists/{list}/members", summary="Add contacts to a list (re-adding one is harmless)")
+@router.post(
+    "/brands/{brand}/lists/{list}/members",
+    response_model=Ok[CrmListOut],
+    summary="Add contacts to a list (re-adding one is harmless)",
+)
 async def add_list_members(
     body: MembersIn, brand: MemberBrand, list_id: Annotated[uuid.UUID, Path(alias="list")], session: Session
 ) -> ORJSONResponse:
@@ -227,7 +260,9 @@ async def add_list_members(
     return ok(list_out(row))
 
 
-@router.post("/agents", summary="Add an agent to the MLS agent network (shared by every brand)")
+@router.post(
+    "/agents", response_model=Ok[AgentOut], summary="Add an agent to the MLS agent network (shared by every brand)"
+)
 async def create_agent(body: AgentIn, caller: CurrentCaller, session: Session) -> ORJSONResponse:
     agent = await service.create_agent(session, email=body.email, full_name=body.full_name, mls_id=body.mls_id)
     return ok(agent_out(agent))
@@ -241,6 +276,7 @@ def _credential_routes(kind: credentials.Kind) -> None:
     @router.post(
         base,
         name=f"create_{kind}_credential",
+        response_model=Ok[CredentialOut],
         summary=f"Connect a {label} mailbox for the calling user (brand from X-Rechat-Brand)",
         description="The tokens are stored encrypted and are never answered.",
     )
@@ -267,6 +303,7 @@ def _credential_routes(kind: credentials.Kind) -> None:
     @router.post(
         base + "/{credential}/revoke",
         name=f"revoke_{kind}_credential",
+        response_model=Ok[CredentialOut],
         summary=f"Mark one of the caller's {label} credentials revoked; campaigns no longer accept it",
     )
     async def revoke(credential: uuid.UUID, caller: CurrentCaller, session: Session) -> ORJSONResponse:
@@ -289,7 +326,11 @@ _credential_routes("google")
 _credential_routes("microsoft")
 
 
-@router.get("/users/self/tokens", summary="The caller's API tokens (never the tokens themselves), newest first")
+@router.get(
+    "/users/self/tokens",
+    response_model=OkList[TokenOut],
+    summary="The caller's API tokens (never the tokens themselves), newest first",
+)
 async def get_tokens(caller: CurrentCaller, session: Session) -> ORJSONResponse:
     rows = await tokens.list_tokens(session, user=caller.user.id)
     return ok_list([token_out(row) for row in rows], total=len(rows))
@@ -297,6 +338,7 @@ async def get_tokens(caller: CurrentCaller, session: Session) -> ORJSONResponse:
 
 @router.post(
     "/users/self/tokens",
+    response_model=Ok[NewTokenOut],
     summary="Create an API token for the caller; the answer is the only time the token is shown",
     description="`expires_in_days` or `expires_at` (not both) ends it; without either it works until revoked. "
     "It never outlives the token that creates it: asked for later (or for no expiry), it expires with that token.",
@@ -304,7 +346,7 @@ async def get_tokens(caller: CurrentCaller, session: Session) -> ORJSONResponse:
 async def create_token(body: TokenIn, caller: CurrentCaller, session: Session) -> ORJSONResponse:
     expires_at = tokens.no_later_than(body.expiry(), caller.token_expires_at)
     row, token = await tokens.issue_token(session, user=caller.user.id, name=body.name, expires_at=expires_at)
-    return ok({**token_out(row), "token": token})
+    return ok(new_token_out(row, token))
 
 
 @router.delete(

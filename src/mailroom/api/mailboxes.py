@@ -21,11 +21,11 @@ from pydantic import Field
 from mailroom.api.auth import CurrentCaller, brand_from_request
 from mailroom.api.browser import browser_user
 from mailroom.api.deps import AppSettings, Secrets, Session
-from mailroom.api.envelope import ORJSONResponse, ok
+from mailroom.api.envelope import Ok, ORJSONResponse, ok
 from mailroom.api.handoff_page import handoff_page
 from mailroom.config import Settings
 from mailroom.crm import credentials, oauth
-from mailroom.crm.schemas import SCOPES, credential_out
+from mailroom.crm.schemas import SCOPES, AuthUrlOut, CredentialOut, credential_out
 from mailroom.crypto import SecretBox
 from mailroom.errors import BadRequest
 from mailroom.transports.oauth import LABELS
@@ -74,6 +74,7 @@ def _mailbox_routes(kind: credentials.Kind) -> None:
     @router.get(
         f"/users/self/{kind}/auth-url",
         name=f"{kind}_auth_url",
+        response_model=Ok[AuthUrlOut],
         summary=f"The {label} consent URL that connects a mailbox of the caller (brand from X-Rechat-Brand)",
         description="Open it in the user's browser; it is valid for 10 minutes and works once. The `profile` "
         "scope is always asked for: the mailbox's address is read with it.",
@@ -91,11 +92,12 @@ def _mailbox_routes(kind: credentials.Kind) -> None:
         url = await oauth.start_connect(
             session, box, settings, user=caller.user.id, brand=brand, kind=kind, scopes=wanted
         )
-        return ok({"url": url})
+        return ok(AuthUrlOut(url=url))
 
     @router.post(
         f"/users/self/{kind}/callback",
         name=f"{kind}_callback_finish",
+        response_model=Ok[CredentialOut],
         summary=f"Finish connecting a {label} mailbox with the code and state the provider sent back",
         description="Called with the API token of the user who asked for the consent link (the app's own page "
         "received the provider's redirect). A state issued to another user answers 400 and is spent; nothing "

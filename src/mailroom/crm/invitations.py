@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.addresses import normalize
-from mailroom.crm.membership import is_direct_member, member_role
+from mailroom.crm.membership import is_direct_member, member_role, required
 from mailroom.crm.models import Person
+from mailroom.crm.schemas import InvitationOut, MembershipOut, Role
 from mailroom.crm.service import set_membership
 from mailroom.crypto import InvalidToken, SecretBox
 from mailroom.errors import Forbidden, NotFound
 from mailroom.sending.notices import INVITATION, INVITATION_TTL, invitation_token, read_confirmation
 
 
-def invite(box: SecretBox, *, brand: uuid.UUID, email: str, role: str, inviter: uuid.UUID) -> dict[str, Any]:
+def invite(box: SecretBox, *, brand: uuid.UUID, email: str, role: Role, inviter: uuid.UUID) -> InvitationOut:
     """A new invitation; the caller (an Admin of the brand) hands the token to the invited person."""
     return {
         "type": "invitation",
@@ -35,7 +35,7 @@ def invite(box: SecretBox, *, brand: uuid.UUID, email: str, role: str, inviter: 
     }
 
 
-async def accept(session: AsyncSession, box: SecretBox, token: str, user: Person) -> dict[str, Any]:
+async def accept(session: AsyncSession, box: SecretBox, token: str, user: Person) -> MembershipOut:
     """Make ``user`` a member as the invitation says; a member already keeps the role they have."""
     try:
         payload = box.unseal(INVITATION, token)
@@ -54,7 +54,8 @@ async def accept(session: AsyncSession, box: SecretBox, token: str, user: Person
         "type": "brand_membership",
         "brand": brand,
         "user": user.id,
-        "role": await member_role(session, user.id, brand),
+        # A direct member now, so the role is theirs in this very brand.
+        "role": required(await member_role(session, user.id, brand), field="token"),
     }
 
 

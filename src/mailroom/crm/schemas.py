@@ -51,9 +51,12 @@ class BrandIn(Strict):
     parent: uuid.UUID | None = None
 
 
+Role = Literal["Admin", "Agent"]
+
+
 class UserIn(Strict):
     email: Address
-    role: Literal["Admin", "Agent"] = "Agent"
+    role: Role = "Agent"
     first_name: Name | None = None
     last_name: Name | None = None
     display_name: Name | None = None
@@ -64,7 +67,7 @@ class UserIn(Strict):
 
 class InvitationIn(Strict):
     email: Address
-    role: Literal["Admin", "Agent"] = "Agent"
+    role: Role = "Agent"
 
 
 class ContactIn(Strict):
@@ -338,7 +341,7 @@ class TokenOut(TypedDict):
 
     id: uuid.UUID
     name: str | None
-    hint: Annotated[str | None, Field(description="The token's last characters, to tell tokens apart")]
+    hint: Annotated[str | None, Field(description="The token's first characters, to tell tokens apart")]
     created_at: EpochSet
     expires_at: Epoch
     last_used_at: Epoch
@@ -358,3 +361,46 @@ def token_out(token: ApiToken) -> TokenOut:
         "revoked_at": epoch(token.revoked_at),
         "type": "api_token",
     }
+
+
+@closed
+class NewTokenOut(TokenOut):
+    """An API token just created: the one answer that holds the token itself."""
+
+    token: Annotated[str, Field(description="Send it as `Authorization: Bearer <token>`; it is never shown again")]
+
+
+def new_token_out(token: ApiToken, secret: str) -> NewTokenOut:
+    return {**token_out(token), "token": secret}
+
+
+@closed
+class InvitationOut(TypedDict):
+    """An invitation to join a brand: a signed token, stored nowhere, that only the invited address's own
+    account can accept."""
+
+    type: Literal["invitation"]
+    token: Annotated[
+        str, Field(description="Accepted with `POST /invitations/{token}/accept` and the invited user's API token")
+    ]
+    brand: uuid.UUID
+    email: Annotated[str, Field(description="The invited address, in lower case")]
+    role: Annotated[Role, Field(description="The role the invited user gets on accepting")]
+    expires_at: Annotated[int, Field(description="When the token stops working, in whole epoch seconds")]
+
+
+@closed
+class MembershipOut(TypedDict):
+    """The accepting user's membership of the brand an invitation named."""
+
+    type: Literal["brand_membership"]
+    brand: uuid.UUID
+    user: uuid.UUID
+    role: Annotated[str, Field(description="Admin or Agent: the role held now (a member already keeps theirs)")]
+
+
+@closed
+class AuthUrlOut(TypedDict):
+    """Where to send the user's browser to connect a mailbox."""
+
+    url: Annotated[str, Field(description="The provider's consent screen; valid for 10 minutes, works once")]
