@@ -43,7 +43,7 @@ async def _answer(session: Session, campaign_id: uuid.UUID, user: uuid.UUID, ass
     """The campaign as the write left it, read in the write's own transaction."""
     conn = await driver_connection(session)
     campaign = await reads.visible_campaign(conn, campaign_id, user)
-    return ok((await campaigns_out(conn, [campaign], assoc))[0])
+    return ok((await campaigns_out(conn, [campaign], assoc, reader=user))[0])
 
 
 async def _create(
@@ -119,7 +119,7 @@ async def get_campaign(
 ) -> ORJSONResponse:
     associations = _associations(request, assoc)
     campaign = await reads.visible_campaign(conn, id, caller.user.id)
-    return ok((await campaigns_out(conn, [campaign], associations))[0])
+    return ok((await campaigns_out(conn, [campaign], associations, reader=caller.user.id))[0])
 
 
 @router.get(
@@ -163,7 +163,7 @@ async def brand_campaigns(
     campaigns, total = await reads.brand_campaigns(
         conn, brand, caller.user.id, status=status, start=start, limit=limit, order=order
     )
-    return ok_list(await campaigns_out(conn, campaigns, associations), total=total)
+    return ok_list(await campaigns_out(conn, campaigns, associations, reader=caller.user.id), total=total)
 
 
 @router.get(

@@ -12,10 +12,10 @@ from __future__ import annotations
 import uuid
 from collections import namedtuple
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from psycopg import AsyncConnection
-from psycopg.rows import namedtuple_row, tuple_row
+from psycopg.rows import RowFactory, dict_row, namedtuple_row, tuple_row
 
 from mailroom.campaigns.listing import Status, order_sql, status_sql
 from mailroom.campaigns.models import (
@@ -25,8 +25,9 @@ from mailroom.campaigns.models import (
     EmailCampaignEmail,
     EmailCampaignRecipient,
 )
+from mailroom.crm.lists import MEMBERS_COUNT
 from mailroom.crm.membership import ROLE_IN_BRAND, required
-from mailroom.crm.models import User
+from mailroom.crm.models import Agent, Brand, Contact, CrmList, User
 from mailroom.errors import BadRequest, NotFound
 from mailroom.orm import Base
 
@@ -60,6 +61,37 @@ ATTACHMENTS = f"""
 """
 SENDERS = f"SELECT {', '.join(columns_of(User, 'u'))} FROM users u WHERE u.id = ANY(%(ids)s)"
 
+# What recipient rows name, for the email_campaign_recipient.* associations: one statement each for all the
+# recipients (of any number of campaigns) that name one, keyed by the recipient. Never more than the reader
+# may see otherwise: a contact or list only of the campaign's own brand, a brand only one the reader has a
+# role in (the rule a Brand recipient is written under), and nothing deleted (a contact deleted since the
+# campaign was written reads null, as it reads nowhere else either). Agents are every brand's.
+_NAMING = """
+    SELECT r.id AS recipient, {columns} FROM email_campaign_recipients r
+    JOIN email_campaigns c ON c.id = r.campaign JOIN {table} x ON x.id = r."{field}" AND {visible}
+    WHERE r.id = ANY(%(ids)s)
+"""
+_OF_THE_BRAND = "x.brand = c.brand AND x.deleted_at IS NULL"
+Naming = Literal["contact", "list", "brand", "agent"]
+NAMED_BY_RECIPIENTS: dict[Naming, str] = {
+    "contact": _NAMING.format(
+        columns=", ".join(columns_of(Contact, "x")), table="contacts", field="contact", visible=_OF_THE_BRAND
+    ),
+    "list": _NAMING.format(
+        columns=", ".join([*columns_of(CrmList, "x"), f"{MEMBERS_COUNT.format(list='x.id')} AS members_count"]),
+        table="crm_lists",
+        field="list",
+        visible=_OF_THE_BRAND,
+    ),
+    "brand": _NAMING.format(
+        columns=", ".join(columns_of(Brand, "x")),
+        table="brands",
+        field="brand",
+        visible=f"x.deleted_at IS NULL AND ({ROLE_IN_BRAND.format(brand='x.id', user='%(reader)s')}) IS NOT NULL",
+    ),
+    "agent": _NAMING.format(columns=", ".join(columns_of(Agent, "x")), table="agents", field="agent", visible="true"),
+}
+
 _ROW = row_type(EmailCampaignEmail)
 # What a recipient row shows of its contact; the email only when asked for, its bodies only when
 # asked for too: a page of 250 rows would otherwise carry 250 bodies it never answers.
@@ -92,8 +124,10 @@ EMAIL_ORDER = {
 EMAILS_ASSOCIATION_CAP = 250
 
 
-async def fetch(conn: AsyncConnection[Any], sql: str, params: dict[str, Any]) -> list[Any]:
-    async with conn.cursor(row_factory=namedtuple_row) as cursor:
+async def fetch(
+    conn: AsyncConnection[Any], sql: str, params: dict[str, Any], row_factory: RowFactory[Any] = namedtuple_row
+) -> list[Any]:
+    async with conn.cursor(row_factory=row_factory) as cursor:
         await cursor.execute(sql, params)
         return await cursor.fetchall()
 
@@ -154,6 +188,24 @@ async def attachments(conn: AsyncConnection[Any], ids: Sequence[uuid.UUID]) -> l
 
 async def senders(conn: AsyncConnection[Any], ids: Sequence[uuid.UUID]) -> list[Any]:
     return await fetch(conn, SENDERS, {"ids": list(set(ids))})
+
+
+async def named_by_recipients(
+    conn: AsyncConnection[Any], name: Naming, recipients: Sequence[uuid.UUID], reader: uuid.UUID
+) -> dict[uuid.UUID, Any]:
+    """The contact, list, brand or agent (``name``) each of the recipients names, by recipient id; a
+    recipient whose one the reader may not see is left out. Contacts and lists come as dicts, read by key
+    as the CRM's own reads are; brands and agents as named tuples, read by attribute as ORM objects are."""
+    if not recipients:
+        return {}
+    by_key = name in ("contact", "list")
+    rows = await fetch(
+        conn,
+        NAMED_BY_RECIPIENTS[name],
+        {"ids": list(recipients), "reader": reader},
+        dict_row if by_key else namedtuple_row,
+    )
+    return {row["recipient"] if by_key else row.recipient: row for row in rows}
 
 
 async def campaign_emails(

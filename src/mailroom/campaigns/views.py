@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from psycopg import AsyncConnection
@@ -20,7 +21,17 @@ from mailroom.campaigns.schemas import (
     EmailOut,
     RecipientOut,
 )
-from mailroom.crm.schemas import user_out
+from mailroom.crm.schemas import (
+    AgentOut,
+    BrandOut,
+    ContactOut,
+    CrmListOut,
+    agent_out,
+    brand_out,
+    contact_out,
+    list_out,
+    user_out,
+)
 from mailroom.errors import BadRequest
 from mailroom.serialize import epoch, full_name, iso
 
@@ -102,7 +113,18 @@ def campaign_fields(c: Any) -> CampaignOut:
     }
 
 
-def recipient_out(r: Any, associations: frozenset[str]) -> RecipientOut:
+@dataclass
+class Named:
+    """What recipient rows name, expanded, by recipient id: None for an association not asked for (its key
+    stays out of the answer), and a recipient missing from one asked for reads null."""
+
+    contacts: dict[uuid.UUID, ContactOut] | None = None
+    lists: dict[uuid.UUID, CrmListOut] | None = None
+    brands: dict[uuid.UUID, BrandOut] | None = None
+    agents: dict[uuid.UUID, AgentOut] | None = None
+
+
+def recipient_out(r: Any, named: Named) -> RecipientOut:
     out: RecipientOut = {
         "id": r.id,
         "created_at": epoch(r.created_at),
@@ -115,10 +137,37 @@ def recipient_out(r: Any, associations: frozenset[str]) -> RecipientOut:
         "recipient_type": r.recipient_type,
         "type": "email_campaign_recipient",
     }
-    for name in ("contact", "list", "brand", "agent"):
-        if f"email_campaign_recipient.{name}" in associations:
-            out[name] = getattr(r, name)
+    if named.contacts is not None:
+        out["contact"] = named.contacts.get(r.id)
+    if named.lists is not None:
+        out["list"] = named.lists.get(r.id)
+    if named.brands is not None:
+        out["brand"] = named.brands.get(r.id)
+    if named.agents is not None:
+        out["agent"] = named.agents.get(r.id)
     return out
+
+
+async def named_by(
+    conn: AsyncConnection[Any], recipients: Sequence[Any], associations: frozenset[str], reader: uuid.UUID
+) -> Named:
+    """The contacts, lists, brands and agents the recipient rows name, for the associations asked for: one
+    statement per association for all of the rows, none for one that no row names."""
+
+    async def read(name: reads.Naming) -> dict[uuid.UUID, Any]:
+        ids = [r.id for r in recipients if getattr(r, name) is not None]
+        return await reads.named_by_recipients(conn, name, ids, reader)
+
+    named = Named()
+    if "email_campaign_recipient.contact" in associations:
+        named.contacts = {r: contact_out(row) for r, row in (await read("contact")).items()}
+    if "email_campaign_recipient.list" in associations:
+        named.lists = {r: list_out(row) for r, row in (await read("list")).items()}
+    if "email_campaign_recipient.brand" in associations:
+        named.brands = {r: brand_out(row) for r, row in (await read("brand")).items()}
+    if "email_campaign_recipient.agent" in associations:
+        named.agents = {r: agent_out(row) for r, row in (await read("agent")).items()}
+    return named
 
 
 def attachment_out(a: Any) -> AttachmentOut:
@@ -203,16 +252,19 @@ async def campaign_emails_page(
 
 
 async def campaigns_out(
-    conn: AsyncConnection[Any], campaigns: Sequence[Any], associations: frozenset[str]
+    conn: AsyncConnection[Any], campaigns: Sequence[Any], associations: frozenset[str], *, reader: uuid.UUID
 ) -> list[CampaignOut]:
-    """Serialise campaign rows (from ``reads``), loading each requested association for all of them
-    in one statement. An association asked for and without rows reads null, as the document shows."""
+    """Serialise campaign rows (from ``reads``) for the user ``reader``, loading each requested association
+    for all of them in one statement. An association asked for and without rows reads null, as the document
+    shows."""
     ids = [c.id for c in campaigns]
     recipients: dict[uuid.UUID, list[RecipientOut]] = {}
     attachments: dict[uuid.UUID, list[AttachmentOut]] = {}
     emails: dict[uuid.UUID, list[CampaignEmailOut]] = {}
     if "email_campaign.recipients" in associations:
-        recipients = _group((r.campaign, recipient_out(r, associations)) for r in await reads.recipients(conn, ids))
+        rows = await reads.recipients(conn, ids)
+        named = await named_by(conn, rows, associations, reader)
+        recipients = _group((r.campaign, recipient_out(r, named)) for r in rows)
     if "email_campaign.attachments" in associations:
         attachments = _group((a.campaign, attachment_out(a)) for a in await reads.attachments(conn, ids))
     if "email_campaign.emails" in associations:

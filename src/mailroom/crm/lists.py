@@ -22,15 +22,14 @@ ADD_MEMBERS = text(
     """
 )
 
-# Deleted contacts are invisible to every read, so they are not counted either.
+# A list's members_count; {list} is the SQL that names the list. Deleted contacts are invisible to every
+# read, so they are not counted either.
+MEMBERS_COUNT = """(
+    SELECT count(*) FROM crm_list_members m JOIN contacts c ON c.id = m.contact
+    WHERE m.list = {list} AND c.deleted_at IS NULL
+)"""
 LIST_WITH_COUNT = text(
-    """
-    SELECT l.*, (
-        SELECT count(*) FROM crm_list_members m JOIN contacts c ON c.id = m.contact
-        WHERE m.list = l.id AND c.deleted_at IS NULL
-    ) AS members_count
-    FROM crm_lists l WHERE l.id = :list
-    """
+    f"SELECT l.*, {MEMBERS_COUNT.format(list='l.id')} AS members_count FROM crm_lists l WHERE l.id = :list"
 )
 
 
