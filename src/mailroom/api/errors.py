@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 from mailroom.api.envelope import ORJSONResponse, error_body
 from mailroom.errors import MailroomError
@@ -52,14 +54,38 @@ def install_error_handlers(app: FastAPI) -> None:
         return ORJSONResponse(error_body("BadRequest", validation_message(exc)), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> ORJSONResponse:
         code = {404: "ResourceNotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
-        return ORJSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+        headers = exc.headers
+        if exc.status_code == 405:
+            # HTTP asks a 405 to name the methods the path takes; Starlette names those of one route only.
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
+        return ORJSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> ORJSONResponse:
         log.exception("unhandled error", exc_info=exc)
         return ORJSONResponse(error_body("InternalError", "internal error"), status_code=500)
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method of every route whose path matches the request's, e.g. "GET, POST"."""
+    methods: set[str] = set()
+    for route in _leaf_routes(request.app.router.routes):
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
+
+
+def _leaf_routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    for route in routes:
+        # An included router (FastAPI wraps it) or a group of routes stands for the routes inside it.
+        inner = getattr(getattr(route, "original_router", route), "routes", None)
+        if inner is None:
+            yield route
+        else:
+            yield from _leaf_routes(inner)
 
 
 ERROR_SCHEMA = {
