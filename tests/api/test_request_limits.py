@@ -44,6 +44,12 @@ async def test_an_anonymous_body_is_refused_unread(world: World) -> None:
     assert body.pulled <= MiB and time.monotonic() - started < 5
 
 
+async def test_an_empty_body_is_no_body_and_the_route_answers(client: httpx.AsyncClient) -> None:
+    # Clients send Content-Length: 0 with a bodiless DELETE; it used to be refused as an anonymous body (401).
+    response = await client.delete("/health", headers={"Content-Length": "0"})
+    assert response.status_code == 405 and response.headers["allow"] == "GET"
+
+
 async def test_a_body_over_the_limit_is_refused_while_read_and_writes_nothing(
     world: World, session: AsyncSession
 ) -> None:

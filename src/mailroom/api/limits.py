@@ -81,7 +81,9 @@ class BodyLimitMiddleware:
             return
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
-        if declared is None and b"transfer-encoding" not in headers:
+        # Content-Length: 0 (which clients send with a bodiless DELETE or POST) is no body either: the route
+        # answers it, e.g. 405 for a method the path does not take, rather than this middleware with a 401.
+        if declared in (None, b"0") and b"transfer-encoding" not in headers:
             await self.app(scope, receive, send)  # no body: nothing to bound
             return
         try:
