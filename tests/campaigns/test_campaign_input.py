@@ -117,6 +117,14 @@ async def test_individual_endpoint_refuses_cc_and_bcc(admin: Actor, session: Asy
     await assert_refused(admin, session, body, "cc", path="/emails/individual")
 
 
+async def test_an_empty_brand_header_is_refused_not_ignored(admin: Actor, session: AsyncSession) -> None:
+    # An empty X-Rechat-Brand used to count as absent, so the body's brand (or none) decided silently.
+    for body in (campaign(), campaign(brand=str(admin.brand))):
+        response = await admin.post("/emails", body, headers={"X-Rechat-Brand": ""})
+        assert response.status_code == 400 and response.json()["message"].startswith("X-Rechat-Brand:")
+    assert (await row_counts(session))["email_campaigns"] == 0
+
+
 async def test_objects_of_another_brand_are_refused(world: World, admin: Actor, session: AsyncSession) -> None:
     other = await world.brand_admin()
     contact = (await world.contacts(other, [{"emails": ["x@example.com"]}]))[0]["id"]

@@ -211,6 +211,17 @@ async def test_uploader_must_be_a_member_of_the_brand(world: World, actor: Actor
     assert stored_files(settings, actor.user) == []
 
 
+async def test_an_empty_brand_header_is_refused_not_ignored(actor: Actor, settings: Settings) -> None:
+    # It used to count as absent: the file was stored as the uploader's alone, with no brand.
+    response = await actor.client.post(
+        "/emails/attachments",
+        files={"file": ("a.pdf", PDF, "application/pdf")},
+        headers={**actor.headers, "X-Rechat-Brand": ""},
+    )
+    assert response.status_code == 400 and response.json()["message"].startswith("X-Rechat-Brand:")
+    assert stored_files(settings, actor.user) == []
+
+
 async def test_upload_needs_a_token(client: Any) -> None:
     response = await client.post("/emails/attachments", files={"file": ("a.pdf", PDF, "application/pdf")})
     assert response.status_code == 401

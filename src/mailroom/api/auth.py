@@ -54,7 +54,8 @@ def brand_from_request(request: Request, body_brand: uuid.UUID | None) -> uuid.U
     """The active brand from X-Rechat-Brand or the body; both given must agree."""
     header = request.headers.get(BRAND_HEADER)
     header_brand: uuid.UUID | None = None
-    if header:
+    # Present but empty is not absent: the client meant to name a brand and named none.
+    if header is not None:
         try:
             header_brand = uuid.UUID(header)
         except ValueError:

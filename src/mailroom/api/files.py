@@ -251,7 +251,8 @@ async def _forget(storage: Storage, path: str | None) -> None:
 
 def _optional_brand(request: Request) -> uuid.UUID | None:
     header = request.headers.get(BRAND_HEADER)
-    if not header:
+    # Present but empty is not absent: the uploader meant to name a brand and named none.
+    if header is None:
         return None
     try:
         return uuid.UUID(header)
