@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mailroom.cli import WORKER_CHILD_NICENESS
 from mailroom.config import Settings
 from tests.support.workers import MAILROOM, _descendants, worker_env
 from tests.support.world import World
@@ -60,6 +61,11 @@ def serving(settings: Settings, data_dir: Path, log: Path, *args: str) -> Iterat
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         process.wait(timeout=30)
+
+
+def niceness(pid: int) -> int:
+    """Field 19 of /proc/<pid>/stat."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
 
 
 def worker_children(pid: int) -> list[int]:
@@ -128,6 +134,8 @@ async def test_serve_sends_through_a_worker_child_logs_json_and_stops_it(
 async def test_the_worker_child_goes_when_serve_is_killed(settings: Settings, tmp_path: Path) -> None:
     with serving(settings, tmp_path / "data", tmp_path / "serve.log", "--workers", "2") as (process, _):
         (child,) = worker_children(process.pid)
+        # Sending yields the CPU to the API (the child lowers its priority as it starts).
+        await wait_for(lambda: niceness(child) == niceness(process.pid) + WORKER_CHILD_NICENESS, 10)
         api = api_processes(process.pid)
         assert len(api) == 2
         process.kill()  # kill -9: serve cannot stop its children itself

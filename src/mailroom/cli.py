@@ -33,6 +33,9 @@ T = TypeVar("T")
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help="mailroom: email campaigns for your CRM.")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 PR_SET_PDEATHSIG = 1
+# How much CPU priority serve's worker child gives up to the API processes beside it: sending is a
+# background task measured in minutes, an API answer in milliseconds.
+WORKER_CHILD_NICENESS = 5
 # A worker finishes the chunk it is sending before it exits; past this it is killed.
 CHILD_STOP_SECONDS = 20.0
 token_cli = typer.Typer(no_args_is_help=True, help="API tokens.")
@@ -97,9 +100,11 @@ def _share_metrics(settings: Settings, *, wipe: bool) -> None:
 
 
 def _start_worker_child(database_url: str) -> subprocess.Popen[bytes]:
-    """`mailroom worker` as a child: sending never competes with the API for its event loop or CPU."""
+    """`mailroom worker` as a child: sending never competes with the API for its event loop, and yields
+    the CPU to the API processes when both want it."""
     env = {**os.environ, "MAILROOM_DATABASE_URL": database_url}  # the embedded server this process started
     command = [sys.executable, "-m", "mailroom", "worker", "--parent", str(os.getpid())]
+    command += ["--nice", str(WORKER_CHILD_NICENESS)]
     return subprocess.Popen(command, env=env)
 
 
@@ -188,8 +193,13 @@ def api_process() -> Any:
 def worker_command(
     concurrency: Annotated[int, typer.Option(help="Send jobs run at once in this process.")] = 8,
     parent: Annotated[int | None, typer.Option(hidden=True, help="Stop when this process is gone.")] = None,
+    nice: Annotated[
+        int, typer.Option(min=0, max=19, help="Lower this process's CPU priority by this much (as nice(1) does).")
+    ] = 0,
 ) -> None:
     """Execute due campaigns and send their mail. Run as many as needed, on as many machines."""
+    if nice:
+        os.nice(nice)  # its rendering processes, started later, inherit it
     if parent is not None:
         _follow_parent(parent)
     settings = _settings()
