@@ -13,7 +13,7 @@ import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
 from mailroom.api.docs import ASSETS, ASSETS_PATH, SWAGGER_UI_VERSION
-from mailroom.api.openapi import BRAND_HEADER_ROUTES, CONFLICTS, PUBLIC_ERRORS
+from mailroom.api.openapi import BRAND_HEADER_ROUTES, CONFLICTS, PAGE_ERRORS, PUBLIC_ERRORS
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 # What a browser fetches because a page or stylesheet names it.
@@ -157,6 +157,19 @@ async def test_failures_are_documented_with_the_error_envelope(client: httpx.Asy
     for item in doc["paths"].values():
         for operation in item.values():
             assert "422" not in operation["responses"]
+
+
+async def test_failures_answered_as_a_page_are_documented_as_html(client: httpx.AsyncClient) -> None:
+    doc = await document(client)
+    for (method, path), statuses in PAGE_ERRORS.items():
+        responses = doc["paths"][path][method.lower()]["responses"]
+        for status in statuses:
+            assert "text/html" in responses[str(status)]["content"], (path, status)
+    # A callback's bad query is still answered in the envelope; a provider's error, as a page.
+    callback = doc["paths"]["/users/self/google/callback"]["get"]["responses"]["400"]["content"]
+    assert set(callback) == {"application/json", "text/html"}
+    page = await client.get("/users/confirm/" + "x" * 40)
+    assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
 
 
 @pytest.mark.parametrize("path", ["/emails/{id}/stats", "/files/{path}"])

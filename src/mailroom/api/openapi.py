@@ -67,6 +67,19 @@ PUBLIC_ERRORS: dict[tuple[str, str], dict[int, str]] = {
     ("POST", "/users/confirm/{token}"): {404: "No such confirmation link, or it has expired"},
 }
 
+# Pages a browser opens that answer some failures as a page (text/html) rather than, or beside, the envelope.
+PAGE_ERRORS: dict[tuple[str, str], dict[int, str]] = {
+    ("GET", "/users/confirm/{token}"): {404: "The link is not valid or has expired: a page saying so"},
+    **{
+        ("GET", f"/users/self/{kind}/callback"): {
+            400: "The provider answered an error instead of a code: a page saying so, which hands the error "
+            "to the app window that opened the consent screen"
+        }
+        for kind in ("google", "microsoft")
+    },
+}
+_PAGE = {"text/html": {"schema": {"type": "string"}}}
+
 _AUTHENTICATED_ERRORS = {
     400: "Bad input; the message names the field",
     401: "No valid bearer token: send `Authorization: Bearer <API token>`",
@@ -99,6 +112,8 @@ def describe_api(schema: dict[str, Any], routes: Sequence[BaseRoute]) -> dict[st
                     responses.setdefault(str(status), _error(description, status))
             for status, description in PUBLIC_ERRORS.get(key, {}).items():
                 responses.setdefault(str(status), _error(description, status))
+            for status, description in PAGE_ERRORS.get(key, {}).items():
+                _add_page(responses, str(status), description)
             if key in CONFLICTS:
                 responses.setdefault("409", _error(CONFLICTS[key], 409))
             if method in BODY_METHODS:
@@ -139,6 +154,15 @@ def _error(description: str, status: int) -> dict[str, Any]:
     # clients already read.
     schema = copy.deepcopy(ERROR_SCHEMA) if status == 400 else {"$ref": ERROR_REF}
     return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _add_page(responses: dict[str, Any], status: str, description: str) -> None:
+    response = responses.get(status)
+    if response is None:
+        responses[status] = {"description": description, "content": copy.deepcopy(_PAGE)}
+        return
+    response["description"] = f"{response['description']}; or, as a page: {description}"
+    response.setdefault("content", {}).update(copy.deepcopy(_PAGE))
 
 
 def _refer_to_error(responses: dict[str, Any]) -> None:
