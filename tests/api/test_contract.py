@@ -6,7 +6,8 @@ rather than using the session's `app` fixture, whose database pools belong to th
 
 Each operation gets schemathesis' coverage cases (boundary values, missing and malformed parameters, methods
 the path does not take) and a bounded, derandomized Hypothesis search: valid input with the seeded ids
-(so that answers with bodies are checked, not only 404s), valid input, and invalid input.
+(so that answers with bodies are checked, not only 404s), valid input, and invalid input. Operations that
+generated input rarely gets through also get one request known to succeed, whose answer is checked too.
 """
 
 from __future__ import annotations
@@ -144,6 +145,8 @@ class Seeded:
     # By path parameter name for every operation, then by (METHOD, path) where a name means something else.
     ids: dict[str, str] = field(default_factory=dict)
     by_operation: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    # One request known to succeed, by operation, where generated input rarely does: their answers are checked.
+    valid: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def path_parameters(self, operation: Operation) -> dict[str, str]:
         names = {parameter.name for parameter in operation.path_parameters}
@@ -182,36 +185,35 @@ def seed(app: FastAPI, settings: Settings) -> Seeded:
 
         contact = data("POST", f"/brands/{brand}/contacts", {"contacts": [{"emails": ["jane@example.com"]}]})[0]
         crm_list = data("POST", f"/brands/{brand}/lists", {"name": "Buyers", "members": [contact["id"]]})
-        campaign = data(
-            "POST",
-            "/emails",
-            {
-                "to": [{"recipient_type": "Email", "email": "jane@example.com"}],
-                "subject": "Open house",
-                "html": "<p>Sunday 2pm</p>",
-                "due_at": "2031-05-01T15:00:00Z",
-            },
-        )
+        campaign_body = {
+            "to": [{"recipient_type": "Email", "email": "jane@example.com"}],
+            "subject": "Open house",
+            "html": "<p>Sunday 2pm</p>",
+            "due_at": "2031-05-01T15:00:00Z",
+        }
+        campaign = data("POST", "/emails", campaign_body)
         # A token of its own, so that deleting it leaves the run's token working.
         spare_token = data("POST", "/users/self/tokens", {"name": "spare"})
         credentials = {
-            kind: data(
-                "POST",
-                f"/users/self/{kind}-credentials",
-                {
-                    "email": f"{kind}-box@example.com",
-                    "scope_summary": ["profile", "mail.read", "mail.send", "mail.modify"],
-                    "access_token": f"access-{uuid.uuid4().hex}",
-                    "refresh_token": f"refresh-{uuid.uuid4().hex}",
-                    "expires_at": 4102444800,
-                },
-            )["id"]
+            kind: data("POST", f"/users/self/{kind}-credentials", mailbox(f"{kind}-box@example.com"))["id"]
             for kind in ("google", "microsoft")
         }
     seeded = Seeded(
         brand=brand,
         token=token,
         ids={"brand": brand, "list": crm_list["id"], "campaign": campaign["id"], "address": "jane@example.com"},
+        valid={
+            "POST /brands/{brand}/users": {"body": {"email": "agent-two@example.com", "role": "Agent"}},
+            "POST /brands/{brand}/invitations": {"body": {"email": "invitee@example.com", "role": "Agent"}},
+            "POST /brands/{brand}/lists/{list}/members": {"body": {"members": [contact["id"]]}},
+            "POST /agents": {"body": {"email": "agent@mls.example.com"}},
+            "POST /emails": {"body": campaign_body},
+            "POST /emails/individual": {"body": campaign_body},
+            **{
+                f"POST /users/self/{kind}-credentials": {"body": mailbox(f"{kind}-other@example.com")}
+                for kind in ("google", "microsoft")
+            },
+        },
     )
     for method, path in (("GET", "{id}"), ("PUT", "{id}"), ("DELETE", "{id}"), ("PUT", "{id}/notifications")):
         seeded.by_operation[(method, f"/emails/{path}")] = {"id": campaign["id"]}
@@ -230,6 +232,16 @@ def seed(app: FastAPI, settings: Settings) -> Seeded:
     return seeded
 
 
+def mailbox(address: str) -> dict[str, Any]:
+    return {
+        "email": address,
+        "scope_summary": ["profile", "mail.read", "mail.send", "mail.modify"],
+        "access_token": f"access-{uuid.uuid4().hex}",
+        "refresh_token": f"refresh-{uuid.uuid4().hex}",
+        "expires_at": 4102444800,
+    }
+
+
 def ends_something(operation: Operation) -> bool:
     """Deleting and revoking come last, so the operations before them still find what was seeded."""
     return operation.method.upper() == "DELETE" or operation.path.endswith("/revoke")
@@ -246,12 +258,13 @@ class Findings:
 
     failures: dict[tuple[str, str, str], str] = field(default_factory=dict)
 
-    def record(self, case: Case) -> None:
+    def record(self, case: Case) -> int | None:
+        """Sends the case and checks the answer; its status, or None when the app raised instead."""
         try:
             response = case.call()
         except Exception as exc:  # the app raised instead of answering
             self._add(case, "crash", type(exc).__name__, f"{exc}")
-            return
+            return None
         try:
             case.validate_response(response)
         except FailureGroup as group:
@@ -260,6 +273,7 @@ class Findings:
                 check = "/".join(failure.checks) or type(failure).__name__
                 where = _INDEX.sub("N", named.group(1)) if named else "no field"
                 self._add(case, check, f"{failure.title}; {where}", f"[{response.status_code}] {response.text[:300]}")
+        return response.status_code
 
     def _add(self, case: Case, check: str, what: str, answer: str) -> None:
         key = (case.operation.label, check, what)
@@ -292,6 +306,16 @@ def exercise(operation: Operation, seeded: Seeded, findings: Findings) -> None:
 
     brand_header = operation.get_parameter("X-Rechat-Brand", "header") is not None
     headers = {"X-Rechat-Brand": seeded.brand} if brand_header else {}
+    if operation.label in seeded.valid:
+        known = operation.Case(
+            path_parameters=seeded.path_parameters(operation),
+            headers=dict(headers),
+            media_type="application/json",
+            **seeded.valid[operation.label],
+        )
+        set_on_generated_case(known, auth, None)
+        if (findings.record(known) or 500) >= 300:
+            findings.failures[(operation.label, "valid request", "refused")] = f"{seeded.valid[operation.label]}"
     strategies = [
         operation.as_strategy(positive, path_parameters=seeded.path_parameters(operation), headers=headers),
         operation.as_strategy(positive),
