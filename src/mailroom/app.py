@@ -34,6 +34,7 @@ from mailroom.api.metrics import router as metrics_router
 from mailroom.api.notifications import router as notifications_router
 from mailroom.api.openapi import describe_api
 from mailroom.api.routing import RoutesBySegment, flatten
+from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.api.suppressions import router as suppressions_router
 from mailroom.api.tracking import install as install_tracking
 from mailroom.api.tracking import router as tracking_router
@@ -106,6 +107,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestMetrics)
     # Public links carry bearer tokens in their path; uvicorn's access log must not keep them.
     install_access_log_filter()
+
+    # The app's own routes are built as the routers' are: refusing query parameters they do not read.
+    app.router.route_class = StrictQueryRoute
 
     # Not in the envelope: load balancers and probes read it as it is.
     @app.get("/health", tags=["service"], response_model=HealthOut, summary="Whether the service can answer")

@@ -131,6 +131,38 @@ async def test_a_browser_signed_in_as_the_initiator_finishes_and_another_is_refu
     mailroom.client.cookies.clear()
 
 
+# What the providers add to their redirect besides code and state; more may come without notice.
+PROVIDER_EXTRAS = {
+    "google": {
+        "scope": "email profile https://www.googleapis.com/auth/gmail.send openid",
+        "authuser": "0",
+        "hd": "example.com",
+        "prompt": "consent",
+        "iss": "https://accounts.google.com",
+    },
+    "microsoft": {"session_state": "5c7e2d40-1c1a-4b2b-9b4e-8d7f0a6e2c11", "client_info": "eyJ1aWQiOiIxIn0"},
+}
+
+
+@KINDS
+async def test_what_the_provider_adds_to_its_redirect_is_accepted(
+    mailroom: World, provider: FakeOAuth, oauth_app: FastAPI, session: AsyncSession, kind: str
+) -> None:
+    sessions = CookieSessions()
+    oauth_app.state.browser_sessions = sessions
+    initiator = await mailroom.brand_admin()
+    query = await auth_url(initiator, kind)
+    code = grant_code(provider, kind, query, ["profile", "mail.send"], "ann@example.com")
+    mailroom.client.cookies.set(SESSION_COOKIE, sessions.sign_in(initiator.user))
+    try:
+        connected = await come_back(mailroom.client, kind, code=code, state=query["state"], **PROVIDER_EXTRAS[kind])
+    finally:
+        mailroom.client.cookies.clear()
+    assert connected.status_code == 200 and "is connected" in connected.text, connected.text
+    (row,) = await stored(session, kind)
+    assert (row.user, row.email) == (initiator.user, "ann@example.com")
+
+
 async def test_the_page_hands_the_code_only_to_the_configured_app_origin(
     mailroom: World, provider: FakeOAuth, oauth_app: FastAPI, session: AsyncSession
 ) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from mailroom.api.auth import CurrentCaller, brand_from_request
 from mailroom.api.deps import ReadConnection, Session
 from mailroom.api.envelope import Ok, OkList, ORJSONResponse, ok, ok_list
 from mailroom.api.paging import Limit, Start
+from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.campaigns import listing, quota, reads, service
 from mailroom.campaigns.schemas import CampaignEmailOut, CampaignIn, CampaignOut, NotificationsIn
 from mailroom.campaigns.views import campaign_emails_page, campaigns_out, parse_associations
@@ -18,20 +19,26 @@ from mailroom.config import Settings
 from mailroom.crm.membership import require_member
 from mailroom.db import driver_connection
 
-router = APIRouter(tags=["email campaigns"])
-
-Associations = Annotated[
-    list[str] | None,
-    Query(
-        alias="associations[]",
-        description="e.g. email_campaign.recipients, email_campaign.emails, email_campaign_email.email "
-        "(repeat the parameter or separate with commas)",
-    ),
-]
+router = APIRouter(tags=["email campaigns"], route_class=StrictQueryRoute)
 
 
-def _associations(request: Request, declared: list[str] | None) -> frozenset[str]:
-    return parse_associations([*(declared or []), *request.query_params.getlist("associations")])
+async def _associations(
+    listed: Annotated[
+        list[str] | None,
+        Query(
+            alias="associations[]",
+            description="e.g. email_campaign.recipients, email_campaign.emails, email_campaign_email.email "
+            "(repeat the parameter or separate with commas)",
+        ),
+    ] = None,
+    bare: Annotated[list[str] | None, Query(alias="associations", include_in_schema=False)] = None,
+) -> frozenset[str]:
+    """The associations asked for, as `associations[]` or, as older clients send them, bare `associations`:
+    both are declared here, so neither is an unknown parameter to the route."""
+    return parse_associations([*(listed or []), *(bare or [])])
+
+
+Associations = Annotated[frozenset[str], Depends(_associations)]
 
 
 def _private_links(request: Request) -> bool:
@@ -51,10 +58,9 @@ async def _create(
     body: CampaignIn,
     caller: CurrentCaller,
     session: Session,
-    assoc: list[str] | None,
+    associations: frozenset[str],
     individual: bool,
 ) -> ORJSONResponse:
-    associations = _associations(request, assoc)
     brand = brand_from_request(request, body.brand)
     await require_member(session, caller.user.id, brand)
     actor = service.Actor(user=caller.user.id, brand=brand, allow_private_links=_private_links(request))
@@ -66,18 +72,18 @@ async def _create(
 
 @router.post("/emails", response_model=Ok[CampaignOut], summary="Schedule an email campaign (due_at null: a draft)")
 async def create_campaign(
-    request: Request, body: CampaignIn, caller: CurrentCaller, session: Session, assoc: Associations = None
+    request: Request, body: CampaignIn, caller: CurrentCaller, session: Session, associations: Associations
 ) -> ORJSONResponse:
-    return await _create(request, body, caller, session, assoc, individual=False)
+    return await _create(request, body, caller, session, associations, individual=False)
 
 
 @router.post(
     "/emails/individual", response_model=Ok[CampaignOut], summary="Schedule a campaign sent one message per recipient"
 )
 async def create_individual_campaign(
-    request: Request, body: CampaignIn, caller: CurrentCaller, session: Session, assoc: Associations = None
+    request: Request, body: CampaignIn, caller: CurrentCaller, session: Session, associations: Associations
 ) -> ORJSONResponse:
-    return await _create(request, body, caller, session, assoc, individual=True)
+    return await _create(request, body, caller, session, associations, individual=True)
 
 
 @router.put("/emails/{id}", response_model=Ok[CampaignOut], summary="Replace a campaign that has not been executed")
@@ -87,9 +93,8 @@ async def update_campaign(
     body: CampaignIn,
     caller: CurrentCaller,
     session: Session,
-    assoc: Associations = None,
+    associations: Associations,
 ) -> ORJSONResponse:
-    associations = _associations(request, assoc)
     await service.update_campaign(
         session,
         id,
@@ -115,9 +120,8 @@ async def delete_campaign(id: uuid.UUID, caller: CurrentCaller, session: Session
 
 @router.get("/emails/{id}", response_model=Ok[CampaignOut], summary="Get an email campaign")
 async def get_campaign(
-    request: Request, id: uuid.UUID, caller: CurrentCaller, conn: ReadConnection, assoc: Associations = None
+    id: uuid.UUID, caller: CurrentCaller, conn: ReadConnection, associations: Associations
 ) -> ORJSONResponse:
-    associations = _associations(request, assoc)
     campaign = await reads.visible_campaign(conn, id, caller.user.id)
     return ok((await campaigns_out(conn, [campaign], associations, reader=caller.user.id))[0])
 
@@ -128,18 +132,16 @@ async def get_campaign(
     summary="The recipients of a campaign, with what happened to each",
 )
 async def campaign_emails(
-    request: Request,
     campaign: uuid.UUID,
     caller: CurrentCaller,
     conn: ReadConnection,
+    associations: Associations,
     start: Start = 0,
     limit: Limit = 250,
     order: Annotated[
         str | None, Query(description="clicked | opened | unsubscribed | failed | full_name; -desc")
     ] = None,
-    assoc: Associations = None,
 ) -> ORJSONResponse:
-    associations = _associations(request, assoc)
     await reads.visible_campaign(conn, campaign, caller.user.id)
     rows, total = await campaign_emails_page(
         conn, campaign, start=start, limit=limit, order=order, associations=associations
@@ -149,17 +151,15 @@ async def campaign_emails(
 
 @router.get("/brands/{brand}/emails/campaigns", response_model=OkList[CampaignOut], summary="A brand's campaigns")
 async def brand_campaigns(
-    request: Request,
     brand: uuid.UUID,
     caller: CurrentCaller,
     conn: ReadConnection,
+    associations: Associations,
     status: listing.Status | None = None,
     start: Start = 0,
     limit: Limit = 250,
     order: Annotated[str | None, Query(description="e.g. -created_at,+due_at")] = None,
-    assoc: Associations = None,
 ) -> ORJSONResponse:
-    associations = _associations(request, assoc)
     campaigns, total = await reads.brand_campaigns(
         conn, brand, caller.user.id, status=status, start=start, limit=limit, order=order
     )

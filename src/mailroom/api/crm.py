@@ -12,6 +12,7 @@ from mailroom.api.auth import BRAND_HEADER, CurrentCaller, brand_from_request
 from mailroom.api.deps import AppSettings, Secrets, Session
 from mailroom.api.envelope import Ok, OkList, ORJSONResponse, ok, ok_list
 from mailroom.api.paging import Limit, Start
+from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.crm import contacts, credentials, invitations, lists, service, tokens
 from mailroom.crm.membership import require_admin, require_member
 from mailroom.crm.schemas import (
@@ -48,7 +49,7 @@ from mailroom.errors import BadRequest, Conflict, PayloadTooLarge
 from mailroom.sending.notices import queue_confirmation, read_confirmation
 from mailroom.validation import PlainText
 
-router = APIRouter(tags=["crm"])
+router = APIRouter(tags=["crm"], route_class=StrictQueryRoute)
 
 CSV_TYPES = ("text/csv", "application/csv", "text/plain")
 

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 
+from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.errors import NotFound
 
 SWAGGER_UI_VERSION = "5.35.0"
@@ -37,7 +38,7 @@ _POLICY = (
 )
 _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=StrictQueryRoute)
 
 
 @router.get("/docs")

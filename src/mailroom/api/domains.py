@@ -11,9 +11,10 @@ from mailroom.api.auth import CurrentCaller
 from mailroom.api.deps import AppSettings, Secrets, Session
 from mailroom.api.envelope import ok, ok_list
 from mailroom.api.errors import ERROR_SCHEMA
+from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.domains import service
 
-router = APIRouter(tags=["sending domains"])
+router = APIRouter(tags=["sending domains"], route_class=StrictQueryRoute)
 
 _ERROR = {"application/json": {"schema": ERROR_SCHEMA}}
 _RESPONSES: dict[int | str, dict[str, Any]] = {

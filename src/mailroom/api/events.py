@@ -9,11 +9,12 @@ from fastapi import APIRouter, Request
 from mailroom.api.auth import CurrentCaller
 from mailroom.api.deps import AppSettings, ReadConnection, Session
 from mailroom.api.envelope import ORJSONResponse, ok
+from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.campaigns import reads
 from mailroom.errors import NotFound
 from mailroom.tracking import stats, webhooks
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], route_class=StrictQueryRoute)
 
 # Public (signed by Mailgun, no bearer token): the body limit middleware keeps its bodies small.
 WEBHOOK_PATH = "/emails/events"

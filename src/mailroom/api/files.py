@@ -21,6 +21,7 @@ from starlette.requests import ClientDisconnect
 from mailroom.api.auth import BRAND_HEADER, current_caller
 from mailroom.api.envelope import ORJSONResponse, ok
 from mailroom.api.errors import ERROR_SCHEMA
+from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.crm.membership import require_member
 from mailroom.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from mailroom.files import service
@@ -28,7 +29,7 @@ from mailroom.files.sniff import SNIFF_BYTES, extension, sniff
 from mailroom.files.storage import FileMissing, Storage, TooLarge, disposition, link_is_valid
 from mailroom.sending.attachments import MAILBOX_SIZE_LIMIT, MAILGUN_SIZE_LIMIT
 
-router = APIRouter(tags=["files"])
+router = APIRouter(tags=["files"], route_class=StrictQueryRoute)
 
 # What one uploaded file may weigh, by where it will be sent from (the provider's own message limit).
 UPLOAD_LIMITS = {"gmail": MAILBOX_SIZE_LIMIT, "outlook": MAILBOX_SIZE_LIMIT, "mailgun": MAILGUN_SIZE_LIMIT}

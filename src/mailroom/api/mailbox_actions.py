@@ -13,12 +13,13 @@ from fastapi import APIRouter, Body, Path, Response
 from mailroom.api.auth import CurrentCaller
 from mailroom.api.deps import Session
 from mailroom.api.errors import ERROR_SCHEMA
+from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.crm import mailbox_actions
 from mailroom.crm.credentials import Kind
 from mailroom.crm.mailbox_actions import MAX_MESSAGE_ID, MAX_MESSAGE_IDS
 from mailroom.sending.mailbox_jobs import NAMES
 
-router = APIRouter(tags=["mailbox actions"])
+router = APIRouter(tags=["mailbox actions"], route_class=StrictQueryRoute)
 
 # Checked by the service (after the credential), so the body is taken as any JSON here.
 ActionBody = Annotated[Any, Body()]

@@ -23,6 +23,7 @@ from mailroom.api.browser import browser_user
 from mailroom.api.deps import AppSettings, Secrets, Session
 from mailroom.api.envelope import Ok, ORJSONResponse, ok
 from mailroom.api.handoff_page import handoff_page
+from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.config import Settings
 from mailroom.crm import credentials, oauth
 from mailroom.crm.schemas import SCOPES, AuthUrlOut, CredentialOut, credential_out
@@ -31,7 +32,7 @@ from mailroom.errors import BadRequest
 from mailroom.transports.oauth import LABELS
 from mailroom.validation import Strict
 
-router = APIRouter(tags=["crm"])
+router = APIRouter(tags=["crm"], route_class=StrictQueryRoute)
 
 # The token endpoint and the profile read each answer within seconds; a stuck provider must not hold
 # the request (and its transaction) open.

@@ -24,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailroom.api.limits import ASGIApp, Message, Receive, Scope, Send
+from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.config import Settings
 from mailroom.errors import Forbidden, Unauthorized
 from mailroom.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -113,7 +114,7 @@ def _check_access(request: Request, settings: Settings) -> None:
         raise Forbidden("metrics answer only to loopback clients unless MAILROOM_METRICS_TOKEN is set")
 
 
-router = APIRouter()
+router = APIRouter(route_class=StrictQueryRoute)
 
 
 @router.get("/metrics", include_in_schema=False)

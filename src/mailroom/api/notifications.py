@@ -11,9 +11,10 @@ from mailroom.api.auth import CurrentCaller
 from mailroom.api.deps import ReadConnection, Session
 from mailroom.api.envelope import ORJSONResponse, ok, ok_list
 from mailroom.api.paging import Limit, Start
+from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.tracking.notifications import list_notifications, mark_seen, notification_out
 
-router = APIRouter(tags=["notifications"])
+router = APIRouter(tags=["notifications"], route_class=StrictQueryRoute)
 
 
 @router.get(

@@ -11,11 +11,12 @@ from mailroom.api.auth import CurrentCaller
 from mailroom.api.deps import Session
 from mailroom.api.envelope import ORJSONResponse, ok_list
 from mailroom.api.paging import Limit, Start
+from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.crm.membership import require_admin, require_member
 from mailroom.tracking.suppressions import lift_suppression, list_suppressions, suppression_out
 from mailroom.validation import PlainText
 
-router = APIRouter(tags=["suppressions"])
+router = APIRouter(tags=["suppressions"], route_class=StrictQueryRoute)
 
 # Longer than any address (254), so a pasted address with stray spaces still reaches the lookup.
 AddressPath = Annotated[PlainText, Path(min_length=1, max_length=320)]

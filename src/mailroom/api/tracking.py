@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.api.deps import AppSettings, Session
 from mailroom.api.hot_paths import NO_STORE, PIXEL, HotPaths, client_of
+from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.crypto import InvalidToken, SecretBox
 from mailroom.errors import NotFound
 from mailroom.sending.renderer import CampaignTemplates, RenderPool
@@ -31,7 +32,7 @@ from mailroom.sending.to_send import PendingRow, load_campaign
 from mailroom.sending.tracking_links import TrackingTokens, view_url
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["tracking"])
+router = APIRouter(tags=["tracking"], route_class=StrictQueryRoute)
 
 VIEW_HEADERS = {
     "X-Content-Type-Options": "nosniff",

@@ -14,13 +14,14 @@ from fastapi.responses import HTMLResponse, Response
 
 from mailroom.addresses import normalize
 from mailroom.api.deps import Secrets, Session
+from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.crypto import InvalidToken, SecretBox
 from mailroom.errors import NotFound
 from mailroom.links import read_unsubscribe_token
 from mailroom.tracking.events import NewEvent, append_events
 from mailroom.tracking.service import suppress
 
-router = APIRouter(tags=["unsubscribe"])
+router = APIRouter(tags=["unsubscribe"], route_class=StrictQueryRoute)
 
 
 def _read(box: SecretBox, token: str) -> tuple[uuid.UUID, str]:
