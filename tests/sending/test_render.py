@@ -1,10 +1,12 @@
 import subprocess
 import sys
+from collections import OrderedDict
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from mailroom.sending import render
 from mailroom.sending.render import (
     TemplateError,
     check_template,
@@ -247,3 +249,25 @@ def test_rendered_fields_are_capped_in_size() -> None:
 def test_deeply_nested_templates_fail_with_a_reason(source: str) -> None:
     with pytest.raises(TemplateError, match=r"^text: the template is nested too deeply$"):
         check_template("text", source)
+
+
+def test_a_compiled_template_is_kept_and_reused_within_its_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(render, "_compiled", OrderedDict())
+    monkeypatch.setattr(render, "_compiled_chars", 0)
+    first = render._compile("html", "<p>Hi {{ recipient.first_name }}</p>")
+    assert render._compile("html", "<p>Hi {{ recipient.first_name }}</p>") is first
+    # The same source in another field compiles in that field's environment (subject is not escaped).
+    assert render._compile("subject", "<p>Hi {{ recipient.first_name }}</p>") is not first
+    # Past the budget the oldest goes first.
+    monkeypatch.setattr(render, "COMPILED_BUDGET", 80)
+    render._compile("text", "x" * 60)
+    assert render._compile("html", "<p>Hi {{ recipient.first_name }}</p>") is not first
+    assert sum(len(source) for _, source in render._compiled) == render._compiled_chars <= 80
+
+
+def test_a_template_that_fails_to_compile_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(render, "_compiled", OrderedDict())
+    for _ in range(2):
+        with pytest.raises(TemplateError):
+            render._compile("html", "{% if %}")
+    assert not render._compiled

@@ -24,14 +24,12 @@ import os
 import resource
 import signal
 import sys
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, BinaryIO
 
 import orjson
 
 from mailroom.sending.render import (
-    CompiledCampaign,
     Interrupted,
     TemplateError,
     check_field,
@@ -51,8 +49,6 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     },
     "email": {"url": "https://example.com/view"},
 }
-# Compiled campaigns kept per process; a worker sends few campaigns at once.
-CACHED = 32
 # After the timer first fires, it fires again this often, in case template code swallowed it.
 REFIRE = 0.5
 
@@ -97,23 +93,10 @@ class _Renderer:
     def __init__(self, limits: _Limits) -> None:
         self.limits = limits
         self.field: str | None = None  # what is being worked on, for failures outside a template
-        self._compiled: OrderedDict[tuple[str, str | None, str | None], CompiledCampaign] = OrderedDict()
-
-    def _campaign(self, subject: str, html: str | None, text: str | None) -> CompiledCampaign:
-        key = (subject, html, text)
-        compiled = self._compiled.get(key)
-        if compiled is None:
-            compiled = compile_campaign(subject, html, text)
-            self._compiled[key] = compiled
-            if len(self._compiled) > CACHED:
-                self._compiled.popitem(last=False)
-        else:
-            self._compiled.move_to_end(key)
-        return compiled
 
     def render(self, request: Mapping[str, Any]) -> dict[str, Any]:
         subject, html, text = request["templates"]
-        compiled = self._campaign(subject or "", html, text)
+        compiled = compile_campaign(subject or "", html, text)  # its templates are kept once compiled
         messages = []
         for context in request["contexts"]:
             if "user" not in context and "sender" in context:
