@@ -8,6 +8,7 @@ import pytest
 from fastapi import FastAPI
 
 from mailroom.config import Settings
+from mailroom.tracking.models import EVENT_TYPES
 from tests.support.events import event, post_events, sent_campaign, settle_all, signed, use_signing_key
 from tests.support.world import World
 
@@ -46,6 +47,8 @@ async def test_stats_of_a_campaign(world: World, app: FastAPI, settings: Setting
     stats = admin.data(await admin.get(f"/emails/{sent.id}/stats"))
     assert stats["sent"] == 5 and stats["recipients_count"] == 5
     counts = stats["counts"]
+    # Every event type the counters have, in their order: the shape lists them one by one.
+    assert tuple(counts) == EVENT_TYPES
     assert counts["opened"] == {"unique": 1, "total": 3}
     assert counts["clicked"] == {"unique": 2, "total": 4}
     assert counts["failed"] == {"unique": 3, "total": 3}

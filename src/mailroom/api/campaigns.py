@@ -106,7 +106,13 @@ async def update_campaign(
     return await _answer(session, id, caller.user.id, associations)
 
 
-@router.put("/emails/{id}/notifications", summary="Turn the sender's notifications for a campaign on or off")
+@router.put(
+    "/emails/{id}/notifications",
+    summary="Turn the sender's notifications for a campaign on or off",
+    # As the API document shows: a bare 200, no body.
+    response_class=Response,
+    responses={200: {"description": "Set; the answer has no body"}},
+)
 async def set_notifications(id: uuid.UUID, body: NotificationsIn, caller: CurrentCaller, session: Session) -> Response:
     await service.set_notifications(session, id, caller.user.id, body.status)
     return Response(status_code=200)
@@ -168,6 +174,7 @@ async def brand_campaigns(
 
 @router.get(
     "/brands/{brand}/emails/quota",
+    response_model=Ok[quota.QuotaOut],
     summary="The caller's monthly quota of email sent through the service (across all their brands)",
     description="Every recipient of a campaign sent through the service's ESP counts, in one shared message or "
     "one per recipient alike; mail sent through the caller's own Gmail or Outlook does not (that is one shared "

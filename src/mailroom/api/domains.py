@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from mailroom.api.auth import CurrentCaller
 from mailroom.api.deps import AppSettings, Secrets, Session
-from mailroom.api.envelope import ok, ok_list
+from mailroom.api.envelope import Ok, OkList, ok, ok_list
 from mailroom.api.errors import ERROR_SCHEMA
 from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.domains import service
@@ -24,6 +24,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @router.get(
     "/emails/domain",
+    response_model=Ok[service.DomainOut],
     summary="Get information about the domain of the current user",
     responses={**_RESPONSES, 404: {"description": "No sending domain is set up for it", "content": _ERROR}},
 )
@@ -33,6 +34,7 @@ async def get_domain(caller: CurrentCaller, session: Session) -> Response:
 
 @router.put(
     "/emails/domain/verify",
+    response_model=OkList[service.DnsRecordOut],
     summary="Set up the sending domain of the caller's address and check its DNS records now",
     responses={**_RESPONSES, 502: {"description": "Mailgun refused or could not be reached", "content": _ERROR}},
 )

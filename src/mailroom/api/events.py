@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from mailroom.api.auth import CurrentCaller
 from mailroom.api.deps import AppSettings, ReadConnection, Session
-from mailroom.api.envelope import ORJSONResponse, ok
+from mailroom.api.envelope import Ok, ORJSONResponse, ok
 from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.campaigns import reads
 from mailroom.errors import NotFound
@@ -22,6 +22,7 @@ WEBHOOK_PATH = "/emails/events"
 
 @router.post(
     WEBHOOK_PATH,
+    response_model=Ok[webhooks.WebhookReceiptOut],
     summary="Mailgun event webhook (signed with the webhook signing key); 404 when no key is configured",
 )
 async def mailgun_events(request: Request, session: Session, settings: AppSettings) -> ORJSONResponse:
@@ -30,10 +31,14 @@ async def mailgun_events(request: Request, session: Session, settings: AppSettin
         # Without a key no call can be verified: the endpoint does not exist here.
         raise NotFound("no webhook signing key is configured", field="path")
     appended = await webhooks.receive(session, webhooks.parse_body(await request.body()), key)
-    return ok({"appended": appended})
+    return ok(webhooks.receipt(appended))
 
 
-@router.get("/emails/{id}/stats", summary="What happened to a campaign's emails: counts, hours, links, failures")
+@router.get(
+    "/emails/{id}/stats",
+    response_model=Ok[stats.CampaignStatsOut],
+    summary="What happened to a campaign's emails: counts, hours, links, failures",
+)
 async def campaign_stats(id: uuid.UUID, caller: CurrentCaller, conn: ReadConnection) -> ORJSONResponse:
     campaign = await reads.visible_campaign(conn, id, caller.user.id)
     return ok(await stats.campaign_stats(conn, campaign.id))

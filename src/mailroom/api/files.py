@@ -19,7 +19,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
 from mailroom.api.auth import BRAND_HEADER, current_caller
-from mailroom.api.envelope import ORJSONResponse, ok
+from mailroom.api.envelope import Ok, ORJSONResponse, ok
 from mailroom.api.errors import ERROR_SCHEMA
 from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.crm.membership import require_member
@@ -172,6 +172,7 @@ async def _head(upload: _Upload) -> tuple[bytes, AsyncIterator[bytes]]:
 
 @router.post(
     "/emails/attachments",
+    response_model=Ok[service.FileOut],
     summary="Upload a file to attach to campaigns",
     responses={
         400: {"description": "No file, two files, an empty file or a malformed body", "content": _ERROR},

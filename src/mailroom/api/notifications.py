@@ -9,16 +9,17 @@ from fastapi import APIRouter, Path
 
 from mailroom.api.auth import CurrentCaller
 from mailroom.api.deps import ReadConnection, Session
-from mailroom.api.envelope import ORJSONResponse, ok, ok_list
+from mailroom.api.envelope import Ok, OkList, ORJSONResponse, ok, ok_list
 from mailroom.api.paging import Limit, Start
 from mailroom.api.strict_query import StrictQueryRoute
-from mailroom.tracking.notifications import list_notifications, mark_seen, notification_out
+from mailroom.tracking.notifications import NotificationOut, list_notifications, mark_seen, notification_out
 
 router = APIRouter(tags=["notifications"], route_class=StrictQueryRoute)
 
 
 @router.get(
     "/notifications",
+    response_model=OkList[NotificationOut],
     summary="The caller's notifications, newest first",
     description="`kind` is `clicked` (one per click, with the link's `url`) or `opened` (opens of one recipient "
     "less than 5 minutes apart are one notification; `count` says how many). `created_at` is when the first of "
@@ -31,7 +32,11 @@ async def get_notifications(
     return ok_list([notification_out(row) for row in rows], total=total)
 
 
-@router.put("/notifications/{id}/seen", summary="Mark one of the caller's notifications seen")
+@router.put(
+    "/notifications/{id}/seen",
+    response_model=Ok[NotificationOut],
+    summary="Mark one of the caller's notifications seen",
+)
 async def put_seen(
     notification: Annotated[uuid.UUID, Path(alias="id")], caller: CurrentCaller, session: Session
 ) -> ORJSONResponse:

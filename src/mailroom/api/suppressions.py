@@ -9,11 +9,11 @@ from fastapi import APIRouter, Path, Query, Response
 
 from mailroom.api.auth import CurrentCaller
 from mailroom.api.deps import Session
-from mailroom.api.envelope import ORJSONResponse, ok_list
+from mailroom.api.envelope import OkList, ORJSONResponse, ok_list
 from mailroom.api.paging import Limit, Start
 from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.crm.membership import require_admin, require_member
-from mailroom.tracking.suppressions import lift_suppression, list_suppressions, suppression_out
+from mailroom.tracking.suppressions import SuppressionOut, lift_suppression, list_suppressions, suppression_out
 from mailroom.validation import PlainText
 
 router = APIRouter(tags=["suppressions"], route_class=StrictQueryRoute)
@@ -24,6 +24,7 @@ AddressPath = Annotated[PlainText, Path(min_length=1, max_length=320)]
 
 @router.get(
     "/brands/{brand}/suppressions",
+    response_model=OkList[SuppressionOut],
     summary="Addresses the brand no longer mails, newest first; `q` finds an address by any part of it",
     description="Members of the brand, or of a brand above it, may read it. `reason` is `unsubscribed`, "
     "`complained` or `bounced`; `detail` is what the provider said, when it said anything.",

@@ -31,7 +31,13 @@ def _read(box: SecretBox, token: str) -> tuple[uuid.UUID, str]:
         raise NotFound("no such unsubscribe link", field="token") from None
 
 
-@router.post("/unsubscribe/{token}", summary="One-click unsubscribe (List-Unsubscribe-Post)")
+@router.post(
+    "/unsubscribe/{token}",
+    summary="One-click unsubscribe (List-Unsubscribe-Post)",
+    # RFC 8058 asks only for a 2xx; mail clients post without reading an answer.
+    response_class=Response,
+    responses={200: {"description": "Unsubscribed; the answer has no body"}},
+)
 async def unsubscribe(token: str, session: Session, box: Secrets) -> Response:
     brand, address = _read(box, token)
     await suppress(session, brand, address)

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from psycopg import AsyncConnection
+from pydantic import Field
 from sqlalchemy import text
+from typing_extensions import TypedDict
 
 from mailroom.db import fetch_rows
 from mailroom.sending.expansion import EXECUTED_IN_MONTH, EXPANSION_CTE, month_bounds, through_esp
+from mailroom.serialize import closed
 
 # The route depends on how many recipients the campaign expands to, so it is decided after counting them.
 SCHEDULED_THROUGH_ESP = text(
@@ -43,7 +46,16 @@ QUOTA_NOW = text(
 )
 
 
-async def quota(conn: AsyncConnection[Any], user: uuid.UUID) -> dict[str, int]:
+@closed
+class QuotaOut(TypedDict):
+    """The caller's monthly quota and what counts against it (recipients of mail through the service's ESP)."""
+
+    executed: Annotated[int, Field(description="Recipients of campaigns executed this calendar month (UTC)")]
+    scheduled: Annotated[int, Field(description="Recipients of unsent campaigns due before the month ends")]
+    quota: Annotated[int, Field(description="Recipients a month the caller may send to through the ESP")]
+
+
+async def quota(conn: AsyncConnection[Any], user: uuid.UUID) -> QuotaOut:
     """The user's monthly limit, what counted against it this calendar month (UTC), and the recipients
     of their unsent campaigns due by its end that will go through the ESP, expanded as they will be."""
     start, end = month_bounds(datetime.now(UTC))

@@ -16,16 +16,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any, overload
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import Field
 from sqlalchemy import or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from typing_extensions import TypedDict
 
 from mailroom.config import Settings
 from mailroom.crm.models import Person
@@ -34,6 +37,7 @@ from mailroom.db import make_engine, make_sessionmaker, resolve_database_url
 from mailroom.domains.dns import DnsChecker, DnsRecord, bare
 from mailroom.domains.models import SendingDomain
 from mailroom.errors import BadGateway, BadRequest, NotFound
+from mailroom.serialize import closed
 from mailroom.transports.factory import transport_name
 from mailroom.transports.mailgun_domains import MailgunDomain, MailgunDomains, MailgunDomainsError
 
@@ -80,10 +84,35 @@ async def get_domain(session: AsyncSession, user: Person) -> SendingDomain:
     return row
 
 
-def view(row: SendingDomain) -> dict[str, Any]:
+@closed
+class DomainOut(TypedDict):
+    """The sending domain set up for the caller's address domain."""
+
+    id: uuid.UUID
+    mailgun_domain: Annotated[str | None, Field(description="The domain set up at Mailgun; null until one is")]
+    domain: Annotated[str, Field(description="The caller's address domain")]
+    created_at: Annotated[str, Field(description="ISO 8601 with milliseconds, in UTC")]
+    enabled_at: Annotated[
+        str | None, Field(description="When its required records were all found (ISO 8601); null while they are not")
+    ]
+    risks: Annotated[str | None, Field(description="A PostgreSQL array literal; not assessed here: {unknown}")]
+
+
+@closed
+class DnsRecordOut(TypedDict):
+    """A DNS record the domain needs, as it was found just now."""
+
+    is_active: Annotated[bool, Field(description="Published as desired")]
+    name: str
+    record_type: Annotated[str, Field(description="TXT, CNAME or MX")]
+    desired_value: Annotated[str, Field(description="What to publish")]
+    reason: Annotated[str | None, Field(description="Why it is not active")]
+
+
+def view(row: SendingDomain) -> DomainOut:
     """The document's domain object."""
     return {
-        "id": str(row.id),
+        "id": row.id,
         "mailgun_domain": row.mailgun_domain,
         "domain": row.domain,
         "created_at": _iso(row.created_at),
@@ -92,19 +121,31 @@ def view(row: SendingDomain) -> dict[str, Any]:
     }
 
 
+@overload
+def _iso(value: datetime) -> str: ...
+@overload
+def _iso(value: datetime | None) -> str | None: ...
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def answer(checks: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def answer(checks: Sequence[dict[str, Any]]) -> list[DnsRecordOut]:
     """The records as the verify route answers them."""
-    keys = ("is_active", "name", "record_type", "desired_value", "reason")
-    return [{key: check.get(key) for key in keys} for check in checks]
+    return [
+        {
+            "is_active": check["is_active"],
+            "name": check["name"],
+            "record_type": check["record_type"],
+            "desired_value": check["desired_value"],
+            "reason": check.get("reason"),
+        }
+        for check in checks
+    ]
 
 
 async def verify(
     session: AsyncSession, user: Person, *, settings: Settings, box: SecretBox, dns: DnsChecker | None = None
-) -> list[dict[str, Any]]:
+) -> list[DnsRecordOut]:
     """Set up (or look up) the sending domain of the user's address domain and check its records now."""
     domain = address_domain(user)
     provider = "mailgun" if transport_name(settings) == "mailgun" else "smtp"
@@ -122,7 +163,7 @@ async def verify(
 
 async def check_domain(
     session: AsyncSession, row: SendingDomain, *, settings: Settings, box: SecretBox, dns: DnsChecker | None = None
-) -> list[dict[str, Any]]:
+) -> list[DnsRecordOut]:
     """Check the domain's records now, store what was seen and enable or disable it accordingly."""
     dns = dns or DnsChecker(settings.dns_servers)
     provider = "mailgun" if transport_name(settings) == "mailgun" else "smtp"

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import unicodedata
 import uuid
-from typing import Any
+from typing import Annotated, Literal
 
+from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from typing_extensions import TypedDict
 
 from mailroom.files.models import File
 from mailroom.files.storage import Storage
-from mailroom.serialize import epoch
+from mailroom.serialize import Epoch, EpochSet, closed, epoch
 
 MAX_NAME = 200
 DEFAULT_NAME = "attachment"
@@ -60,7 +62,28 @@ async def live_by_path(session: AsyncSession, path: str) -> File | None:
     return found
 
 
-def view(file: File, storage: Storage) -> dict[str, Any]:
+Link = Annotated[str, Field(description="A signed link to the file; it expires after a day")]
+
+
+@closed
+class FileOut(TypedDict):
+    """An uploaded file: a campaign attaches it by its id."""
+
+    id: uuid.UUID
+    created_at: EpochSet
+    updated_at: EpochSet
+    deleted_at: Epoch
+    created_by: Annotated[uuid.UUID, Field(description="The user who uploaded it")]
+    path: Annotated[str, Field(description="Where it is stored")]
+    name: Annotated[str, Field(description="The file name, cleaned of paths and control characters")]
+    public: Annotated[bool, Field(description="Always false: files are fetched through signed links")]
+    type: Literal["file"]
+    url: Link
+    preview_url: Link
+    mime: Annotated[str | None, Field(description="The type its content was found to have")]
+
+
+def view(file: File, storage: Storage) -> FileOut:
     """The document's file object; its links are signed and expire."""
     url = storage.signed_url(file.path, mime=file.mime, name=file.name)
     return {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal, get_args
 
 from sqlalchemy import BigInteger, CheckConstraint, DateTime, Index, Integer, PrimaryKeyConstraint, Text, text
 from sqlalchemy.dialects.postgresql import UUID
@@ -11,7 +12,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from mailroom.orm import Base, created_at, fk, one_of, timestamp
 
-SUPPRESSION_REASONS = ("unsubscribed", "complained", "bounced")
+# Literals, so that the answers' shapes name the same values the check constraints allow.
+SuppressionReason = Literal["unsubscribed", "complained", "bounced"]
+SUPPRESSION_REASONS: tuple[str, ...] = get_args(SuppressionReason)
+NotificationKind = Literal["opened", "clicked"]
 
 
 class Suppression(Base):
@@ -127,7 +131,7 @@ class Notification(Base):
     updated_at: Mapped[datetime | None] = timestamp()
     seen_at: Mapped[datetime | None] = timestamp()
     __table_args__ = (
-        one_of("type", ("opened", "clicked"), name="type"),
+        one_of("type", get_args(NotificationKind), name="type"),
         Index("ix_notifications_user_created_at", "user", text("created_at DESC")),
         # Grouping a recipient's opens finds that recipient's latest open notification of the campaign.
         Index("ix_notifications_opened", "campaign", "recipient", postgresql_where=text("type = 'opened'")),

@@ -17,17 +17,19 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from psycopg import AsyncConnection
+from pydantic import Field
 from sqlalchemy import TextClause, func, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from typing_extensions import TypedDict
 
 from mailroom.db import fetch_rows
 from mailroom.errors import NotFound
-from mailroom.serialize import epoch
+from mailroom.serialize import closed, epoch
 from mailroom.tracking.activity import SettledActivity
-from mailroom.tracking.models import Notification
+from mailroom.tracking.models import Notification, NotificationKind
 
 OPENS_APART = "5 minutes"
 CAMPAIGN_AGE = "30 days"
@@ -222,7 +224,28 @@ async def mark_seen(session: AsyncSession, *, user: uuid.UUID, notification: uui
     return row
 
 
-def notification_out(row: Any) -> dict[str, Any]:
+@closed
+class NotificationOut(TypedDict):
+    """A recipient of the caller's campaign opened or clicked."""
+
+    type: Literal["notification"]
+    id: uuid.UUID
+    kind: Annotated[
+        NotificationKind,
+        Field(description="clicked: one per click; opened: a recipient's opens less than 5 minutes apart"),
+    ]
+    campaign: uuid.UUID | None
+    recipient: Annotated[str | None, Field(description="The recipient's address")]
+    url: Annotated[str | None, Field(description="The link clicked; null for opens")]
+    count: Annotated[int, Field(description="How many opens or clicks it tells of")]
+    created_at: Annotated[float, Field(description="When the first of them happened, in epoch seconds")]
+    updated_at: Annotated[float | None, Field(description="When the latest of them happened, in epoch seconds")]
+    seen_at: Annotated[
+        float | None, Field(description="When the caller marked it seen, in epoch seconds; null until then")
+    ]
+
+
+def notification_out(row: Any) -> NotificationOut:
     """A Notification, or a row of NOTIFICATIONS_PAGE."""
     return {
         "type": "notification",

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from psycopg import AsyncConnection
+from pydantic import Field
 from sqlalchemy import TextClause, text
+from typing_extensions import TypedDict
 
 from mailroom.db import fetch_rows
+from mailroom.serialize import closed
 from mailroom.tracking.models import EVENT_TYPES
 
 PEOPLE = ("opened", "clicked")
@@ -74,10 +77,97 @@ _STATS = text(
 )
 
 
-async def campaign_stats(conn: AsyncConnection[Any], campaign: uuid.UUID) -> dict[str, Any]:
+@closed
+class EventCountOut(TypedDict):
+    unique: Annotated[int, Field(description="Distinct recipients it happened to (the campaign's counter)")]
+    total: Annotated[int, Field(description="Every time it happened, summed over the campaign's emails")]
+
+
+@closed
+class EventCountsOut(TypedDict):
+    """Each event type, counted per recipient and in all."""
+
+    accepted: EventCountOut
+    rejected: EventCountOut
+    delivered: EventCountOut
+    failed: EventCountOut
+    opened: EventCountOut
+    clicked: EventCountOut
+    unsubscribed: EventCountOut
+    complained: EventCountOut
+    stored: EventCountOut
+
+
+@closed
+class HourOut(TypedDict):
+    """The counted opens and clicks of one hour (proxies, scanners and the send's own echo left out)."""
+
+    hour: Annotated[str, Field(description="The hour's start, ISO 8601 with its offset")]
+    since_sending: Annotated[int, Field(description="Whole hours between the hour sending began in and this one")]
+    opened: Annotated[int, Field(description="Counted opens in the hour")]
+    clicked: Annotated[int, Field(description="Counted clicks in the hour")]
+
+
+@closed
+class LinkOut(TypedDict):
+    """One link of the campaign's emails that was clicked."""
+
+    url: Annotated[str, Field(description="The link as the email held it")]
+    unique: Annotated[int, Field(description="Distinct recipients who clicked it (counted clicks)")]
+    total: Annotated[int, Field(description="Every click on it, counted or not")]
+
+
+@closed
+class FailureReasonOut(TypedDict):
+    reason: Annotated[str, Field(description="What the provider said, or why the send was refused")]
+    recipients: Annotated[int, Field(description="Recipients whose latest failure it is")]
+
+
+@closed
+class FailureDomainOut(TypedDict):
+    domain: Annotated[str, Field(description="The domain of the failed addresses")]
+    recipients: Annotated[int, Field(description="Recipients at it whose mail failed")]
+
+
+@closed
+class FailuresOut(TypedDict):
+    """Failed recipients (each once, by their latest failure) grouped two ways, the largest groups first."""
+
+    by_reason: list[FailureReasonOut]
+    by_domain: list[FailureDomainOut]
+
+
+@closed
+class CampaignStatsOut(TypedDict):
+    """What happened to a campaign's emails."""
+
+    sent: Annotated[int, Field(description="Emails actually sent")]
+    recipients_count: Annotated[int | None, Field(description="Recipients once the campaign has been expanded")]
+    executed_at: Annotated[str | None, Field(description="When sending began, ISO 8601; null before")]
+    counts: EventCountsOut
+    hourly: Annotated[list[HourOut], Field(description="Hours with a counted open or click, in order")]
+    links: Annotated[list[LinkOut], Field(description="Clicked links, those the most recipients clicked first")]
+    failures: FailuresOut
+
+
+def _count(row: Any, event_type: str) -> EventCountOut:
+    return {"unique": getattr(row, f"unique_{event_type}"), "total": int(getattr(row, f"total_{event_type}"))}
+
+
+async def campaign_stats(conn: AsyncConnection[Any], campaign: uuid.UUID) -> CampaignStatsOut:
     (row,) = await fetch_rows(conn, _STATS, {"campaign": campaign})
-    counts = {t: {"unique": getattr(row, f"unique_{t}"), "total": int(getattr(row, f"total_{t}"))} for t in EVENT_TYPES}
-    hourly = [
+    counts: EventCountsOut = {
+        "accepted": _count(row, "accepted"),
+        "rejected": _count(row, "rejected"),
+        "delivered": _count(row, "delivered"),
+        "failed": _count(row, "failed"),
+        "opened": _count(row, "opened"),
+        "clicked": _count(row, "clicked"),
+        "unsubscribed": _count(row, "unsubscribed"),
+        "complained": _count(row, "complained"),
+        "stored": _count(row, "stored"),
+    }
+    hourly: list[HourOut] = [
         {
             # JSON carries PostgreSQL's timestamp text; the answer keeps Python's ISO 8601 form.
             "hour": datetime.fromisoformat(r["hour"]).isoformat(),
@@ -87,10 +177,13 @@ async def campaign_stats(conn: AsyncConnection[Any], campaign: uuid.UUID) -> dic
         }
         for r in row.hourly
     ]
-    links = [{"url": r["url"], "unique": r["unique"], "total": r["total"]} for r in row.links]
-    failures: dict[str, list[dict[str, Any]]] = {"by_reason": [], "by_domain": []}
+    links: list[LinkOut] = [{"url": r["url"], "unique": r["unique"], "total": r["total"]} for r in row.links]
+    failures: FailuresOut = {"by_reason": [], "by_domain": []}
     for r in row.failures:
-        failures["by_" + r["kind"]].append({r["kind"]: r["key"], "recipients": r["recipients"]})
+        if r["kind"] == "reason":
+            failures["by_reason"].append({"reason": r["key"], "recipients": r["recipients"]})
+        else:
+            failures["by_domain"].append({"domain": r["key"], "recipients": r["recipients"]})
     return {
         "sent": row.sent,
         "recipients_count": row.recipients_count,

@@ -8,15 +8,17 @@ is changed on the contact.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any, Literal, cast
 
+from pydantic import Field
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from typing_extensions import TypedDict
 
 from mailroom.addresses import normalize
 from mailroom.errors import NotFound
-from mailroom.serialize import epoch
-from mailroom.tracking.models import Suppression
+from mailroom.serialize import closed, epoch
+from mailroom.tracking.models import Suppression, SuppressionReason
 
 
 async def list_suppressions(
@@ -54,11 +56,23 @@ async def lift_suppression(session: AsyncSession, *, brand: uuid.UUID, address: 
         raise NotFound("is not suppressed in this brand", field="address")
 
 
-def suppression_out(row: Suppression) -> dict[str, Any]:
+@closed
+class SuppressionOut(TypedDict):
+    """An address the brand no longer mails."""
+
+    type: Literal["suppression"]
+    email: Annotated[str, Field(description="The address, lower-cased and trimmed")]
+    reason: SuppressionReason
+    detail: Annotated[str | None, Field(description="What the provider said, when it said anything")]
+    created_at: Annotated[float, Field(description="When it was suppressed, in epoch seconds")]
+
+
+def suppression_out(row: Suppression) -> SuppressionOut:
     return {
         "type": "suppression",
         "email": row.email,
-        "reason": row.reason,
+        # The column is text; its check constraint holds it to these values.
+        "reason": cast(SuppressionReason, row.reason),
         "detail": row.detail,
         "created_at": epoch(row.created_at),
     }

@@ -17,14 +17,17 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
+from pydantic import Field
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from typing_extensions import TypedDict
 
 from mailroom.errors import BadRequest, Unauthorized
+from mailroom.serialize import closed
 from mailroom.tracking.events import BY_INDEX, QUEUE_APPENDED
 from mailroom.tracking.intake import refused_data
 from mailroom.tracking.models import EVENT_TYPES
@@ -291,6 +294,17 @@ async def receive(session: AsyncSession, body: object, key: str, *, now: float |
     return sum(1 for call in calls if call.event is not None)
 
 
+@closed
+class WebhookReceiptOut(TypedDict):
+    """What a verified body answers: its events are stored."""
+
+    appended: Annotated[int, Field(description="Events appended; calls of a type that is not kept are not counted")]
+
+
+def receipt(appended: int) -> WebhookReceiptOut:
+    return {"appended": appended}
+
+
 def refusal(exc: Exception) -> BadRequest | None:
     """What to answer a call whose write failed because the database refused its data (not because the
     database failed); None otherwise."""
@@ -305,8 +319,10 @@ def sign(key: str, timestamp: str, token: str) -> str:
 __all__: Sequence[str] = (
     "MAX_SKEW_SECONDS",
     "Call",
+    "WebhookReceiptOut",
     "append_calls",
     "parse_body",
+    "receipt",
     "receive",
     "refusal",
     "sign",
