@@ -113,6 +113,14 @@ async def test_a_batch_is_appended_at_once_and_unknown_types_are_dropped(world: 
     assert [r["type"] for r in rows] == ["delivered", "opened"] and all(r["email"] is None for r in rows)
 
 
+async def test_one_call_of_a_type_not_kept_answers_none_appended(world: World, session: AsyncSession) -> None:
+    # One call per request is answered before routing; its answer must say what the route's does.
+    mid = "20240101000000.3.3@mg.example.com"
+    answer = await post_events(world.client, signed(event("list_member_uploaded", mid, "a@example.com")))
+    assert answer.status_code == 200 and answer.json() == {"code": "OK", "data": {"appended": 0}}
+    assert await stored(session) == []
+
+
 async def test_bad_bodies_are_refused_naming_the_field(world: World, session: AsyncSession) -> None:
     answer = await world.client.post(
         "/emails/events", content=b"{not json", headers={"Content-Type": "application/json"}

@@ -29,7 +29,7 @@ from mailroom.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from mailroom.sending.tracking_links import TrackingTokens
 from mailroom.tracking.hits import Hit, record_hits
 from mailroom.tracking.intake import Intake
-from mailroom.tracking.webhooks import REPLAYED, Call, append_calls, refusal, verified_calls
+from mailroom.tracking.webhooks import REPLAYED, Call, append_calls, receipt, refusal, verified_calls
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ NO_STORE = {"Cache-Control": "no-store, private", "Pragma": "no-cache"}
 OPEN_PREFIX, CLICK_PREFIX, WEBHOOK_PATH = "/t/o/", "/t/c/", "/emails/events"
 # A webhook call is a few KB; Mailgun's largest (a complaint with headers) stays far below this.
 WEBHOOK_BODY_LIMIT = 64 * 1024
+# The route's answers to one call, encoded once: its event appended, or of a type that is not kept.
+_RECEIPTS = {n: orjson.dumps({"code": "OK", "data": receipt(n)}) for n in (0, 1)}
 
 
 class HotPaths:
@@ -127,8 +129,7 @@ class HotPaths:
             return await _error(send, 503, "ServiceUnavailable", "the event could not be stored; retry")
         if not fresh:
             return await _error(send, 401, "Unauthorized", REPLAYED)
-        return await _answer(send, 200, orjson.dumps({"code": "OK", "data": {"appended": 1}}),
-                             {"content-type": "application/json"})  # fmt: skip
+        return await _answer(send, 200, _RECEIPTS[0 if call.event is None else 1], {"content-type": "application/json"})
 
 
 def install(app: FastAPI) -> HotPaths:
