@@ -15,7 +15,8 @@ from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 from mailroom.api.docs import ASSETS, ASSETS_PATH, SWAGGER_UI_VERSION
 from mailroom.api.openapi import BRAND_HEADER_ROUTES, CONFLICTS, PAGE_ERRORS, PUBLIC_ERRORS
 
-ERROR_REF = {"$ref": "#/components/schemas/Error"}
+COMPONENT = "#/components/schemas/"
+ERROR_REF = {"$ref": f"{COMPONENT}Error"}
 # What a browser fetches because a page or stylesheet names it.
 LINKED = re.compile(r"""\b(?:src|href)\s*=\s*["']([^"']*)["']""", re.IGNORECASE)
 CSS_URL = re.compile(r"""url\(\s*["']?([^"')]*)""")
@@ -92,6 +93,30 @@ async def test_the_document_is_valid_openapi_3_1(client: httpx.AsyncClient) -> N
     doc = await document(client)
     assert doc["openapi"].startswith("3.1")
     validate(doc, cls=OpenAPIV31SpecValidator)
+
+
+async def test_every_json_answer_declares_its_shape(client: httpx.AsyncClient) -> None:
+    # A route without a response_model is documented as {} (anything) or, answering a Response, as a
+    # string: clients and the contract test would then learn nothing of what it answers.
+    doc = await document(client)
+    validate(doc, cls=OpenAPIV31SpecValidator)
+    components = doc["components"]["schemas"]
+    undeclared, open_ended = [], []
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            for status, response in operation["responses"].items():
+                media = response.get("content", {}).get("application/json")
+                if not status.startswith("2") or media is None:
+                    continue
+                schema = media.get("schema")
+                ref = schema.get("$ref", "") if isinstance(schema, dict) and len(schema) == 1 else ""
+                name = ref.removeprefix(COMPONENT)
+                if not ref.startswith(COMPONENT) or name not in components:
+                    undeclared.append(f"{method.upper()} {path} {status}: {schema}")
+                elif components[name].get("additionalProperties") is not False:
+                    open_ended.append(f"{method.upper()} {path} {status}: {name}")
+    assert undeclared == []
+    assert open_ended == []
 
 
 async def test_operations_that_need_a_token_declare_bearer_auth(client: httpx.AsyncClient) -> None:
