@@ -16,7 +16,6 @@ from mailroom.campaigns import listing, quota, reads, service
 from mailroom.campaigns.schemas import CampaignEmailOut, CampaignIn, CampaignOut, NotificationsIn
 from mailroom.campaigns.views import campaign_emails_page, campaigns_out, parse_associations
 from mailroom.config import Settings
-from mailroom.crm.membership import require_member
 from mailroom.db import driver_connection
 
 router = APIRouter(tags=["email campaigns"], route_class=StrictQueryRoute)
@@ -58,32 +57,46 @@ async def _create(
     body: CampaignIn,
     caller: CurrentCaller,
     session: Session,
+    conn: ReadConnection,
     associations: frozenset[str],
     individual: bool,
 ) -> ORJSONResponse:
+    """A new campaign is one statement (service.create_campaign), on an autocommit connection: no
+    transaction around it. The checks that need other rows (rarely: named lists, contacts, files,
+    credentials, another sender) read through the session, which connects only if one does."""
     brand = brand_from_request(request, body.brand)
-    await require_member(session, caller.user.id, brand)
+    await reads.require_member(conn, caller.user.id, brand)
     actor = service.Actor(user=caller.user.id, brand=brand, allow_private_links=_private_links(request))
-    campaign_id = await service.create_campaign(
-        session, body, actor, renderer=request.app.state.renderer, force_individual=individual
+    campaign = await service.create_campaign(
+        session, conn, body, actor, renderer=request.app.state.renderer, force_individual=individual
     )
-    return await _answer(session, campaign_id, caller.user.id, associations)
+    return ok((await campaigns_out(conn, [campaign], associations, reader=caller.user.id))[0])
 
 
 @router.post("/emails", response_model=Ok[CampaignOut], summary="Schedule an email campaign (due_at null: a draft)")
 async def create_campaign(
-    request: Request, body: CampaignIn, caller: CurrentCaller, session: Session, associations: Associations
+    request: Request,
+    body: CampaignIn,
+    caller: CurrentCaller,
+    session: Session,
+    conn: ReadConnection,
+    associations: Associations,
 ) -> ORJSONResponse:
-    return await _create(request, body, caller, session, associations, individual=False)
+    return await _create(request, body, caller, session, conn, associations, individual=False)
 
 
 @router.post(
     "/emails/individual", response_model=Ok[CampaignOut], summary="Schedule a campaign sent one message per recipient"
 )
 async def create_individual_campaign(
-    request: Request, body: CampaignIn, caller: CurrentCaller, session: Session, associations: Associations
+    request: Request,
+    body: CampaignIn,
+    caller: CurrentCaller,
+    session: Session,
+    conn: ReadConnection,
+    associations: Associations,
 ) -> ORJSONResponse:
-    return await _create(request, body, caller, session, associations, individual=True)
+    return await _create(request, body, caller, session, conn, associations, individual=True)
 
 
 @router.put("/emails/{id}", response_model=Ok[CampaignOut], summary="Replace a campaign that has not been executed")

@@ -25,7 +25,8 @@ Session = Annotated[AsyncSession, get_session]
 
 
 async def _read_connection(request: Request) -> AsyncIterator[AsyncConnection[Any]]:
-    """An autocommit connection of the read pool: a read answers without a transaction around it."""
+    """An autocommit connection of the read pool: a read, or a write that is one statement, runs without
+    a transaction around it (no BEGIN and COMMIT round trips)."""
     async with request.app.state.read_pool.connection() as conn:
         yield conn
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailroom.campaigns import reads
 from mailroom.campaigns.models import EmailCampaign, EmailCampaignAttachment, EmailCampaignRecipient
 from mailroom.campaigns.schemas import CampaignIn, field_path
 from mailroom.crm.membership import member_role
@@ -228,6 +232,20 @@ async def _values(
     return values, recipients, attachments
 
 
+# What each child row holds, and its SQL type (for unnest): one array parameter per column.
+RECIPIENT_COLUMNS = {
+    "recipient_type": "text",
+    "send_type": "text",
+    "email": "text",
+    "contact": "uuid",
+    "list": "uuid",
+    "tag": "text",
+    "brand": "uuid",
+    "agent": "uuid",
+}
+ATTACHMENT_COLUMNS = {"file": "uuid", "url": "text", "name": "text", "is_inline": "boolean", "content_id": "text"}
+
+
 async def _write_children(
     session: AsyncSession, campaign: uuid.UUID, recipients: list[dict[str, Any]], attachments: list[dict[str, Any]]
 ) -> None:
@@ -237,8 +255,15 @@ async def _write_children(
 
 
 async def create_campaign(
-    session: AsyncSession, body: CampaignIn, actor: Actor, *, renderer: RenderPool, force_individual: bool = False
-) -> uuid.UUID:
+    session: AsyncSession,
+    conn: AsyncConnection[Any],
+    body: CampaignIn,
+    actor: Actor,
+    *,
+    renderer: RenderPool,
+    force_individual: bool = False,
+) -> Any:
+    """Check and write a new campaign; its row as ``reads.visible_campaign`` answers it."""
     if force_individual and (body.cc or body.bcc):
         raise BadRequest("individual emails cannot have cc or bcc", field="cc" if body.cc else "bcc")
     from_user = body.from_ or actor.user
@@ -252,13 +277,41 @@ async def create_campaign(
             raise BadRequest("cannot be used for a new campaign", field="id")
         if existing is not None:
             raise Conflict("a campaign with this id already exists", field="id")
-    campaign = EmailCampaign(**values, created_by=actor.user)
-    if body.id is not None:
-        campaign.id = body.id
-    session.add(campaign)
-    await session.flush()
-    await _write_children(session, campaign.id, recipients, attachments)
-    return campaign.id
+    columns = {**values, "created_by": actor.user, **({"id": body.id} if body.id is not None else {})}
+    return await _insert(conn, columns, recipients, attachments)
+
+
+@functools.cache  # one text per set of columns, so psycopg prepares it after its fifth use
+def _insert_sql(attributes: tuple[str, ...]) -> str:
+    names = ", ".join(f'"{EmailCampaign.__mapper__.columns[a].name}"' for a in attributes)
+    values = ", ".join(f"%({a})s" for a in attributes)
+    children = (
+        ("email_campaign_recipients", RECIPIENT_COLUMNS, "r_"),
+        ("email_campaign_attachments", ATTACHMENT_COLUMNS, "a_"),
+    )
+    writes = "".join(
+        f""", {table} AS (INSERT INTO {table} (campaign, {", ".join(f'"{n}"' for n in cols)})
+            SELECT c.id, x.* FROM c, unnest({", ".join(f"%({prefix}{n})s::{t}[]" for n, t in cols.items())}) AS x)"""
+        for table, cols, prefix in children
+    )
+    return f"""WITH c AS (INSERT INTO email_campaigns ({names}) VALUES ({values}) RETURNING *){writes}
+        SELECT {reads.CAMPAIGN_COLUMNS}, u.email_confirmed AS from_confirmed FROM c LEFT JOIN users u ON u.id = c."from"
+    """
+
+
+async def _insert(
+    conn: AsyncConnection[Any],
+    columns: dict[str, Any],
+    recipients: list[dict[str, Any]],
+    attachments: list[dict[str, Any]],
+) -> Any:
+    """The campaign, its recipients and its attachments written in one statement (one round trip where
+    the ORM took three, and a fourth to read the campaign back), answered as ``reads`` reads a campaign."""
+    params = {**columns, "headers": Jsonb(columns["headers"])}
+    for prefix, rows, cols in (("r_", recipients, RECIPIENT_COLUMNS), ("a_", attachments, ATTACHMENT_COLUMNS)):
+        params.update({f"{prefix}{n}": [row[n] for row in rows] for n in cols})
+    (row,) = await reads.fetch(conn, _insert_sql(tuple(columns)), params)
+    return row
 
 
 async def live_campaign(session: AsyncSession, campaign_id: uuid.UUID, user: uuid.UUID) -> EmailCampaign:
