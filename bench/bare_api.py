@@ -31,7 +31,7 @@ INSERT = "INSERT INTO bare_bench_rows (brand, subject, html) VALUES (%s, %s, %s)
 pool: AsyncConnectionPool | None = None
 
 
-async def answer(request: Request, query: str, params: tuple[object, ...]) -> Response:
+async def answer(request: Request, query: str, params: tuple[object, ...], *, many: bool = False) -> Response:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer":
         return Response(b'{"code":"Unauthorized"}', 401, media_type="application/json")
@@ -41,6 +41,9 @@ async def answer(request: Request, query: str, params: tuple[object, ...]) -> Re
         if await cur.fetchone() is None:
             return Response(b'{"code":"Unauthorized"}', 401, media_type="application/json")
         await cur.execute(query, params)
+        if many:
+            rows = await cur.fetchall()
+            return Response(orjson.dumps({"code": "OK", "data": rows}), media_type="application/json")
         row = await cur.fetchone()
     if row is None:
         return Response(b'{"code":"ResourceNotFound"}', 404, media_type="application/json")
@@ -49,6 +52,13 @@ async def answer(request: Request, query: str, params: tuple[object, ...]) -> Re
 
 async def campaign(request: Request) -> Response:
     return await answer(request, "SELECT * FROM email_campaigns WHERE id = %s", (request.path_params["id"],))
+
+
+async def campaigns(request: Request) -> Response:
+    """A page of a brand's campaigns, newest first: the same rows a listing reads, as they come."""
+    limit = int(request.query_params.get("limit", "50"))
+    query = "SELECT * FROM email_campaigns WHERE brand = %s AND deleted_at IS NULL ORDER BY created_at DESC LIMIT %s"
+    return await answer(request, query, (request.path_params["brand"], limit), many=True)
 
 
 async def insert(request: Request) -> Response:
@@ -75,6 +85,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 def create_app() -> Starlette:
     routes = [
         Route("/campaign/{id:uuid}", campaign),
+        Route("/campaigns/{brand:uuid}", campaigns),
         Route("/insert", insert, methods=["POST"]),
         Route("/health", health),
     ]

@@ -205,10 +205,16 @@ def schedule(url: str, brand: uuid.UUID, user: uuid.UUID, due_in: float) -> tupl
         engine = make_engine(url, pool_size=1)
         renderer = RenderPool(RenderLimits(processes=1))
         try:
-            async with make_sessionmaker(engine)() as session, session.begin():
-                return await create_campaign(
-                    session, body, Actor(user=user, brand=brand), renderer=renderer, force_individual=True
+            async with (
+                make_sessionmaker(engine)() as session,
+                session.begin(),
+                await psycopg.AsyncConnection.connect(libpq_url(url), autocommit=True) as conn,
+            ):
+                row = await create_campaign(
+                    session, conn, body, Actor(user=user, brand=brand), renderer=renderer, force_individual=True
                 )
+                campaign: uuid.UUID = row.id
+                return campaign
         finally:
             await renderer.aclose()
             await engine.dispose()
