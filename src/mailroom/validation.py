@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, WithJsonSchema
 
 
 class Strict(BaseModel):
@@ -42,6 +42,20 @@ def utc(value: datetime) -> datetime:
         raise ValueError("must be between the years 1970 and 9998")
     return value
 
+
+# The document's account of what `utc` takes: a date-time of the years 1970 to 9998, or epoch seconds (a number
+# past 2e10 is read as milliseconds, so the top is 9998's last millisecond). The year is checked once the value
+# is in UTC, which the pattern cannot see: a date-time an offset carries over a year's edge is refused all the
+# same. Lenient forms (a date alone, no zone, digits in a string) are taken too and left unsaid.
+_YEARS = r"^(?:19[7-9][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-"
+_END_OF_9998_MS = 253_370_764_800_000
+TIMESTAMP_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "format": "date-time", "pattern": _YEARS},
+        {"type": "number", "minimum": 0, "exclusiveMaximum": _END_OF_9998_MS},
+    ]
+}
+Timestamp = Annotated[datetime, AfterValidator(utc), WithJsonSchema(TIMESTAMP_SCHEMA)]
 
 PlainText = Annotated[str, AfterValidator(storable)]
 # A contact's or a campaign's tag. Length limits come first so they are worded as string limits.

@@ -187,7 +187,8 @@ async def _head(upload: _Upload) -> tuple[bytes, AsyncIterator[bytes]]:
                     "schema": {
                         "type": "object",
                         "required": [FILE_FIELD],
-                        "properties": {FILE_FIELD: {"type": "string", "format": "binary"}},
+                        # An empty file is refused: there is nothing to attach.
+                        "properties": {FILE_FIELD: {"type": "string", "format": "binary", "minLength": 1}},
                     }
                 }
             },

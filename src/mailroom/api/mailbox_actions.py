@@ -16,23 +16,31 @@ from mailroom.api.errors import ERROR_SCHEMA
 from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.crm import mailbox_actions
 from mailroom.crm.credentials import Kind
-from mailroom.crm.mailbox_actions import MAX_MESSAGE_ID, MAX_MESSAGE_IDS
+from mailroom.crm.mailbox_actions import MAX_MESSAGE_ID, MAX_MESSAGE_IDS, MESSAGE_ID_PATTERNS
 from mailroom.sending.mailbox_jobs import NAMES
 
 router = APIRouter(tags=["mailbox actions"], route_class=StrictQueryRoute)
 
 # Checked by the service (after the credential), so the body is taken as any JSON here.
 ActionBody = Annotated[Any, Body()]
-# Outlook ids may hold "/" (sent as %2F): the message id is the rest of the path.
-MessagePath = Annotated[str, Path(min_length=1, max_length=MAX_MESSAGE_ID)]
 
-_IDS_SCHEMA: dict[str, Any] = {
-    "type": "array",
-    "items": {"type": "string", "minLength": 1, "maxLength": MAX_MESSAGE_ID},
-    "minItems": 1,
-    "maxItems": MAX_MESSAGE_IDS,
-    "description": "The provider's message ids",
-}
+
+def _message_path(kind: Kind) -> Any:
+    # Outlook ids may hold "/" (sent as %2F): the message id is the rest of the path. The pattern is the
+    # document's only: the service checks the id and words the refusal as it does for the body's ids.
+    return Path(min_length=1, max_length=MAX_MESSAGE_ID, json_schema_extra={"pattern": MESSAGE_ID_PATTERNS[kind]})
+
+
+def _ids_schema(kind: Kind) -> dict[str, Any]:
+    return {
+        "type": "array",
+        "items": {"type": "string", "minLength": 1, "maxLength": MAX_MESSAGE_ID, "pattern": MESSAGE_ID_PATTERNS[kind]},
+        "minItems": 1,
+        "maxItems": MAX_MESSAGE_IDS,
+        "description": "The provider's message ids",
+    }
+
+
 _STATUS_SCHEMA: dict[str, Any] = {"type": "boolean", "description": "true: mark read; false: mark unread"}
 
 
@@ -64,9 +72,10 @@ def _action_routes(kind: Kind) -> None:
     )
     async def mark_message(
         credential_id: str,
-        message_id: MessagePath,
         caller: CurrentCaller,
         session: Session,
+        # A default rather than an annotation: the pattern is the kind's, and annotations are read at module level.
+        message_id: str = _message_path(kind),
         body: ActionBody = None,
     ) -> Response:
         await mailbox_actions.mark_read(
@@ -81,7 +90,7 @@ def _action_routes(kind: Kind) -> None:
         response_class=Response,
         responses=_QUEUED,
         summary=f"Mark messages of a connected {mailbox} mailbox read or unread",
-        openapi_extra=_body({"status": _STATUS_SCHEMA, "messageIds": _IDS_SCHEMA}),
+        openapi_extra=_body({"status": _STATUS_SCHEMA, "messageIds": _ids_schema(kind)}),
     )
     async def mark_messages(
         credential_id: str,
@@ -104,7 +113,7 @@ def _move_route(kind: Kind, base: str, action: Literal["trash", "archive"], summ
         response_class=Response,
         responses=_QUEUED,
         summary=summary,
-        openapi_extra=_body({"messageIds": _IDS_SCHEMA}),
+        openapi_extra=_body({"messageIds": _ids_schema(kind)}),
     )
     async def move_messages(
         credential_id: str,

@@ -10,13 +10,14 @@ code and state to the app window that opened it (``MAILROOM_APP_ORIGIN`` only) a
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated
 
 import httpx
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 
 from mailroom.api.auth import CurrentCaller, brand_from_request
 from mailroom.api.browser import browser_user
@@ -38,11 +39,16 @@ router = APIRouter(tags=["crm"], route_class=StrictQueryRoute)
 # the request (and its transaction) open.
 PROVIDER_TIMEOUT = 20.0
 
+_SCOPE = "|".join(re.escape(name) for name in SCOPES)
+# What parse_scopes takes of one value: scope names between commas, blanks around them and empty entries
+# ignored, at least one name. The document carries it; parse_scopes words the refusals.
+_SCOPES_VALUE = rf"^(?:\s*,)*\s*(?:{_SCOPE})\s*(?:,\s*(?:{_SCOPE})?\s*)*$"
 ScopesQuery = Annotated[
-    list[str] | None,
+    list[Annotated[str, WithJsonSchema({"type": "string", "pattern": _SCOPES_VALUE})]],
     Query(
         description="Our scope names, repeated (`scopes=mail.send&scopes=mail.modify`) or comma-separated: "
         + ", ".join(SCOPES),
+        min_length=1,
         max_length=len(SCOPES) * 2,
     ),
 ]
@@ -58,8 +64,8 @@ class CallbackIn(Strict):
     state: str = Field(min_length=1, max_length=MAX_STATE, description="The state it came back with, as is")
 
 
-def parse_scopes(values: list[str] | None) -> list[str]:
-    names = [name.strip() for value in values or [] for name in value.split(",") if name.strip()]
+def parse_scopes(values: list[str]) -> list[str]:
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
     if not names:
         raise BadRequest(f"is required: one or more of {', '.join(SCOPES)}", field="scopes")
     unknown = [name for name in names if name not in SCOPES]
@@ -86,7 +92,7 @@ def _mailbox_routes(kind: credentials.Kind) -> None:
         session: Session,
         box: Secrets,
         settings: AppSettings,
-        scopes: ScopesQuery = None,
+        scopes: ScopesQuery,
     ) -> ORJSONResponse:
         wanted = parse_scopes(scopes)
         brand = brand_from_request(request, None)

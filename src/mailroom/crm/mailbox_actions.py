@@ -28,7 +28,15 @@ MAX_MESSAGE_IDS: Final = 10_000
 MAX_MESSAGE_ID: Final = 1_000
 # Graph's ids are base64 (either alphabet) and go into a request path: nothing else may reach it, so an
 # id can never climb out of /me/messages/ ("..") nor add a query ("?").
-OUTLOOK_ID = re.compile(r"[A-Za-z0-9+/_=-]+")
+_OUTLOOK_CHARACTERS = r"[A-Za-z0-9+/_=-]"
+OUTLOOK_ID = re.compile(f"{_OUTLOOK_CHARACTERS}+")
+# The ids _message_ids takes, as the API document states them. A Gmail id holds no NUL and something besides
+# blanks (every character str.strip removes, spelled out so that any regex engine reads the class alike).
+_BLANK = r"\t-\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+MESSAGE_ID_PATTERNS: Final[dict[Kind, str]] = {
+    "google": rf"^[^\u0000]*[^\u0000{_BLANK}][^\u0000]*$",
+    "microsoft": f"^{_OUTLOOK_CHARACTERS}+$",
+}
 
 
 async def mark_read(

@@ -6,7 +6,16 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal, NotRequired, get_args
 
-from pydantic import AfterValidator, Field, SecretStr, StrictBool, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    SecretStr,
+    StrictBool,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy import RowMapping
 from typing_extensions import TypedDict
 
@@ -14,7 +23,7 @@ from mailroom.addresses import Address
 from mailroom.crm.models import Agent, ApiToken, Brand, GoogleCredential, MicrosoftCredential, User
 from mailroom.crm.tokens import MAX_TOKEN_DAYS
 from mailroom.serialize import Epoch, EpochSet, closed, epoch, full_name
-from mailroom.validation import Strict, Tag, storable, utc
+from mailroom.validation import Strict, Tag, Timestamp, storable
 
 # One request may create this many contacts (or add this many list members): large enough for a
 # real import, small enough that one statement and one answer stay well under a second.
@@ -42,8 +51,16 @@ Name = Annotated[str, StringConstraints(max_length=200), AfterValidator(storable
 RequiredName = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(storable)]
 Url = Annotated[str, StringConstraints(max_length=2000), AfterValidator(storable)]
 MlsId = Annotated[str, StringConstraints(max_length=100), AfterValidator(storable)]
-Token = Annotated[SecretStr, AfterValidator(_storable_secret)]
-Timestamp = Annotated[datetime, AfterValidator(utc)]
+# The document states _storable_secret's limits, which it cannot read off a SecretStr.
+_TOKEN_SCHEMA = {
+    "type": "string",
+    "format": "password",
+    "writeOnly": True,
+    "minLength": 1,
+    "maxLength": MAX_TOKEN,
+    "pattern": "^[^\\u0000]*$",
+}
+Token = Annotated[SecretStr, AfterValidator(_storable_secret), WithJsonSchema(_TOKEN_SCHEMA)]
 
 
 class BrandIn(Strict):
