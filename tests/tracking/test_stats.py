@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 import pytest
@@ -75,3 +76,8 @@ async def test_stats_of_another_brands_campaign_are_not_found(world: World, app:
     answer = await stranger.get(f"/emails/{sent.id}/stats")
     assert answer.status_code == 404 and answer.json()["code"] == "ResourceNotFound"
     assert (await world.client.get(f"/emails/{sent.id}/stats")).status_code == 401
+    assert (await owner.get(f"/emails/{uuid.uuid4()}/stats")).status_code == 404
+    assert (await owner.get(f"/emails/{sent.id}/stats")).status_code == 200
+    assert (await owner.delete(f"/emails/{sent.id}")).status_code == 204
+    answer = await owner.get(f"/emails/{sent.id}/stats")
+    assert answer.status_code == 404 and answer.json()["code"] == "ResourceNotFound"

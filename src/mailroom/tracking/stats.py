@@ -11,7 +11,9 @@ from pydantic import Field
 from sqlalchemy import TextClause, text
 from typing_extensions import TypedDict
 
+from mailroom.crm.membership import ROLE_IN_BRAND
 from mailroom.db import fetch_rows
+from mailroom.errors import NotFound
 from mailroom.serialize import closed
 from mailroom.tracking.models import EVENT_TYPES
 
@@ -20,10 +22,13 @@ PEOPLE = ("opened", "clicked")
 _COUNT_COLUMNS = "c.sent, c.recipients_count, c.executed_at, " + ", ".join(
     f"c.{t} AS unique_{t}, r.{t} AS total_{t}" for t in EVENT_TYPES
 )
+# Whether the caller may see the campaign, answered by the statement itself: one round trip, and none of
+# the campaign's other columns read only to be dropped.
+_CALLER_ROLE = f"({ROLE_IN_BRAND.format(brand='c.brand', user=':user')}) AS caller_role"
 _COUNT_SOURCE = (
     "email_campaigns c, LATERAL (SELECT "
     + ", ".join(f"coalesce(sum(m.{t}), 0) AS {t}" for t in EVENT_TYPES)
-    + " FROM emails m WHERE m.campaign = c.id) r WHERE c.id = :campaign"
+    + " FROM emails m WHERE m.campaign = c.id) r WHERE c.id = :campaign AND c.deleted_at IS NULL"
 )
 # Counted opens and clicks only: proxies, scanners and the send's own echo are no one's reading.
 _HOURLY = text(
@@ -72,7 +77,7 @@ def _as_json_array(statement: TextClause) -> str:
 # Every part in one statement: the counters with the three lists beside them as JSON arrays (each
 # keeps its own ORDER BY), one round trip where five were.
 _STATS = text(
-    f"SELECT {_COUNT_COLUMNS}, {_as_json_array(_HOURLY)} AS hourly, {_as_json_array(_LINKS)} AS links, "
+    f"SELECT {_CALLER_ROLE}, {_COUNT_COLUMNS}, {_as_json_array(_HOURLY)} AS hourly, {_as_json_array(_LINKS)} AS links, "
     f"{_as_json_array(_FAILURES)} AS failures FROM {_COUNT_SOURCE}"
 )
 
@@ -154,8 +159,13 @@ def _count(row: Any, event_type: str) -> EventCountOut:
     return {"unique": getattr(row, f"unique_{event_type}"), "total": int(getattr(row, f"total_{event_type}"))}
 
 
-async def campaign_stats(conn: AsyncConnection[Any], campaign: uuid.UUID) -> CampaignStatsOut:
-    (row,) = await fetch_rows(conn, _STATS, {"campaign": campaign})
+async def campaign_stats(conn: AsyncConnection[Any], campaign: uuid.UUID, user: uuid.UUID) -> CampaignStatsOut:
+    """The campaign's figures, if it is live and the user is a member of its brand; otherwise 404, never
+    another brand's data."""
+    rows = await fetch_rows(conn, _STATS, {"campaign": campaign, "user": user})
+    if not rows or rows[0].caller_role is None:
+        raise NotFound("no such campaign", field="id")
+    row = rows[0]
     counts: EventCountsOut = {
         "accepted": _count(row, "accepted"),
         "rejected": _count(row, "rejected"),
