@@ -161,7 +161,7 @@ async def campaign_emails(
         str | None, Query(description="clicked | opened | unsubscribed | failed | full_name; -desc")
     ] = None,
 ) -> ORJSONResponse:
-    await reads.visible_campaign(conn, campaign, caller.user.id)
+    await reads.require_visible(conn, campaign, caller.user.id)
     rows, total = await campaign_emails_page(
         conn, campaign, start=start, limit=limit, order=order, associations=associations
     )
