@@ -1,4 +1,4 @@
-"""Ways out for a rendered message: Mailgun, SMTP, the outbox folder (and later Gmail, Outlook)."""
+"""Ways out for a rendered message: Mailgun, SMTP, the outbox folder, and the user's own Gmail or Outlook."""
 
 from mailroom.transports.base import (
     OutgoingMessage,

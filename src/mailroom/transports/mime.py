@@ -3,7 +3,7 @@
 The stdlib ``EmailMessage`` with the default policy costs ~740 µs per message; this builder
 writes the headers and parts directly (binascii does the body encodings in C) and costs
 20-35 µs for a 2 KB html + text message with the usual headers
-(``tests/sending/test_mime.py::test_build_message_speed`` prints the figure).
+(``bench/mime.py`` prints the figure).
 The output is checked against the stdlib parser in the tests, part by part.
 
 Header values are stripped of CR/LF (a subject cannot inject a ``Bcc:``), non-ASCII text
