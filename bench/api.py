@@ -57,6 +57,7 @@ LUA = 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwr
 RATE_CONNECTIONS, RATE_PER_CONNECTION = 8, 25  # hey's -q is per connection: 8 x 25 = 200 requests/s
 READ_TARGET, WRITE_TARGET, P99_TARGET = 0.5, 0.25, 50.0
 BARE_LIST = "GET /campaigns/:brand?limit=50"  # 50 rows of email_campaigns, as they come
+BARE_EMAILS = "GET /campaign/:id/emails?limit=50"  # the sent campaign's 50 email_campaign_emails rows
 
 
 @dataclass(frozen=True)
@@ -196,13 +197,14 @@ class Bench:
         return [
             Target("GET /emails/:id", "mailroom", f"/emails/{small}"),
             Target("GET /brands/:brand/emails/campaigns?limit=50", "mailroom", listing, same_size=BARE_LIST),
-            Target("GET /emails/:id/emails", "mailroom", f"/emails/{small}/emails"),
+            Target("GET /emails/:id/emails", "mailroom", f"/emails/{small}/emails", same_size=BARE_EMAILS),
             Target("GET /emails/:id/stats", "mailroom", f"/emails/{small}/stats"),
             Target("GET /brands/:brand/emails/quota", "mailroom", f"/brands/{self.brand}/emails/quota"),
             Target("GET /notifications", "mailroom", "/notifications"),
             Target("POST /emails", "mailroom", "/emails", draft, "POST /insert"),
             Target("GET /campaign/:id", "bare", f"/campaign/{small}"),
             Target(BARE_LIST, "bare", f"/campaigns/{self.brand}?limit=50"),
+            Target(BARE_EMAILS, "bare", f"/campaign/{small}/emails?limit=50"),
             Target("POST /insert", "bare", "/insert", json.dumps({"subject": WRITE_SUBJECT, "html": WRITE_HTML})),
         ]
 
@@ -321,7 +323,8 @@ def report(args: argparse.Namespace, processes: int, note: str, targets: list[Ta
         print(note)
     print(
         "reads are compared with bare GET /campaign/:id, POST /emails with bare POST /insert; 'same size' compares"
-        f"\nthe listing with bare {BARE_LIST} (50 rows, not one). During a send, each"
+        f"\nthe listing with bare {BARE_LIST} and the recipients page with bare {BARE_EMAILS}"
+        "\n(50 rows, not one). During a send, each"
         "\nrequest gets a fresh campaign; 'sending' ('bare s.' for the bare request) is the share of wrk's window"
         "\nduring which that campaign was still sending."
     )

@@ -61,6 +61,13 @@ async def campaigns(request: Request) -> Response:
     return await answer(request, query, (request.path_params["brand"], limit), many=True)
 
 
+async def campaign_emails(request: Request) -> Response:
+    """A page of a campaign's recipient rows, in position order, as they come."""
+    limit = int(request.query_params.get("limit", "50"))
+    query = "SELECT * FROM email_campaign_emails WHERE campaign = %s ORDER BY seq LIMIT %s"
+    return await answer(request, query, (request.path_params["id"], limit), many=True)
+
+
 async def insert(request: Request) -> Response:
     body = orjson.loads(await request.body())
     return await answer(request, INSERT, (request.headers.get("x-rechat-brand"), body["subject"], body["html"]))
@@ -86,6 +93,7 @@ def create_app() -> Starlette:
     routes = [
         Route("/campaign/{id:uuid}", campaign),
         Route("/campaigns/{brand:uuid}", campaigns),
+        Route("/campaign/{id:uuid}/emails", campaign_emails),
         Route("/insert", insert, methods=["POST"]),
         Route("/health", health),
     ]
