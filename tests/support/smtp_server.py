@@ -7,6 +7,8 @@
 
 It can refuse chosen recipients (``refuse``) and answer the next N MAIL or DATA commands
 with an error (``fail_next``); a 421 reply also closes the connection, as real servers do.
+Each message keeps the name its client gave in EHLO and when it arrived, so a test can tell which of
+several clients (``url_for``) sent what, and when.
 The server runs in its own thread and event loop, so sync and async tests can both use it.
 """
 
@@ -35,6 +37,8 @@ class ReceivedMessage:
     rcpt_tos: list[str]
     message: EmailMessage  # parsed with the stdlib default policy
     raw: bytes
+    helo: str  # the client's EHLO/HELO name
+    at: float  # time.monotonic() when the server accepted it (same clock as the test's)
 
 
 class RecordingHandler:
@@ -93,7 +97,11 @@ class RecordingHandler:
             return self._answer(server, self.data_replies.popleft())
         raw = cast(bytes, envelope.original_content)
         parsed = cast(EmailMessage, BytesParser(policy=default_policy).parsebytes(raw))
-        self.messages.append(ReceivedMessage(str(envelope.mail_from), list(envelope.rcpt_tos), parsed, raw))
+        self.messages.append(
+            ReceivedMessage(
+                str(envelope.mail_from), list(envelope.rcpt_tos), parsed, raw, str(session.host_name), time.monotonic()
+            )
+        )
         return f"250 2.0.0 Ok: queued as Q{len(self.messages):05d}"
 
 
@@ -133,10 +141,14 @@ class FakeSmtpServer:
 
     @property
     def url(self) -> str:
+        return self.url_for("client.test")
+
+    def url_for(self, helo: str) -> str:
+        """The server's URL for a client that names itself ``helo`` (see ReceivedMessage.helo)."""
         if not self.auth:
-            return f"smtp://{self.host}:{self.port}?helo=client.test"
+            return f"smtp://{self.host}:{self.port}?helo={helo}"
         # This stand-in speaks no TLS: logging in to it in clear has to be asked for.
-        return f"smtp://{self.auth[0]}:{self.auth[1]}@{self.host}:{self.port}?helo=client.test&starttls=0"
+        return f"smtp://{self.auth[0]}:{self.auth[1]}@{self.host}:{self.port}?helo={helo}&starttls=0"
 
     @property
     def messages(self) -> list[ReceivedMessage]:
