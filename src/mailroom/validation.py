@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    StringConstraints,
+    WithJsonSchema,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 
 
 class Strict(BaseModel):
@@ -57,6 +70,46 @@ TIMESTAMP_SCHEMA = {
 }
 Timestamp = Annotated[datetime, AfterValidator(utc), WithJsonSchema(TIMESTAMP_SCHEMA)]
 
-PlainText = Annotated[str, AfterValidator(storable)]
-# A contact's or a campaign's tag. Length limits come first so they are worded as string limits.
-Tag = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(storable)]
+# Every character str.strip removes, spelled out for the API document's patterns: `\s` is not the same class in
+# Python's regular expressions and in JavaScript's, which the document's follow.
+BLANK = r"\t-\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
+def names_pattern(names: Iterable[str], *, required: bool) -> str:
+    """The pattern of a query value that lists `names` separated by commas, blanks around them and empty entries
+    ignored (split on commas, each part stripped, empty parts dropped); with at least one name if `required`."""
+    name = "(?:" + "|".join(re.escape(n) for n in names) + ")"
+    blank = f"[{BLANK}]*"
+    entry = f"{blank}{name}?{blank}"
+    if required:
+        return f"^(?:{blank},)*{blank}{name}{blank}(?:,{entry})*$"
+    return f"^{entry}(?:,{entry})*$"
+
+
+NO_NUL = "^[^\\u0000]*$"
+# A value with no NUL and more than blanks: what a stripped string (Strict's) with a minimum length of 1 holds.
+NOT_BLANK = f"^[^\\u0000]*[^\\u0000{BLANK}][^\\u0000]*$"
+
+
+@dataclass(frozen=True)
+class Storable:
+    """`storable` as an annotation: checked after the string's own limits (so those are worded as string limits),
+    and stated in the API document as a pattern, which a client cannot read off a function. `filled` states a
+    stripped string's minimum length of 1 too: more than blanks."""
+
+    filled: bool = False
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(storable, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        out = handler(schema)
+        out["pattern"] = NOT_BLANK if self.filled else NO_NUL
+        return out
+
+
+STORABLE, FILLED = Storable(), Storable(filled=True)
+
+PlainText = Annotated[str, STORABLE]
+# A contact's or a recipient's tag; the models that take tags strip them, so a blank one is refused.
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=200), FILLED]

@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import WithJsonSchema
 
 from mailroom.api.auth import CurrentCaller, brand_from_request
 from mailroom.api.deps import ReadConnection, Session
@@ -13,21 +14,43 @@ from mailroom.api.envelope import Ok, OkList, ORJSONResponse, ok, ok_list
 from mailroom.api.paging import Limit, Start
 from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.campaigns import listing, quota, reads, service
-from mailroom.campaigns.schemas import CampaignEmailOut, CampaignIn, CampaignOut, NotificationsIn
-from mailroom.campaigns.views import campaign_emails_page, campaigns_out, parse_associations
+from mailroom.campaigns.listing import ORDER_PATTERN
+from mailroom.campaigns.reads import EMAIL_ORDER_PATTERN
+from mailroom.campaigns.schemas import (
+    CampaignEmailOut,
+    CampaignIn,
+    CampaignOut,
+    IndividualCampaignIn,
+    NotificationsIn,
+)
+from mailroom.campaigns.views import (
+    ASSOCIATIONS,
+    ASSOCIATIONS_PATTERN,
+    campaign_emails_page,
+    campaigns_out,
+    parse_associations,
+)
 from mailroom.config import Settings
 from mailroom.db import driver_connection
 
 router = APIRouter(tags=["email campaigns"], route_class=StrictQueryRoute)
 
+# The campaign routes' ids are `{id:uuid}`: a path such as /emails/events, which another route takes with
+# another method, is then no id, and is answered 405 naming that route's methods. A mistyped id is named in
+# a 400 all the same (api/errors.py).
+
+# The document's account of the values the route's own checks take; those checks word the refusals.
+AssociationValue = Annotated[str, WithJsonSchema({"type": "string", "pattern": ASSOCIATIONS_PATTERN})]
+EmailOrder = Annotated[str, WithJsonSchema({"type": "string", "pattern": EMAIL_ORDER_PATTERN})]
+CampaignOrder = Annotated[str, WithJsonSchema({"type": "string", "pattern": ORDER_PATTERN})]
+
 
 async def _associations(
     listed: Annotated[
-        list[str] | None,
+        list[AssociationValue] | None,
         Query(
             alias="associations[]",
-            description="e.g. email_campaign.recipients, email_campaign.emails, email_campaign_email.email "
-            "(repeat the parameter or separate with commas)",
+            description=f"Any of {', '.join(sorted(ASSOCIATIONS))} (repeat the parameter or separate with commas)",
         ),
     ] = None,
     bare: Annotated[list[str] | None, Query(alias="associations", include_in_schema=False)] = None,
@@ -90,7 +113,7 @@ async def create_campaign(
 )
 async def create_individual_campaign(
     request: Request,
-    body: CampaignIn,
+    body: IndividualCampaignIn,
     caller: CurrentCaller,
     session: Session,
     conn: ReadConnection,
@@ -99,7 +122,9 @@ async def create_individual_campaign(
     return await _create(request, body, caller, session, conn, associations, individual=True)
 
 
-@router.put("/emails/{id}", response_model=Ok[CampaignOut], summary="Replace a campaign that has not been executed")
+@router.put(
+    "/emails/{id:uuid}", response_model=Ok[CampaignOut], summary="Replace a campaign that has not been executed"
+)
 async def update_campaign(
     request: Request,
     id: uuid.UUID,
@@ -120,7 +145,7 @@ async def update_campaign(
 
 
 @router.put(
-    "/emails/{id}/notifications",
+    "/emails/{id:uuid}/notifications",
     summary="Turn the sender's notifications for a campaign on or off",
     # As the API document shows: a bare 200, no body.
     response_class=Response,
@@ -131,13 +156,13 @@ async def set_notifications(id: uuid.UUID, body: NotificationsIn, caller: Curren
     return Response(status_code=200)
 
 
-@router.delete("/emails/{id}", status_code=204, summary="Delete a campaign; a scheduled one is never sent")
+@router.delete("/emails/{id:uuid}", status_code=204, summary="Delete a campaign; a scheduled one is never sent")
 async def delete_campaign(id: uuid.UUID, caller: CurrentCaller, session: Session) -> Response:
     await service.delete_campaign(session, id, caller.user.id)
     return Response(status_code=204)
 
 
-@router.get("/emails/{id}", response_model=Ok[CampaignOut], summary="Get an email campaign")
+@router.get("/emails/{id:uuid}", response_model=Ok[CampaignOut], summary="Get an email campaign")
 async def get_campaign(
     id: uuid.UUID, caller: CurrentCaller, conn: ReadConnection, associations: Associations
 ) -> ORJSONResponse:
@@ -146,7 +171,7 @@ async def get_campaign(
 
 
 @router.get(
-    "/emails/{campaign}/emails",
+    "/emails/{campaign:uuid}/emails",
     response_model=OkList[CampaignEmailOut],
     summary="The recipients of a campaign, with what happened to each",
 )
@@ -158,7 +183,7 @@ async def campaign_emails(
     start: Start = 0,
     limit: Limit = 250,
     order: Annotated[
-        str | None, Query(description="clicked | opened | unsubscribed | failed | full_name; -desc")
+        EmailOrder | None, Query(description="clicked | opened | unsubscribed | failed | full_name; -desc")
     ] = None,
 ) -> ORJSONResponse:
     await reads.require_visible(conn, campaign, caller.user.id)
@@ -177,7 +202,10 @@ async def brand_campaigns(
     status: listing.Status | None = None,
     start: Start = 0,
     limit: Limit = 250,
-    order: Annotated[str | None, Query(description="e.g. -created_at,+due_at")] = None,
+    order: Annotated[
+        CampaignOrder | None,
+        Query(description=f"Comma-separated, each of {', '.join(listing.ORDERABLE)}; -desc (e.g. -created_at,+due_at)"),
+    ] = None,
 ) -> ORJSONResponse:
     campaigns, total = await reads.brand_campaigns(
         conn, brand, caller.user.id, status=status, start=start, limit=limit, order=order

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Iterator
+from functools import cache
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.convertors import UUIDConvertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute, Match, compile_path
 
 from mailroom.api.envelope import ORJSONResponse, error_body
 from mailroom.errors import MailroomError
@@ -55,6 +58,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+        if exc.status_code == 404 and (name := malformed_uuid(request)) is not None:
+            return ORJSONResponse(error_body("BadRequest", f"{name}: {NOT_A_UUID}"), status_code=400)
         code = {404: "ResourceNotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
         headers = exc.headers
         if exc.status_code == 405:
@@ -76,6 +81,36 @@ def allowed_methods(request: Request) -> str:
         if match is not Match.NONE:
             methods |= getattr(route, "methods", None) or set()
     return ", ".join(sorted(methods))
+
+
+NOT_A_UUID = "must be a UUID (8-4-4-4-12 hex digits)"
+_UUID = re.compile(UUIDConvertor.regex)
+
+
+def malformed_uuid(request: Request) -> str | None:
+    """The path parameter that alone kept a route taking this method from matching: one declared `{name:uuid}`
+    (so that a sibling path such as /emails/events is not taken for an id) that holds something else.
+
+    Without this a mistyped id would be answered as an unknown path; it is named, as a bad id in the body is.
+    """
+    path = request.scope["path"]
+    for route in _leaf_routes(request.app.router.routes):
+        template = getattr(route, "path", "")
+        if ":uuid}" not in template or request.method not in (getattr(route, "methods", None) or ()):
+            continue
+        found = _any_segment(template).match(path)
+        if found is None:
+            continue
+        for name, value in found.groupdict().items():
+            if f"{{{name}:uuid}}" in template and not _UUID.fullmatch(value):
+                return name
+    return None
+
+
+@cache
+def _any_segment(template: str) -> re.Pattern[str]:
+    """The route's path with its uuid parameters taking any one segment."""
+    return compile_path(template.replace(":uuid}", "}"))[0]
 
 
 def _leaf_routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:

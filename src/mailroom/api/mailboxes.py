@@ -10,7 +10,6 @@ code and state to the app window that opened it (``MAILROOM_APP_ORIGIN`` only) a
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Annotated
 
@@ -31,7 +30,7 @@ from mailroom.crm.schemas import SCOPES, AuthUrlOut, CredentialOut, credential_o
 from mailroom.crypto import SecretBox
 from mailroom.errors import BadRequest
 from mailroom.transports.oauth import LABELS
-from mailroom.validation import Strict
+from mailroom.validation import Strict, names_pattern
 
 router = APIRouter(tags=["crm"], route_class=StrictQueryRoute)
 
@@ -39,10 +38,8 @@ router = APIRouter(tags=["crm"], route_class=StrictQueryRoute)
 # the request (and its transaction) open.
 PROVIDER_TIMEOUT = 20.0
 
-_SCOPE = "|".join(re.escape(name) for name in SCOPES)
-# What parse_scopes takes of one value: scope names between commas, blanks around them and empty entries
-# ignored, at least one name. The document carries it; parse_scopes words the refusals.
-_SCOPES_VALUE = rf"^(?:\s*,)*\s*(?:{_SCOPE})\s*(?:,\s*(?:{_SCOPE})?\s*)*$"
+# What parse_scopes takes of one value, for the document; parse_scopes words the refusals.
+_SCOPES_VALUE = names_pattern(SCOPES, required=True)
 ScopesQuery = Annotated[
     list[Annotated[str, WithJsonSchema({"type": "string", "pattern": _SCOPES_VALUE})]],
     Query(

@@ -149,7 +149,8 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, sending)
         finally:
-            route = getattr(scope.get("route"), "path", None) or UNMATCHED
+            # The pattern as the document writes it: `/emails/{id}`, not the `{id:uuid}` the route matches with.
+            route = getattr(scope.get("route"), "path_format", None) or UNMATCHED
             method = scope.get("method")
             method = method if method in METHODS else "OTHER"
             HTTP_REQUESTS.labels(method, route, str(status)).inc()

@@ -5,11 +5,16 @@ from __future__ import annotations
 from typing import Literal
 
 from mailroom.errors import BadRequest
+from mailroom.validation import BLANK
 
 Status = Literal["executed", "scheduled", "draft", "any"]
 
 # Only these columns can be ordered by: the order string never reaches SQL.
 ORDERABLE = ("created_at", "updated_at", "due_at", "executed_at", "recipients_count")
+# The orders order_sql takes, for the document: terms between commas, each a name with blanks around it and
+# signs (or spaces) before it; or nothing, for the default.
+_TERM = f"[{BLANK}]*[+\\- ]*(?:{'|'.join(ORDERABLE)})[{BLANK}]*"
+ORDER_PATTERN = f"^(?:{_TERM}(?:,{_TERM})*)?$"
 
 
 def order_sql(order: str | None, alias: str) -> str:

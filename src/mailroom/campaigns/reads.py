@@ -124,6 +124,8 @@ EMAIL_ORDER = {
     # NULL (not '') without a contact, so unnamed rows sort last either way.
     "full_name": "nullif(concat_ws(' ', ct.first_name, ct.last_name), '')",
 }
+# The orders campaign_emails takes, for the document: a name, any signs before it, or nothing at all.
+EMAIL_ORDER_PATTERN = "^(?:[+-]*(?:" + "|".join(EMAIL_ORDER) + "))?$"
 # `email_campaign.emails` on a campaign (or a page of campaigns) holds at most this many rows each, in
 # position order; `recipients_count` tells how many there are and GET /emails/:id/emails pages them.
 EMAILS_ASSOCIATION_CAP = 250

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
 from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import AfterValidator, ConfigDict, Field, StrictBool, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from typing_extensions import TypedDict
 
 from mailroom.addresses import Address
 from mailroom.campaigns.models import RecipientType, SendType
 from mailroom.crm.schemas import AgentOut, BrandOut, ContactOut, CrmListOut, UserOut
 from mailroom.serialize import Epoch, EpochSet, closed
-from mailroom.validation import Strict, Tag, storable, utc
+from mailroom.validation import BLANK, FILLED, STORABLE, Strict, Tag, Timestamp, storable
 
 # The one field each recipient type needs; Email may also name the contact it belongs to.
 REQUIRED_FIELD: dict[str, str | None] = {
@@ -31,11 +39,11 @@ ALLOWED_FIELDS["Email"] = {"email", "contact"}
 TARGET_FIELDS = ("email", "contact", "list", "tag", "brand", "agent")
 
 
-# Strings PostgreSQL can store (no NUL, valid Unicode), within limits.
-Name = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(storable)]
-Url = Annotated[str, Field(max_length=4000), AfterValidator(storable)]
-Subject = Annotated[str, Field(max_length=998), AfterValidator(storable)]
-Body = Annotated[str, Field(max_length=2_000_000), AfterValidator(storable)]
+# Strings PostgreSQL can store (no NUL, valid Unicode), within limits. Names are an attachment's, stripped.
+Name = Annotated[str, Field(min_length=1, max_length=255), FILLED]
+Url = Annotated[str, Field(max_length=4000), STORABLE]
+Subject = Annotated[str, Field(max_length=998), STORABLE]
+Body = Annotated[str, Field(max_length=2_000_000), STORABLE]
 
 
 def _one_line(value: str) -> str:
@@ -50,6 +58,9 @@ def _one_line(value: str) -> str:
 _MSG_ID = re.compile(r"<[^<>@\s]+@[^<>@\s]+>")
 # A Microsoft Graph message id is URL-safe or standard base64 text.
 _GRAPH_ID = re.compile(r"[A-Za-z0-9+/=_-]+")
+# The same, as the document's patterns (`\s` spelled out, NUL excluded as _one_line does).
+_MSG_ID_PATTERN = f"<[^<>@\\u0000{BLANK}]+@[^<>@\\u0000{BLANK}]+>"
+_GRAPH_ID_PATTERN = _GRAPH_ID.pattern
 
 
 def _msg_id(value: str) -> str:
@@ -69,6 +80,10 @@ HeaderText = Annotated[
 ]
 
 
+def _header(pattern: str) -> WithJsonSchema:
+    return WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 998, "pattern": pattern})
+
+
 class CampaignHeaders(TypedDict, total=False):
     """What a campaign may ask of its headers: threading a reply in Gmail or Outlook, nothing else.
 
@@ -78,13 +93,47 @@ class CampaignHeaders(TypedDict, total=False):
 
     __pydantic_config__ = ConfigDict(extra="forbid", str_strip_whitespace=False)  # type: ignore[misc]
 
-    thread_id: HeaderText  # the Gmail thread to add the message to
-    in_reply_to: Annotated[HeaderText, AfterValidator(_msg_id)]  # the Message-ID being answered
+    thread_id: Annotated[HeaderText, _header("^[^\\r\\n\\u0000]*$")]  # the Gmail thread to add the message to
+    # The Message-ID being answered.
+    in_reply_to: Annotated[HeaderText, AfterValidator(_msg_id), _header(f"^{_MSG_ID_PATTERN}$")]
     # The Outlook message being answered: its Graph id, or its internet message id.
-    message_id: Annotated[HeaderText, AfterValidator(_msg_id_or_graph_id)]
+    message_id: Annotated[
+        HeaderText, AfterValidator(_msg_id_or_graph_id), _header(f"^(?:{_MSG_ID_PATTERN}|{_GRAPH_ID_PATTERN})$")
+    ]
+
+
+def _one_object_per_type(schema: dict[str, Any]) -> None:
+    """The document shows a recipient as one object per recipient_type: its own field required and not null,
+    the fields of other types absent or null. That is the rule _fields_match_type enforces (and words), which
+    one object with every field optional cannot show."""
+    fields = schema.pop("properties")
+    del schema["required"], schema["additionalProperties"]
+
+    def not_null(name: str) -> dict[str, Any]:
+        return next(branch for branch in fields[name]["anyOf"] if branch.get("type") != "null")
+
+    variants = []
+    for kind, needed in REQUIRED_FIELD.items():
+        properties = {"recipient_type": {"const": kind}, "send_type": fields["send_type"]}
+        for name in TARGET_FIELDS:
+            allowed = name in ALLOWED_FIELDS[kind]
+            properties[name] = not_null(name) if name == needed else fields[name] if allowed else {"type": "null"}
+        required = ["recipient_type", needed] if needed else ["recipient_type"]
+        variants.append(
+            {
+                "title": kind,
+                "type": "object",
+                "properties": properties,
+                "required": required,
+                "additionalProperties": False,
+            }
+        )
+    schema["oneOf"] = variants
 
 
 class RecipientIn(Strict):
+    model_config = ConfigDict(json_schema_extra=_one_object_per_type)
+
     recipient_type: RecipientType
     email: Address | None = None
     contact: uuid.UUID | None = None
@@ -106,9 +155,42 @@ class RecipientIn(Strict):
         return self
 
 
+def _file_or_url(schema: dict[str, Any]) -> None:
+    """The document shows an attachment as a file or a URL with a name (_file_or_url's rule, and wording)."""
+    fields = schema.pop("properties")
+    del schema["additionalProperties"]
+
+    def not_null(name: str) -> dict[str, Any]:
+        return next(branch for branch in fields[name]["anyOf"] if branch.get("type") != "null")
+
+    shared = {name: fields[name] for name in ("is_inline", "content_id")}
+    schema["oneOf"] = [
+        {
+            "title": "An uploaded file",
+            "type": "object",
+            "properties": {"file": not_null("file"), "url": {"type": "null"}, "name": fields["name"], **shared},
+            "required": ["file"],
+            "additionalProperties": False,
+        },
+        {
+            "title": "A URL, fetched when the campaign is sent",
+            "type": "object",
+            "properties": {"file": {"type": "null"}, "url": not_null("url"), "name": not_null("name"), **shared},
+            "required": ["url", "name"],
+            "additionalProperties": False,
+        },
+    ]
+
+
+# What _http_url takes, for the document (case aside, as it reads it).
+_HTTP_URL = "^[Hh][Tt][Tt][Pp][Ss]?://[^\\u0000]*$"
+
+
 class AttachmentIn(Strict):
+    model_config = ConfigDict(json_schema_extra=_file_or_url)
+
     file: uuid.UUID | None = None
-    url: Url | None = None
+    url: Annotated[Url, WithJsonSchema({"type": "string", "maxLength": 4000, "pattern": _HTTP_URL})] | None = None
     name: Name | None = None
     is_inline: StrictBool = False
     content_id: Name | None = None
@@ -129,10 +211,29 @@ class AttachmentIn(Strict):
         return self
 
 
+def _campaign_rules(schema: dict[str, Any]) -> None:
+    """What the model's own checks refuse, shown in the document: a recipient's send_type, when given, is that of
+    its array (_send_types_match_arrays); the two mailbox credentials exclude each other (_one_credential)."""
+    for send_type, array in (("To", "to"), ("CC", "cc"), ("BCC", "bcc")):
+        field = schema["properties"][array]
+        listed = field if "items" in field else next(branch for branch in field["anyOf"] if "items" in branch)
+        own = {"properties": {"send_type": {"enum": [send_type, None]}}}
+        listed["items"] = {"allOf": [listed["items"], own]}
+    schema["not"] = {
+        "required": ["google_credential", "microsoft_credential"],
+        "properties": {"google_credential": {"type": "string"}, "microsoft_credential": {"type": "string"}},
+    }
+
+
+CampaignTag = Annotated[str, StringConstraints(min_length=1, max_length=200), STORABLE]
+
+
 class CampaignIn(Strict):
     """POST /emails and PUT /emails/:id. `id`, `created_by` and `brand` may be sent as the document shows."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", str_strip_whitespace=False, populate_by_name=True, json_schema_extra=_campaign_rules
+    )
 
     id: uuid.UUID | None = None
     created_by: uuid.UUID | None = None
@@ -144,8 +245,9 @@ class CampaignIn(Strict):
     subject: Subject
     html: Body | None = None
     text: Body | None = None
-    due_at: Annotated[datetime, AfterValidator(utc)] | None = None
-    tags: list[Tag] | None = Field(default=None, max_length=50)
+    due_at: Timestamp | None = None
+    # Not stripped (this model keeps its strings as sent), so a blank tag is taken.
+    tags: list[CampaignTag] | None = Field(default=None, max_length=50)
     headers: CampaignHeaders | None = None
     include_signature: StrictBool | None = None
     individual: StrictBool | None = None
@@ -176,6 +278,22 @@ class CampaignIn(Strict):
             if item.send_type is not None and item.send_type != send_type:
                 raise ValueError(f"{field_path(send_type, index, 'send_type')}: must be {send_type} in this array")
         return self
+
+
+def _individual_rules(schema: dict[str, Any]) -> None:
+    _campaign_rules(schema)
+    for array in ("cc", "bcc"):
+        schema["properties"][array] = {
+            "anyOf": [{"type": "array", "maxItems": 0}, {"type": "null"}],
+            "description": "Not taken: each recipient gets a message of their own",
+        }
+
+
+class IndividualCampaignIn(CampaignIn):
+    """POST /emails/individual. The same fields, checked the same way; the document also shows the service's
+    refusal of cc and bcc, which one message per recipient cannot carry."""
+
+    model_config = ConfigDict(json_schema_extra=_individual_rules)
 
 
 class NotificationsIn(Strict):

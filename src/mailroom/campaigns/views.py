@@ -34,6 +34,7 @@ from mailroom.crm.schemas import (
 )
 from mailroom.errors import BadRequest
 from mailroom.serialize import epoch, full_name, iso
+from mailroom.validation import names_pattern
 
 T = TypeVar("T")
 ASSOCIATIONS = {
@@ -51,6 +52,8 @@ ASSOCIATIONS = {
     "email.html",
     "email.text",
 }
+# What parse_associations takes of one value, for the document; parse_associations words the refusals.
+ASSOCIATIONS_PATTERN = names_pattern(sorted(ASSOCIATIONS), required=False)
 
 
 def parse_associations(values: Iterable[str]) -> frozenset[str]:

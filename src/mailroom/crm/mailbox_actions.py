@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailroom.crm.credentials import MODELS, Credential, Kind
 from mailroom.errors import BadRequest, Forbidden, NotFound
 from mailroom.sending.mailbox_jobs import NAMES, MailboxAction, queue_mailbox_action
+from mailroom.validation import NOT_BLANK
 
 # What the API document asks of a credential whose messages are acted on.
 ACTION_SCOPES: Final = ("mail.send", "mail.modify")
@@ -30,11 +31,9 @@ MAX_MESSAGE_ID: Final = 1_000
 # id can never climb out of /me/messages/ ("..") nor add a query ("?").
 _OUTLOOK_CHARACTERS = r"[A-Za-z0-9+/_=-]"
 OUTLOOK_ID = re.compile(f"{_OUTLOOK_CHARACTERS}+")
-# The ids _message_ids takes, as the API document states them. A Gmail id holds no NUL and something besides
-# blanks (every character str.strip removes, spelled out so that any regex engine reads the class alike).
-_BLANK = r"\t-\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# The ids _message_ids takes, as the API document states them: a Gmail id holds no NUL and more than blanks.
 MESSAGE_ID_PATTERNS: Final[dict[Kind, str]] = {
-    "google": rf"^[^\u0000]*[^\u0000{_BLANK}][^\u0000]*$",
+    "google": NOT_BLANK,
     "microsoft": f"^{_OUTLOOK_CHARACTERS}+$",
 }
 

@@ -23,7 +23,7 @@ from mailroom.addresses import Address
 from mailroom.crm.models import Agent, ApiToken, Brand, GoogleCredential, MicrosoftCredential, User
 from mailroom.crm.tokens import MAX_TOKEN_DAYS
 from mailroom.serialize import Epoch, EpochSet, closed, epoch, full_name
-from mailroom.validation import Strict, Tag, Timestamp, storable
+from mailroom.validation import FILLED, STORABLE, Strict, Tag, Timestamp, storable
 
 # One request may create this many contacts (or add this many list members): large enough for a
 # real import, small enough that one statement and one answer stay well under a second.
@@ -47,10 +47,10 @@ def _storable_secret(value: SecretStr) -> SecretStr:
 
 
 # Length limits come before the text check so they are enforced (and worded) as string limits.
-Name = Annotated[str, StringConstraints(max_length=200), AfterValidator(storable)]
-RequiredName = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(storable)]
-Url = Annotated[str, StringConstraints(max_length=2000), AfterValidator(storable)]
-MlsId = Annotated[str, StringConstraints(max_length=100), AfterValidator(storable)]
+Name = Annotated[str, StringConstraints(max_length=200), STORABLE]
+RequiredName = Annotated[str, StringConstraints(min_length=1, max_length=200), FILLED]
+Url = Annotated[str, StringConstraints(max_length=2000), STORABLE]
+MlsId = Annotated[str, StringConstraints(max_length=100), STORABLE]
 # The document states _storable_secret's limits, which it cannot read off a SecretStr.
 _TOKEN_SCHEMA = {
     "type": "string",
@@ -77,9 +77,9 @@ class UserIn(Strict):
     first_name: Name | None = None
     last_name: Name | None = None
     display_name: Name | None = None
-    phone_number: Annotated[str, StringConstraints(max_length=50), AfterValidator(storable)] | None = None
+    phone_number: Annotated[str, StringConstraints(max_length=50), STORABLE] | None = None
     profile_image_url: Url | None = None
-    email_signature: Annotated[str, StringConstraints(max_length=20000), AfterValidator(storable)] | None = None
+    email_signature: Annotated[str, StringConstraints(max_length=20000), STORABLE] | None = None
 
 
 class InvitationIn(Strict):
