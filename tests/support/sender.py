@@ -57,6 +57,21 @@ async def wait_until_sent(
         await asyncio.sleep(0.05)
 
 
+async def wait_until_no_jobs(sessionmaker: async_sessionmaker[AsyncSession], *, within: float = 20.0) -> None:
+    """Wait until no job of the queue is waiting or running: whatever the workers were given is done."""
+    deadline = time.monotonic() + within
+    while True:
+        async with sessionmaker() as session:
+            left = (
+                await session.execute(text("SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"))
+            ).scalar_one()
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{left} jobs still queued or running after {within}s")
+        await asyncio.sleep(0.05)
+
+
 async def sent_over_smtp(
     sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, campaign: str, **overrides: Any
 ) -> FakeSmtpServer:
