@@ -43,6 +43,21 @@ def environment_of(pid: int) -> list[bytes]:
     return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used so far: utime + stime, fields 14 and 15 of /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def until_one_renders(before: dict[int, float], *, within: float = 30.0) -> None:
+    """Wait until one of the processes of ``before`` (pid: its cpu_seconds then) has used a tenth of a
+    second of CPU since: it is in the middle of a template. An idle child waits on its input and uses none."""
+    deadline = time.monotonic() + within
+    while not any(cpu_seconds(pid) - used >= 0.1 for pid, used in before.items()):
+        assert time.monotonic() < deadline, "no rendering process started on the template"
+        await asyncio.sleep(0.01)
+
+
 async def while_ticking(work: Awaitable[T]) -> tuple[T | BaseException, int]:
     """Await ``work`` while counting 10 ms ticks of the same event loop: the loop must stay free."""
     task = asyncio.ensure_future(work)
@@ -112,8 +127,9 @@ async def test_a_process_that_dies_mid_render_is_replaced() -> None:
         others = render_children()
         await slow.render(templates(), [CONTEXT])  # started, so its pid can be found
         (pid,) = render_children() - others
+        before = {pid: cpu_seconds(pid)}
         task = asyncio.ensure_future(slow.render(templates(html=SPIN), [CONTEXT]))
-        await asyncio.sleep(0.5)
+        await until_one_renders(before)
         os.kill(pid, signal.SIGKILL)
         with pytest.raises(TemplateError, match="MiB of memory"):
             await asyncio.wait_for(task, 30)
@@ -153,10 +169,11 @@ async def test_closing_the_pool_stops_its_processes() -> None:
     others = render_children()
     pool = RenderPool(RenderLimits(processes=2, seconds=30.0))
     await asyncio.gather(pool.render(templates(), [CONTEXT]), pool.render(templates(), [CONTEXT]))
-    busy = asyncio.ensure_future(pool.render(templates(html=SPIN), [CONTEXT]))
-    await asyncio.sleep(0.3)
     mine = render_children() - others
     assert len(mine) == 2
+    before = {pid: cpu_seconds(pid) for pid in mine}
+    busy = asyncio.ensure_future(pool.render(templates(html=SPIN), [CONTEXT]))
+    await until_one_renders(before)  # one idle, one busy
     await pool.aclose()
     with pytest.raises(RendererUnavailable):
         await busy

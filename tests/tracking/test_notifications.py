@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -284,6 +285,23 @@ async def test_marking_seen_answers_the_notification_and_only_the_owner_may(
     assert listed == {clicked["id"]: answered["seen_at"], opened["id"]: None}
 
 
+async def _until_blocked(app: FastAPI, waiter: int, holder: int, task: asyncio.Task[int]) -> None:
+    """Until the server reports backend ``waiter`` waiting on a lock ``holder`` holds, or ``task`` ends
+    without having waited."""
+    deadline = time.monotonic() + 30
+    async with app.state.sessionmaker() as watcher:
+        while not task.done():
+            blocked = await watcher.scalar(
+                text("SELECT CAST(:holder AS int) = ANY(pg_blocking_pids(:waiter))"),
+                {"holder": holder, "waiter": waiter},
+            )
+            await watcher.commit()
+            if blocked:
+                return
+            assert time.monotonic() < deadline, "the second settler neither waited nor finished"
+            await asyncio.sleep(0.01)
+
+
 async def test_two_settlers_grouping_the_same_opens_at_once_make_one_notification(
     world: World, app: FastAPI, settings: Settings
 ) -> None:
@@ -292,9 +310,11 @@ async def test_two_settlers_grouping_the_same_opens_at_once_make_one_notificatio
     t = _now()
     async with app.state.sessionmaker() as first, app.state.sessionmaker() as second:
         assert await notify(first, [_opened(sent, ANN, t)]) == 1
+        holder = await first.scalar(text("SELECT pg_backend_pid()"))
+        waiter = await second.scalar(text("SELECT pg_backend_pid()"))
         # The second waits for the first's transaction instead of missing its notification.
         waiting = asyncio.create_task(notify(second, [_opened(sent, ANN, t + timedelta(minutes=1))]))
-        await asyncio.sleep(0.3)
+        await _until_blocked(app, waiter, holder, waiting)
         assert not waiting.done()
         await first.commit()
         assert await asyncio.wait_for(waiting, 5) == 1
