@@ -19,6 +19,7 @@ import pytest
 
 from mailroom.cli import WORKER_CHILD_NICENESS
 from mailroom.config import Settings
+from mailroom.crm.tokens import HOLDER_TTL
 from tests.support.workers import MAILROOM, _descendants, worker_env
 from tests.support.world import World
 
@@ -173,9 +174,7 @@ async def test_several_api_processes_share_the_port_and_a_revoked_token_dies_in_
                 async with httpx.AsyncClient(base_url=base, headers=theirs) as fresh:
                     assert (await fresh.get("/users/self/tokens")).status_code == 200
             assert (await client.delete(f"/users/self/tokens/{made['id']}")).status_code == 204
-            revoked_at = time.monotonic()
-            await asyncio.sleep(1.0)  # HOLDER_TTL: the longest any process may still trust it
+            await asyncio.sleep(HOLDER_TTL)  # the longest any process may still trust what it read of it
             for _ in range(20):
                 async with httpx.AsyncClient(base_url=base, headers=theirs) as fresh:
                     assert (await fresh.get("/users/self/tokens")).status_code == 401
-            assert time.monotonic() - revoked_at < 5
