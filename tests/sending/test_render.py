@@ -1,7 +1,4 @@
-import subprocess
-import sys
 from collections import OrderedDict
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -143,28 +140,14 @@ def test_uses_variable_reads_the_template_ast() -> None:
     assert not uses_variable("{{ broken", "recipient")
 
 
-def test_html_to_text_takes_linear_time_on_hostile_input() -> None:
-    # In a child process, so that a quadratic scan fails the test at the timeout instead of hanging it.
-    program = (
-        "import time\n"
-        "from mailroom.sending.render import html_to_text\n"
-        "from tests.support.render import HOSTILE_HTML\n"
-        "for name, html in HOSTILE_HTML.items():\n"
-        "    started = time.perf_counter()\n"
-        "    html_to_text(html)\n"
-        "    print(f'{name}: {time.perf_counter() - started:.2f}', flush=True)\n"
-    )
-    root = Path(__file__).resolve().parents[2]
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", program], capture_output=True, text=True, timeout=120, cwd=root, check=True
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise AssertionError(f"html_to_text did not finish in 120 s: {exc.stdout!r}") from None
-    seconds = dict(line.split(": ") for line in done.stdout.splitlines())
-    assert set(seconds) == set(HOSTILE_HTML)
-    # Linear: a couple of megabytes take well under a second; quadratic, hours.
-    assert all(float(s) < 10 for s in seconds.values()), seconds
+def test_html_to_text_gets_through_hostile_input() -> None:
+    # Each input once made a scan quadratic: hours at these sizes, which the per-test timeout fails.
+    # How long each takes is printed by bench/render.py.
+    texts = {name: html_to_text(html) for name, html in HOSTILE_HTML.items()}
+    # Braces that open no Jinja markup are text; a tag, comment or declaration left open runs to the
+    # end of the document and is dropped, as a browser drops it.
+    kept = {"unclosed braces", "braces in a raw block"}
+    assert texts == {name: html if name in kept else "" for name, html in HOSTILE_HTML.items()}
 
 
 def test_html_to_text_survives_what_used_to_raise() -> None:

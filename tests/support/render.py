@@ -1,4 +1,4 @@
-"""Template contexts and hostile inputs shared by the rendering tests."""
+"""Template contexts, and the hostile html the rendering and tracking tests and bench/render.py share."""
 
 from __future__ import annotations
 
@@ -20,4 +20,17 @@ HOSTILE_HTML = {
     "unfinished attributes": "<a b=" * 400_000,
     "unclosed comments": "<!--" * 500_000,
     "unclosed declarations": "<!" * 1_000_000,
+}
+
+
+_TWO_MB = 2 * 1024 * 1024
+# Each of these makes a backtracking pattern, or a scan that starts again after every tag, quadratic
+# in the link rewriter (src/mailroom/sending/tracking_links.py).
+HOSTILE_TRACKED_HTML = {
+    "tags never closed": "<a " * (_TWO_MB // 3),
+    "quotes never closed": '<a x="' * (_TWO_MB // 6) + "'",
+    "one tag of attributes": "<a " + "h=x " * (_TWO_MB // 4) + ">",
+    "brackets": "<" * _TWO_MB,
+    "links": '<a href="https://x.example.com/p">x</a>' * (_TWO_MB // 40),
+    "body ends": "</body" * (_TWO_MB // 6),
 }
