@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 
 from mailroom.db import libpq_url
+from mailroom.sending.execute import SEND_TASK
 from tests.support.workers import (
     CAMPAIGN_STATE,
     SEED_CONTACTS,
@@ -117,6 +118,17 @@ async def recipient_rows(database_url: str, campaign: str) -> list[tuple[Any, ..
         "WHERE ce.campaign = %(campaign)s ORDER BY ce.seq",
         {"campaign": campaign},
     )
+
+
+async def send_jobs_retried(database_url: str, campaign: str) -> tuple[int, int]:
+    """(the campaign's send jobs that failed at least once and were put back for a retry, its send jobs)."""
+    (row,) = await _fetch(
+        database_url,
+        "SELECT count(*) FILTER (WHERE attempts > 0), count(*) FROM procrastinate_jobs "
+        "WHERE task_name = %(task)s AND args->>'campaign' = %(campaign)s",
+        {"task": SEND_TASK, "campaign": campaign},
+    )
+    return int(row[0]), int(row[1])
 
 
 async def until(
