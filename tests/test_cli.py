@@ -89,6 +89,8 @@ def test_a_damaged_generated_key_file_stops_the_worker_with_one_line(settings: S
     assert len(lines) == 1 and "secret.key" in lines[0], done.stderr
 
 
+# Five runs of the command line, each a new Python process: over 3 s.
+@pytest.mark.slow
 async def test_tokens_are_created_listed_and_revoked_from_the_command_line(
     settings: Settings, world: World, client: httpx.AsyncClient
 ) -> None:

@@ -82,6 +82,8 @@ async def wait_for(check: object, within: float) -> None:
         await asyncio.sleep(0.2)
 
 
+# `mailroom serve` with its worker child, started and stopped: over 3 s.
+@pytest.mark.slow
 async def test_serve_sends_through_a_worker_child_logs_json_and_stops_it(
     world: World, settings: Settings, tmp_path: Path
 ) -> None:
@@ -155,6 +157,8 @@ def api_processes(pid: int) -> list[int]:
     return [p for p in children if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
 
 
+# `mailroom serve --workers 2`, and HOLDER_TTL waited out: over 3 s.
+@pytest.mark.slow
 async def test_several_api_processes_share_the_port_and_a_revoked_token_dies_in_all_of_them(
     settings: Settings, world: World, tmp_path: Path
 ) -> None:

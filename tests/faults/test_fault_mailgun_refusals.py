@@ -20,6 +20,9 @@ from tests.support.mailgun_server import MailgunRequest, mailgun_server
 from tests.support.workers import WorkerGroup
 from tests.support.world import World
 
+# Worker processes through a refusing Mailgun and its retries: over 10 s.
+pytestmark = pytest.mark.slow
+
 RECIPIENTS = 1_500
 API_KEY = "key-faults"
 DOMAIN = "mg.faults.example"

@@ -16,6 +16,9 @@ from tests.support.smtp_server import smtp_server
 from tests.support.workers import WorkerGroup
 from tests.support.world import World
 
+# Worker processes, refused and then waiting out the first retry: about 7 s each.
+pytestmark = pytest.mark.slow
+
 RECIPIENTS = 1_000
 BATCH = 100
 # More refusals than the workers could ever ask for: the window is closed by what the workers did,

@@ -15,6 +15,9 @@ from tests.support.smtp_server import smtp_server
 from tests.support.workers import WorkerGroup
 from tests.support.world import World
 
+# Two worker processes sending 5,000 messages: over 10 s.
+pytestmark = pytest.mark.slow
+
 RECIPIENTS = 5_000
 BATCH = 100
 

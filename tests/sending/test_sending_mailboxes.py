@@ -11,6 +11,7 @@ import time
 import uuid
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
@@ -163,6 +164,8 @@ async def test_an_outlook_reply_answers_the_message_in_the_mailbox(
     assert [(r.microsoft_id, str(r.microsoft_credential), r.google_id) for r in rows] == [(sent.id, credential, None)]
 
 
+# Waits out two of the mailbox's Retry-After pauses: about 4 s.
+@pytest.mark.slow
 async def test_a_throttled_mailbox_waits_and_the_campaign_does_not_fail(
     world: World, app: FastAPI, settings: Settings
 ) -> None:
