@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, Generic, Literal, TypeVar, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, get_args, get_origin
 
 import orjson
 from fastapi.responses import JSONResponse
@@ -15,20 +15,27 @@ from mailroom.serialize import closed
 T = TypeVar("T")
 
 
-class Ok(BaseModel, Generic[T]):
+class _Envelope(BaseModel):
+    """What Ok and OkList share: closed, and titled after the shape they carry."""
+
+    model_config = ConfigDict(extra="forbid")
+    _title_suffix: ClassVar[str]
+    code: Literal["OK"]
+
+    @classmethod
+    def model_parametrized_name(cls, params: tuple[Any, ...]) -> str:
+        return f"{_name(params[0])}{cls._title_suffix}"
+
+
+class Ok(_Envelope, Generic[T]):
     """The envelope of a successful answer, as a route's `response_model`.
 
     It only describes: the routes answer an ORJSONResponse built from the TypedDict shape, which FastAPI
     passes through without validating it again.
     """
 
-    model_config = ConfigDict(extra="forbid")
-    code: Literal["OK"]
+    _title_suffix: ClassVar[str] = "Answer"
     data: T
-
-    @classmethod
-    def model_parametrized_name(cls, params: tuple[Any, ...]) -> str:
-        return f"{_name(params[0])}Answer"
 
 
 @closed
@@ -37,17 +44,12 @@ class Info(TypedDict):
     total: Annotated[int, Field(description="How many items match in all, beyond this page too")]
 
 
-class OkList(BaseModel, Generic[T]):
+class OkList(_Envelope, Generic[T]):
     """The envelope of a list: its items, and how many there are in all."""
 
-    model_config = ConfigDict(extra="forbid")
-    code: Literal["OK"]
+    _title_suffix: ClassVar[str] = "ListAnswer"
     data: list[T]
     info: Info
-
-    @classmethod
-    def model_parametrized_name(cls, params: tuple[Any, ...]) -> str:
-        return f"{_name(params[0])}ListAnswer"
 
 
 def _name(shape: Any) -> str:

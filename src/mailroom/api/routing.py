@@ -28,18 +28,12 @@ class RoutesBySegment(BaseRoute):
 
     def __init__(self, routes: Sequence[BaseRoute]) -> None:
         self.routes = list(routes)
-        literal: dict[str, list[BaseRoute]] = {}
+        segments = [first_segment(getattr(route, "path", "/{}")) for route in self.routes]
         # A route whose first segment is a parameter could take any path: it stays in every group.
-        self._any: list[BaseRoute] = []
-        for route in self.routes:
-            segment = first_segment(getattr(route, "path", "/{}"))
-            if "{" in segment:
-                self._any.append(route)
-            else:
-                literal.setdefault(segment, [])
+        self._any = [r for r, s in zip(self.routes, segments, strict=True) if "{" in s]
         self._groups = {
-            segment: [r for r in self.routes if r in self._any or first_segment(getattr(r, "path", "")) == segment]
-            for segment in literal
+            segment: [r for r, s in zip(self.routes, segments, strict=True) if s == segment or "{" in s]
+            for segment in set(segments) - {s for s in segments if "{" in s}
         }
 
     def candidates(self, path: str) -> list[BaseRoute]:

@@ -216,17 +216,9 @@ async def _values(
         "archive": bool(body.archive),
         "tracking": True if body.tracking is None else body.tracking,
     }
+    # send_type comes from the array the item is in; every other column is the item's field of that name.
     recipients = [
-        {
-            "recipient_type": item.recipient_type,
-            "send_type": send_type,
-            "email": item.email,
-            "contact": item.contact,
-            "list": item.list,
-            "tag": item.tag,
-            "brand": item.brand,
-            "agent": item.agent,
-        }
+        {name: send_type if name == "send_type" else getattr(item, name) for name in RECIPIENT_COLUMNS}
         for send_type, _, item in body.recipients()
     ]
     return values, recipients, attachments

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from psycopg import AsyncConnection
 from pydantic import Field
@@ -166,17 +166,8 @@ async def campaign_stats(conn: AsyncConnection[Any], campaign: uuid.UUID, user: 
     if not rows or rows[0].caller_role is None:
         raise NotFound("no such campaign", field="id")
     row = rows[0]
-    counts: EventCountsOut = {
-        "accepted": _count(row, "accepted"),
-        "rejected": _count(row, "rejected"),
-        "delivered": _count(row, "delivered"),
-        "failed": _count(row, "failed"),
-        "opened": _count(row, "opened"),
-        "clicked": _count(row, "clicked"),
-        "unsubscribed": _count(row, "unsubscribed"),
-        "complained": _count(row, "complained"),
-        "stored": _count(row, "stored"),
-    }
+    # EVENT_TYPES names the keys, in the order the statement's columns were made from it.
+    counts = cast(EventCountsOut, {t: _count(row, t) for t in EVENT_TYPES})
     hourly: list[HourOut] = [
         {
             # JSON carries PostgreSQL's timestamp text; the answer keeps Python's ISO 8601 form.
