@@ -146,6 +146,32 @@ async def test_the_worker_child_goes_when_serve_is_killed(settings: Settings, tm
         await wait_for(lambda: not alive(child) and not any(alive(p) for p in api), 10)
 
 
+@pytest.mark.slow
+async def test_api_processes_still_starting_go_when_serve_is_killed(settings: Settings, tmp_path: Path) -> None:
+    with serving(settings, tmp_path / "data", tmp_path / "serve.log", "--workers", "2", "--no-worker") as (process, _):
+        # Killed as soon as the first process answers: the second may still be importing, and must not
+        # mistake the process it is handed to for serve.
+        assert process.pid in started_for(tmp_path / "data")
+        process.kill()
+        process.wait(timeout=30)
+        await wait_for(lambda: not started_for(tmp_path / "data"), 20)
+
+
+def started_for(data_dir: Path) -> list[int]:
+    """Live processes serving this data folder, wherever they are in the process tree."""
+    mark = f"MAILROOM_DATA_DIR={data_dir}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if (
+                entry.name.isdigit()
+                and mark in (entry / "environ").read_bytes().split(b"\0")
+                and alive(int(entry.name))
+            ):
+                found.append(int(entry.name))
+    return found
+
+
 async def test_no_worker_means_no_child(settings: Settings, tmp_path: Path) -> None:
     with serving(settings, tmp_path / "data", tmp_path / "serve.log", "--no-worker") as (process, _):
         assert worker_children(process.pid) == []

@@ -38,6 +38,7 @@ PR_SET_PDEATHSIG = 1
 WORKER_CHILD_NICENESS = 5
 # A worker finishes the chunk it is sending before it exits; past this it is killed.
 CHILD_STOP_SECONDS = 20.0
+SERVE_PID_ENV = "MAILROOM_SERVE_PID"
 token_cli = typer.Typer(no_args_is_help=True, help="API tokens.")
 cli.add_typer(token_cli, name="token")
 
@@ -164,6 +165,7 @@ def serve(
             # Each process builds its own app from the environment: the database (embedded or not) is the
             # one resolved here, and the metrics directory is shared, so /metrics sums every process.
             os.environ["MAILROOM_DATABASE_URL"] = url
+            os.environ[SERVE_PID_ENV] = str(os.getpid())
             uvicorn.run(
                 "mailroom.cli:api_process",
                 factory=True,
@@ -182,8 +184,10 @@ def api_process() -> Any:
     """The app of one process of `mailroom serve --workers N`."""
     from mailroom.app import create_app
 
-    # Spawned by serve's process supervisor: a serve killed outright must not leave its port held.
-    _follow_parent(os.getppid())
+    # Spawned by serve's process supervisor: a serve killed outright must not leave its port held. Its pid
+    # comes from serve, not getppid(): a serve killed while this process was starting has already handed
+    # it to another parent, which getppid() would name and which would never go.
+    _follow_parent(int(os.environ[SERVE_PID_ENV]))
     settings = _settings()
     _logging(settings)
     return create_app(settings)
