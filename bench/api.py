@@ -42,7 +42,7 @@ from send import SINK, BenchError, Sink, free_port, fresh_database, seed_contact
 
 from mailroom.crypto import SecretBox
 from mailroom.db import libpq_url
-from mailroom.sending.tracking_links import TrackingTokens
+from mailroom.tracking_links import TrackingTokens
 
 Conn = psycopg.Connection[tuple[object, ...]]
 WRK = shutil.which("wrk")

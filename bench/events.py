@@ -48,8 +48,8 @@ from send import BenchError, fresh_database  # noqa: E402
 
 from mailroom.crypto import SecretBox  # noqa: E402
 from mailroom.db import libpq_url  # noqa: E402
-from mailroom.sending.tracking_links import TrackingTokens  # noqa: E402
 from mailroom.tracking.webhooks import sign  # noqa: E402
+from mailroom.tracking_links import TrackingTokens  # noqa: E402
 
 WRK = shutil.which("wrk")
 NO_WRK = "bench/events.py needs the HTTP load generator wrk.\nInstall it with:  apt-get install -y wrk"

@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT))  # tests.support: the hostile inputs the tests use
 from send import HTML, SUBJECT  # noqa: E402
 
 from mailroom.crypto import SecretBox  # noqa: E402
-from mailroom.sending.render import compile_campaign, html_to_text  # noqa: E402
-from mailroom.sending.renderer import CampaignTemplates, RenderLimits, RenderPool  # noqa: E402
-from mailroom.sending.tracking_links import LinkRewriter, TrackingTokens  # noqa: E402
+from mailroom.templating.render import compile_campaign, html_to_text  # noqa: E402
+from mailroom.templating.renderer import CampaignTemplates, RenderLimits, RenderPool  # noqa: E402
+from mailroom.tracking_links import LinkRewriter, TrackingTokens  # noqa: E402
 from tests.support.keys import TEST_SECRET_KEY  # noqa: E402
 from tests.support.render import HOSTILE_HTML, HOSTILE_TRACKED_HTML  # noqa: E402
 

@@ -43,7 +43,7 @@ from mailroom.campaigns.schemas import CampaignIn  # noqa: E402
 from mailroom.campaigns.service import Actor, create_campaign  # noqa: E402
 from mailroom.crm.service import bootstrap  # noqa: E402
 from mailroom.db import libpq_url, make_engine, make_sessionmaker, start_embedded_postgres  # noqa: E402
-from mailroom.sending.renderer import RenderLimits, RenderPool  # noqa: E402
+from mailroom.templating.renderer import RenderLimits, RenderPool  # noqa: E402
 from tests.support.databases import with_database  # noqa: E402
 from tests.support.mailgun_server import mailgun_server  # noqa: E402
 from tests.support.workers import SEED_CONTACTS, WorkerGroup, run_migrate, worker_env, worker_group  # noqa: E402

@@ -21,6 +21,7 @@ from sqlalchemy import create_engine, pool
 from mailroom.db import libpq_url, make_engine, make_sessionmaker, sqlalchemy_url
 from mailroom.migrate import alembic_config, migrate
 from mailroom.models import metadata
+from mailroom.queue import DEFER_FUNCTION, JOB_ATTRIBUTES, JOB_TYPE, defer_jobs
 from mailroom.queue_schema import (
     APPLIED_TABLE,
     RELEASE_MARKERS,
@@ -30,7 +31,6 @@ from mailroom.queue_schema import (
     shipped_migrations,
 )
 from mailroom.sending.notices import DEFER_NOTICE, NOTICE_TASK
-from mailroom.sending.queue import DEFER_FUNCTION, JOB_ATTRIBUTES, JOB_TYPE, defer_jobs
 from tests.support.databases import with_database
 
 # Everything in the public schema that code or data depends on, in a form two databases can be compared by.

@@ -45,8 +45,8 @@ from mailroom.crypto import SecretBox
 from mailroom.db import ReadPool, make_engine, make_sessionmaker, resolve_database_url
 from mailroom.files.storage import storage_from_settings
 from mailroom.links import install_access_log_filter
-from mailroom.sending.renderer import RenderLimits, RenderPool
 from mailroom.serialize import closed
+from mailroom.templating.renderer import RenderLimits, RenderPool
 
 
 @closed

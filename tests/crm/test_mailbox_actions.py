@@ -137,12 +137,12 @@ async def test_a_refused_action_is_logged_and_not_retried(
     with gmail_server(tokens={"tok-send-only": {SEND_SCOPE}}) as gmail:
         message = gmail.add_message()
         accepted(await admin.put(f"/emails/google/{credential}/messages/{message}", {"status": True}))
-        with caplog.at_level(logging.WARNING, logger="mailroom.sending.mailbox_jobs"):
+        with caplog.at_level(logging.WARNING, logger="mailroom.mailboxes.jobs"):
             async with running_worker(settings, **mailbox_settings(gmail.url)):
                 assert await wait_for_jobs(app.state.sessionmaker) == {}
     assert [r.status for r in gmail.requests] == [403]
     assert gmail.labels(message) == {"INBOX", "UNREAD"}
-    (line,) = [r.getMessage() for r in caplog.records if r.name == "mailroom.sending.mailbox_jobs"]
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "mailroom.mailboxes.jobs"]
     assert f"Gmail action read on 1 messages of credential {credential} refused" in line
     assert "mail.modify" in line and "tok-send-only" not in line
 
@@ -156,7 +156,7 @@ async def test_an_action_on_a_mailbox_disconnected_since_does_nothing(
         message = gmail.add_message()
         accepted(await admin.post(f"/emails/google/{credential}/archive", {"messageIds": [message]}))
         admin.data(await admin.post(f"/users/self/google-credentials/{credential}/revoke"))
-        with caplog.at_level(logging.WARNING, logger="mailroom.sending.mailbox_jobs"):
+        with caplog.at_level(logging.WARNING, logger="mailroom.mailboxes.jobs"):
             async with running_worker(settings, **mailbox_settings(gmail.url)):
                 assert await wait_for_jobs(app.state.sessionmaker) == {}
     assert gmail.requests == []
@@ -164,7 +164,7 @@ async def test_an_action_on_a_mailbox_disconnected_since_does_nothing(
     assert any(
         f"the Gmail account {credential} is revoked" in r.getMessage()
         for r in caplog.records
-        if r.name == "mailroom.sending.mailbox_jobs"
+        if r.name == "mailroom.mailboxes.jobs"
     )
 
 

@@ -25,7 +25,7 @@ HOSTILE_HTML = {
 
 _TWO_MB = 2 * 1024 * 1024
 # Each of these makes a backtracking pattern, or a scan that starts again after every tag, quadratic
-# in the link rewriter (src/mailroom/sending/tracking_links.py).
+# in the link rewriter (src/mailroom/tracking_links.py).
 HOSTILE_TRACKED_HTML = {
     "tags never closed": "<a " * (_TWO_MB // 3),
     "quotes never closed": '<a x="' * (_TWO_MB // 6) + "'",

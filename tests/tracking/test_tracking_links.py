@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.config import Settings
 from mailroom.crypto import SecretBox
-from mailroom.sending.tracking_links import LinkRewriter, TrackingTokens
+from mailroom.tracking_links import LinkRewriter, TrackingTokens
 from tests.support.campaigns import mailgun, schedule
 from tests.support.keys import TEST_SECRET_KEY
 from tests.support.mailgun_server import mailgun_server

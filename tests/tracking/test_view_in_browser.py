@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailroom.config import Settings
 from mailroom.crypto import SecretBox
 from mailroom.links import unsubscribe_url
-from mailroom.sending.tracking_links import TrackingTokens
+from mailroom.tracking_links import TrackingTokens
 from tests.support.campaigns import schedule
 from tests.support.keys import TEST_SECRET_KEY
 from tests.support.sender import sent_over_smtp

@@ -26,10 +26,10 @@ from starlette.types import Message, Receive, Scope, Send
 from mailroom.crypto import InvalidToken
 from mailroom.errors import MailroomError
 from mailroom.metrics import HTTP_LATENCY, HTTP_REQUESTS
-from mailroom.sending.tracking_links import TrackingTokens
 from mailroom.tracking.hits import Hit, record_hits
 from mailroom.tracking.intake import Intake
 from mailroom.tracking.webhooks import REPLAYED, Call, append_calls, receipt, refusal, verified_calls
+from mailroom.tracking_links import TrackingTokens
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.crm import mailbox_actions
 from mailroom.crm.credentials import Kind
 from mailroom.crm.mailbox_actions import MAX_MESSAGE_ID, MAX_MESSAGE_IDS, MESSAGE_ID_PATTERNS
-from mailroom.sending.mailbox_jobs import NAMES
+from mailroom.mailboxes.jobs import NAMES
 
 router = APIRouter(tags=["mailbox actions"], route_class=StrictQueryRoute)
 

@@ -28,8 +28,8 @@ from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.config import Settings
 from mailroom.errors import Forbidden, Unauthorized
 from mailroom.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from mailroom.queue import QUEUE
 from mailroom.sending.execute import SEND_TASK
-from mailroom.sending.queue import QUEUE
 from mailroom.transports.factory import transport_name
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

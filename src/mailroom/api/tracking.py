@@ -27,9 +27,9 @@ from mailroom.api.hot_paths import NO_STORE, PIXEL, HotPaths, client_of
 from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.crypto import InvalidToken, SecretBox
 from mailroom.errors import NotFound
-from mailroom.sending.renderer import CampaignTemplates, RenderPool
 from mailroom.sending.to_send import PendingRow, load_campaign
-from mailroom.sending.tracking_links import TrackingTokens, view_url
+from mailroom.templating.renderer import CampaignTemplates, RenderPool
+from mailroom.tracking_links import TrackingTokens, view_url
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["tracking"], route_class=StrictQueryRoute)

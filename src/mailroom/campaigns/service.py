@@ -22,8 +22,8 @@ from mailroom.egress import link_problem
 from mailroom.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
 from mailroom.files.models import File
 from mailroom.sending.attachments import MAILBOX_SIZE_LIMIT, MAILGUN_SIZE_LIMIT
-from mailroom.sending.render import TemplateError
-from mailroom.sending.renderer import RenderPool
+from mailroom.templating.render import TemplateError
+from mailroom.templating.renderer import RenderPool
 
 GOOGLE_SEND_SCOPES = {"mail.send"}
 MICROSOFT_SEND_SCOPES = {"mail.send", "mail.modify"}

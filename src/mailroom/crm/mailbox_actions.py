@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.crm.credentials import MODELS, Credential, Kind
 from mailroom.errors import BadRequest, Forbidden, NotFound
-from mailroom.sending.mailbox_jobs import NAMES, MailboxAction, queue_mailbox_action
+from mailroom.mailboxes.jobs import NAMES, MailboxAction, queue_mailbox_action
 from mailroom.validation import NOT_BLANK
 
 # What the API document asks of a credential whose messages are acted on.

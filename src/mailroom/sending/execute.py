@@ -17,6 +17,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailroom.queue import defer_jobs, defer_statement
 from mailroom.sending.expansion import (
     EXPANSION_CTE,
     SEND_TYPE_RANK,
@@ -24,7 +25,6 @@ from mailroom.sending.expansion import (
     executed_this_month,
     through_esp,
 )
-from mailroom.sending.queue import defer_jobs, defer_statement
 
 log = logging.getLogger(__name__)
 

@@ -27,16 +27,16 @@ from mailroom.config import Settings
 from mailroom.crypto import SecretBox
 from mailroom.db import libpq_url, make_engine, make_sessionmaker, resolve_database_url
 from mailroom.files.storage import storage_from_settings
+from mailroom.mailboxes.access import Mailboxes, Paused
+from mailroom.mailboxes.jobs import MAILBOX_ACTION_TASK, run_mailbox_action
+from mailroom.queue import QUEUE
 from mailroom.sending.domains import SendingDomains
 from mailroom.sending.execute import NEXT_DUE, SEND_TASK, execute_next_due
-from mailroom.sending.mailbox_jobs import MAILBOX_ACTION_TASK, run_mailbox_action
-from mailroom.sending.mailboxes import Mailboxes, Paused
 from mailroom.sending.notices import NOTICE_TASK, send_notice
-from mailroom.sending.queue import QUEUE
 from mailroom.sending.ratelimit import RateLimiter
 from mailroom.sending.record import give_up
-from mailroom.sending.renderer import RenderLimits, RenderPool
 from mailroom.sending.slices import RetryLater, SendContext, send_slice
+from mailroom.templating.renderer import RenderLimits, RenderPool
 from mailroom.transports.base import TransientSendError
 from mailroom.transports.factory import default_from, make_transport, message_domain, transport_name
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.addresses import normalize
 from mailroom.crypto import SecretBox
-from mailroom.sending.queue import defer_jobs, defer_statement
+from mailroom.queue import defer_jobs, defer_statement
 from mailroom.transports.base import OutgoingMessage, PermanentSendError, Transport, send_one
 from mailroom.transports.mime import build_message, sender_message_id
 

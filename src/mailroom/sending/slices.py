@@ -10,7 +10,7 @@ message fits that mailbox's recipient limit; individual campaigns, bigger ones a
 the ESP (Mailgun, SMTP or the outbox).
 
 Tracking: Mailgun tracks opens and clicks itself when asked; through any other transport the html's links
-are rewritten and a pixel added (sending/tracking_links.py), naming the emails row, whose id is therefore
+are rewritten and a pixel added (tracking_links.py), naming the emails row, whose id is therefore
 chosen before the message is built. With ``archive``, ``{{email.url}}`` is the recipient's view-in-browser link.
 """
 
@@ -29,18 +29,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailroom.crypto import SecretBox
 from mailroom.files.storage import Storage
+from mailroom.mailboxes.access import Mailboxes
 from mailroom.metrics import SEND_LATENCY
 from mailroom.sending.attachments import AttachmentError, Parts, load_parts
 from mailroom.sending.domains import OwnDomain, SendingDomains
 from mailroom.sending.execute import fail_campaign
 from mailroom.sending.identity import Identity, headers, identity
-from mailroom.sending.mailboxes import Mailboxes
 from mailroom.sending.ratelimit import RateLimiter
 from mailroom.sending.record import ChunkOutcome, record, settle_counters
-from mailroom.sending.render import RenderedMessage, TemplateError
-from mailroom.sending.renderer import CampaignTemplates, RenderPool
 from mailroom.sending.to_send import CampaignToSend, PendingRow, load_campaign, load_pending
-from mailroom.sending.tracking_links import LinkRewriter, TrackingTokens, view_url
+from mailroom.templating.render import RenderedMessage, TemplateError
+from mailroom.templating.renderer import CampaignTemplates, RenderPool
+from mailroom.tracking_links import LinkRewriter, TrackingTokens, view_url
 from mailroom.transports.base import (
     MessageContent,
     OutgoingMessage,

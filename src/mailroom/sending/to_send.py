@@ -9,15 +9,14 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailroom.mailboxes.access import MailboxKind
 from mailroom.sending.expansion import SHARED_MESSAGE_LIMIT
 from mailroom.serialize import full_name
-
-MailboxKind = Literal["google", "microsoft"]
 
 CAMPAIGN = text(
     """

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Literal, Protocol
 
 import httpx
 from sqlalchemy import text
@@ -17,12 +18,27 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailroom.config import Settings
 from mailroom.crypto import SecretBox
-from mailroom.sending.mailbox_tokens import StoredTokens
-from mailroom.sending.to_send import CampaignToSend, MailboxKind
+from mailroom.mailboxes.tokens import StoredTokens
 from mailroom.transports.base import PermanentSendError, TransientSendError, Transport
 from mailroom.transports.gmail import GmailTransport
 from mailroom.transports.oauth import NotConfigured, OAuthClient
 from mailroom.transports.outlook import OutlookTransport
+
+MailboxKind = Literal["google", "microsoft"]
+
+
+class SendsThroughMailbox(Protocol):
+    """What of a campaign decides whether, and through which credential, it goes out through a mailbox."""
+
+    @property
+    def mailbox(self) -> MailboxKind | None: ...
+    @property
+    def credential(self) -> uuid.UUID | None: ...
+    @property
+    def shared(self) -> bool: ...
+    @property
+    def recipients_count(self) -> int: ...
+
 
 # How long a throttled mailbox waits when the provider does not say.
 DEFAULT_PAUSE = 60.0
@@ -51,7 +67,7 @@ class Mailboxes:
         self._box = box
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0))
 
-    def takes(self, campaign: CampaignToSend) -> bool:
+    def takes(self, campaign: SendsThroughMailbox) -> bool:
         """Whether the campaign goes out through its mailbox: one shared message within the mailbox's limit."""
         return (
             campaign.mailbox is not None
@@ -61,7 +77,7 @@ class Mailboxes:
         )
 
     @asynccontextmanager
-    async def open(self, campaign: CampaignToSend) -> AsyncIterator[Transport]:
+    async def open(self, campaign: SendsThroughMailbox) -> AsyncIterator[Transport]:
         """The transport of the campaign's mailbox; Paused while the provider has it throttled."""
         kind, credential = campaign.mailbox, campaign.credential
         assert kind is not None and credential is not None
@@ -90,7 +106,7 @@ class Mailboxes:
         finally:
             await transport.aclose()
 
-    async def pause(self, campaign: CampaignToSend, error: TransientSendError) -> Paused:
+    async def pause(self, campaign: SendsThroughMailbox, error: TransientSendError) -> Paused:
         """Pause the campaign's mailbox as long as the provider asked; the Paused to raise for the job."""
         kind, credential = campaign.mailbox, campaign.credential
         assert kind is not None and credential is not None

@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from mailroom.sending.render import TemplateError, compile_campaign
-from mailroom.sending.renderer import CampaignTemplates, RendererUnavailable, RenderLimits, RenderPool
+from mailroom.templating.render import TemplateError, compile_campaign
+from mailroom.templating.renderer import CampaignTemplates, RendererUnavailable, RenderLimits, RenderPool
 from tests.support.render import CONTEXT
 
 T = TypeVar("T")

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailroom.sending.mailbox_tokens import StoredTokens
+from mailroom.mailboxes.tokens import StoredTokens
 from mailroom.transports.base import PermanentSendError, TransientSendError
 from mailroom.transports.oauth import Kind, OAuthClient
 from tests.support.campaigns import campaign

@@ -1,10 +1,10 @@
 """Campaign templates: compile once, render per recipient, inside a sandbox, within output limits.
 
 Subject, html and text are Jinja2 templates written by users. They run in the sandbox of
-``sending/sandbox.py``; values inserted into html are escaped (a contact called ``<script>``
+``templating/sandbox.py``; values inserted into html are escaped (a contact called ``<script>``
 stays text); subject and text are not escaped, since they are not markup. A rendered field that
 grows past its limit (below) stops rendering at once. Time and memory are bounded by the process
-that renders: in the service that is always a child of ``sending/renderer.py``, never the event loop.
+that renders: in the service that is always a child of ``templating/renderer.py``, never the event loop.
 
 Cost: a ~2 KB html template with three variables renders in about 10 µs and compiles in about 0.3 ms,
 so compiled templates are kept (``_compile_reading``) and rendering is negligible next to building and
@@ -23,8 +23,8 @@ from jinja2 import TemplateSyntaxError, meta
 from jinja2.environment import Template
 from jinja2.exceptions import SecurityError
 
-from mailroom.sending.html_text import html_to_text
-from mailroom.sending.sandbox import CampaignEnvironment, TooLarge, environment
+from mailroom.templating.html_text import html_to_text
+from mailroom.templating.sandbox import CampaignEnvironment, TooLarge, environment
 
 # What one rendered message may hold. A subject longer than a header line (RFC 5322: 998
 # characters) cannot be sent as one; 2 MiB of html or text is far past any newsletter.

@@ -1,6 +1,6 @@
-"""The rendering process: ``python -m mailroom.sending.render_child MEMORY_MIB``.
+"""The rendering process: ``python -m mailroom.templating.render_child MEMORY_MIB``.
 
-Started and fed by ``sending/renderer.py``. It reads length-prefixed JSON requests on stdin and
+Started and fed by ``templating/renderer.py``. It reads length-prefixed JSON requests on stdin and
 answers each on the original stdout (fd 1 is pointed at stderr, so a stray print cannot corrupt an
 answer). Its address space is capped (RLIMIT_AS), every request runs under a timer that interrupts
 the template where it is (so the answer names the field and line), and RLIMIT_CPU is a backstop
@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from mailroom.sending.render import (
+from mailroom.templating.render import (
     Interrupted,
     TemplateError,
     check_field,

@@ -3,8 +3,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from mailroom.sending import render
-from mailroom.sending.render import (
+from mailroom.templating import render
+from mailroom.templating.render import (
     TemplateError,
     check_template,
     compile_campaign,

@@ -3,7 +3,7 @@
 A template can loop, pad or replace its way to minutes of CPU or gigabytes of memory, and Jinja's
 parser can recurse without end on deeply nested input. None of that may run where HTTP is answered
 or where the sender's jobs heartbeat, so every compile, check and render of user input goes to a
-child (``sending/render_child.py``): a fresh interpreter whose address space is capped, which
+child (``templating/render_child.py``): a fresh interpreter whose address space is capped, which
 interrupts a template that runs past its time (naming field and line), and which the parent kills
 and replaces when it does not answer within its deadline or dies. A whole chunk of recipients
 travels in one round-trip, so the cost per message is a few microseconds of serialisation.
@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from mailroom.config import Settings
-from mailroom.sending.render import RenderedMessage, TemplateError
+from mailroom.templating.render import RenderedMessage, TemplateError
 
 # A child that is not ready this long after it was started is broken, not busy.
 STARTUP_SECONDS = 30.0
@@ -93,7 +93,7 @@ class _Child:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "mailroom.sending.render_child",
+            "mailroom.templating.render_child",
             str(memory_mib),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,

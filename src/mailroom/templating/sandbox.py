@@ -6,7 +6,7 @@ argument decides is checked before it runs: repetition (``'x' * n``, ``**``), ``
 padding and widths (``'{:>n}'.format``, ``'%ns' % x``, ``center``, ``ljust``, ``indent`` ...),
 the growth of ``replace`` and ``expandtabs``, ``batch`` and ``slice`` counts, ``lipsum``.
 Such a template fails at once with a reason naming the operation. The rest (loops, long chains of
-small steps) is bounded by the render's time, memory and output limits (``sending/renderer.py``).
+small steps) is bounded by the render's time, memory and output limits (``templating/renderer.py``).
 """
 
 from __future__ import annotations

@@ -19,9 +19,8 @@ from typing import Final, Literal, get_args
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mailroom.sending.mailboxes import TABLES, Mailboxes
-from mailroom.sending.queue import defer_jobs, defer_statement
-from mailroom.sending.to_send import MailboxKind
+from mailroom.mailboxes.access import TABLES, Mailboxes, MailboxKind
+from mailroom.queue import defer_jobs, defer_statement
 from mailroom.transports.base import PermanentSendError
 from mailroom.transports.gmail import GmailTransport
 
