@@ -30,7 +30,7 @@ from mailroom.queue_schema import (
     migration_version,
     shipped_migrations,
 )
-from mailroom.sending.notices import DEFER_NOTICE, NOTICE_TASK
+from mailroom.crm.notices import DEFER_NOTICE, NOTICE_TASK
 from tests.support.databases import with_database
 
 # Everything in the public schema that code or data depends on, in a form two databases can be compared by.

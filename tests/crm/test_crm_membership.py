@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.config import Settings
 from mailroom.crypto import SecretBox
-from mailroom.sending.notices import confirmation_token
+from mailroom.crm.notices import confirmation_token
 from tests.support.sender import first_mail_over_smtp
 from tests.support.world import Actor, World
 

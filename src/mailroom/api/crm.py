@@ -16,6 +16,7 @@ from mailroom.api.paging import Limit, Start
 from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.crm import contacts, credentials, invitations, lists, service, tokens
 from mailroom.crm.membership import require_admin, require_member
+from mailroom.crm.notices import queue_confirmation, read_confirmation
 from mailroom.crm.schemas import (
     AgentIn,
     AgentOut,
@@ -47,7 +48,6 @@ from mailroom.crm.schemas import (
 )
 from mailroom.crypto import InvalidToken
 from mailroom.errors import BadRequest, Conflict, PayloadTooLarge
-from mailroom.sending.notices import queue_confirmation, read_confirmation
 from mailroom.validation import PlainText
 
 router = APIRouter(tags=["crm"], route_class=StrictQueryRoute)

@@ -16,11 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailroom.addresses import normalize
 from mailroom.crm.membership import is_direct_member, member_role, required
 from mailroom.crm.models import Person
+from mailroom.crm.notices import INVITATION, INVITATION_TTL, invitation_token, read_confirmation
 from mailroom.crm.schemas import InvitationOut, MembershipOut, Role
 from mailroom.crm.service import set_membership
 from mailroom.crypto import InvalidToken, SecretBox
 from mailroom.errors import Forbidden, NotFound
-from mailroom.sending.notices import INVITATION, INVITATION_TTL, invitation_token, read_confirmation
 
 
 def invite(box: SecretBox, *, brand: uuid.UUID, email: str, role: Role, inviter: uuid.UUID) -> InvitationOut:

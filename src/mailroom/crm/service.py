@@ -13,8 +13,8 @@ from mailroom.addresses import normalize
 from mailroom.crm import tokens
 from mailroom.crm.membership import is_direct_member
 from mailroom.crm.models import DEFAULT_EMAIL_QUOTA, Agent, Brand, BrandMember, User
+from mailroom.crm.notices import queue_confirmation, queue_invitation
 from mailroom.errors import Conflict
-from mailroom.sending.notices import queue_confirmation, queue_invitation
 from mailroom.serialize import full_name
 
 

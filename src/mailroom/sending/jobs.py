@@ -24,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailroom.config import Settings
+from mailroom.crm.notices import NOTICE_TASK, send_notice
 from mailroom.crypto import SecretBox
 from mailroom.db import libpq_url, make_engine, make_sessionmaker, resolve_database_url
 from mailroom.files.storage import storage_from_settings
@@ -32,7 +33,6 @@ from mailroom.mailboxes.jobs import MAILBOX_ACTION_TASK, run_mailbox_action
 from mailroom.queue import QUEUE
 from mailroom.sending.domains import SendingDomains
 from mailroom.sending.execute import NEXT_DUE, SEND_TASK, execute_next_due
-from mailroom.sending.notices import NOTICE_TASK, send_notice
 from mailroom.sending.ratelimit import RateLimiter
 from mailroom.sending.record import give_up
 from mailroom.sending.slices import RetryLater, SendContext, send_slice
