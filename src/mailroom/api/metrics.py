@@ -20,16 +20,15 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailroom.api.limits import ASGIApp, Message, Receive, Scope, Send
 from mailroom.api.strict_query import StrictQueryRoute
+from mailroom.campaigns.reads import campaign_totals
 from mailroom.config import Settings
 from mailroom.errors import Forbidden, Unauthorized
 from mailroom.metrics import HTTP_LATENCY, HTTP_REQUESTS
-from mailroom.queue import QUEUE
-from mailroom.sending.execute import SEND_TASK
+from mailroom.sending.execute import send_jobs
 from mailroom.transports.factory import transport_name
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -37,24 +36,6 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNMATCHED = "<unmatched>"
 # The method is the client's to choose: any other one is counted as OTHER, or each would be a new series.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-
-# One pass over campaigns, not over their per-recipient rows: the per-campaign counters are kept by
-# the sender (and settled from the rows when a campaign finishes), so the sums are the message totals.
-CAMPAIGN_TOTALS = text(
-    """
-    SELECT count(*) AS executed, count(failed_at) AS failed,
-           coalesce(sum(sent), 0) AS messages_sent, coalesce(sum(failed), 0) AS messages_failed
-    FROM email_campaigns WHERE executed_at IS NOT NULL
-    """
-)
-
-# Finished jobs are deleted (delete_jobs="successful"), so this reads only queued, running and failed ones.
-SEND_JOBS = text(
-    """
-    SELECT count(*) FILTER (WHERE status = 'todo') AS waiting, count(*) FILTER (WHERE status = 'doing') AS running
-    FROM procrastinate_jobs WHERE queue_name = :queue AND task_name = :task AND status IN ('todo', 'doing')
-    """
-)
 
 
 class _Families(Collector):
@@ -67,8 +48,8 @@ class _Families(Collector):
 
 async def database_families(sessionmaker: async_sessionmaker[AsyncSession], transport: str) -> list[Metric]:
     async with sessionmaker() as session:
-        totals = (await session.execute(CAMPAIGN_TOTALS)).one()
-        jobs = (await session.execute(SEND_JOBS, {"queue": QUEUE, "task": SEND_TASK})).one()
+        totals = await campaign_totals(session)
+        jobs = await send_jobs(session)
     executed = CounterMetricFamily("mailroom_campaigns_executed", "Campaigns executed (claimed and expanded).")
     executed.add_metric([], totals.executed)
     failed = CounterMetricFamily("mailroom_campaigns_failed", "Campaigns that failed as a whole.")

@@ -12,24 +12,19 @@ it goes out with a Content-Security-Policy that runs nothing and loads only imag
 
 from __future__ import annotations
 
-import html
 import logging
-import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.api.deps import AppSettings, Session
 from mailroom.api.hot_paths import NO_STORE, PIXEL, HotPaths, client_of
 from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.crypto import InvalidToken, SecretBox
 from mailroom.errors import NotFound
-from mailroom.sending.to_send import PendingRow, load_campaign
-from mailroom.templating.renderer import CampaignTemplates, RenderPool
-from mailroom.tracking_links import TrackingTokens, view_url
+from mailroom.tracking.view import render_view
+from mailroom.tracking_links import TrackingTokens
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["tracking"], route_class=StrictQueryRoute)
@@ -41,17 +36,6 @@ VIEW_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store, private",
 }
-
-VIEWED = text(
-    """
-    SELECT r.id, r.campaign, r.email_address, r.send_type, ct.first_name, ct.last_name, a.full_name
-    FROM email_campaign_emails r
-    JOIN email_campaigns c ON c.id = r.campaign
-    LEFT JOIN contacts ct ON ct.id = r.contact
-    LEFT JOIN agents a ON a.id = r.agent
-    WHERE r.id = :id AND c.archive AND c.deleted_at IS NULL
-    """
-)
 
 
 def install(state: Any, box: SecretBox) -> None:
@@ -105,24 +89,3 @@ async def view(token: str, request: Request, session: Session, tokens: Tokens, s
         raise NotFound("no such email", field="token") from None
     html_text = await render_view(session, request.app.state.renderer, tokens, settings.public_url, row_id, personal)
     return HTMLResponse(html_text, headers=VIEW_HEADERS)
-
-
-async def render_view(
-    session: AsyncSession, renderer: RenderPool, tokens: TrackingTokens, public_url: str, row_id: uuid.UUID,
-    personal: bool,
-) -> str:  # fmt: skip
-    """The email's html rendered again from its campaign; NotFound unless archived and not deleted."""
-    row = (await session.execute(VIEWED, {"id": row_id})).first()
-    campaign = None if row is None else await load_campaign(session, row.campaign)
-    if row is None or campaign is None or campaign.deleted:
-        raise NotFound("no such email", field="token")
-    recipient = PendingRow(row.id, row.email_address, row.send_type, row.first_name, row.last_name, row.full_name)
-    context = {
-        "recipient": recipient.template_values() if personal else {},
-        "sender": campaign.sender.template_values(),
-        "email": {"url": view_url(public_url, tokens, row.id, personal=personal)},
-    }
-    (message,) = await renderer.render(CampaignTemplates(campaign.subject, campaign.html, campaign.text), [context])
-    if message.html is not None:
-        return message.html
-    return f"<!doctype html><meta charset=utf-8><pre>{html.escape(message.text)}</pre>"

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from psycopg import AsyncConnection
 from psycopg.rows import RowFactory, dict_row, namedtuple_row, tuple_row
+from sqlalchemy import Row, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.campaigns.listing import Status, order_sql, status_sql
 from mailroom.campaigns.models import (
@@ -291,3 +293,19 @@ async def campaign_emails_page(
         return [(row, contact, email) for row, contact, email, _ in page], page[0][3]
     rows = await fetch(conn, "SELECT count(*) AS n FROM email_campaign_emails WHERE campaign = %(c)s", {"c": campaign})
     return [], int(rows[0].n)
+
+
+# One pass over campaigns, not over their per-recipient rows: the per-campaign counters are kept by
+# the sender (and settled from the rows when a campaign finishes), so the sums are the message totals.
+CAMPAIGN_TOTALS = text(
+    """
+    SELECT count(*) AS executed, count(failed_at) AS failed,
+           coalesce(sum(sent), 0) AS messages_sent, coalesce(sum(failed), 0) AS messages_failed
+    FROM email_campaigns WHERE executed_at IS NOT NULL
+    """
+)
+
+
+async def campaign_totals(session: AsyncSession) -> Row[Any]:
+    """Campaigns executed and failed, and messages sent and failed, over the whole service."""
+    return (await session.execute(CAMPAIGN_TOTALS)).one()

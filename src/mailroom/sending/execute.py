@@ -17,7 +17,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailroom.queue import defer_jobs, defer_statement
+from mailroom.queue import QUEUE, defer_jobs, defer_statement
 from mailroom.sending.expansion import (
     EXPANSION_CTE,
     SEND_TYPE_RANK,
@@ -175,3 +175,17 @@ async def execute_next_due(session: AsyncSession, *, slice_size: int) -> Executi
         extra={"campaign": str(campaign), "recipients": count, "jobs": jobs, "duration": round(seconds, 3)},
     )
     return Execution(campaign, count, jobs)
+
+
+# Finished jobs are deleted (delete_jobs="successful"), so this reads only queued, running and failed ones.
+SEND_JOBS = text(
+    """
+    SELECT count(*) FILTER (WHERE status = 'todo') AS waiting, count(*) FILTER (WHERE status = 'doing') AS running
+    FROM procrastinate_jobs WHERE queue_name = :queue AND task_name = :task AND status IN ('todo', 'doing')
+    """
+)
+
+
+async def send_jobs(session: AsyncSession) -> Any:
+    """Send jobs waiting and running (a row of `waiting`, `running`)."""
+    return (await session.execute(SEND_JOBS, {"queue": QUEUE, "task": SEND_TASK})).one()

@@ -36,17 +36,19 @@ CAMPAIGN = text(
     """
 )
 
-PENDING = text(
-    """
-    SELECT e.id, e.email_address, e.send_type,
-           c.first_name, c.last_name, a.full_name
+# A recipient row as templates see it: its address, and the name of its contact or agent.
+_RECIPIENT = """
+    SELECT e.id, e.campaign, e.email_address, e.send_type, c.first_name, c.last_name, a.full_name
     FROM email_campaign_emails e
     LEFT JOIN contacts c ON c.id = e.contact
     LEFT JOIN agents a ON a.id = e.agent
-    WHERE e.campaign = :campaign AND e.seq BETWEEN :first AND :last AND e.email IS NULL AND e.error IS NULL
-    ORDER BY e.seq
-    """
+"""
+PENDING = text(
+    _RECIPIENT
+    + "WHERE e.campaign = :campaign AND e.seq BETWEEN :first AND :last AND e.email IS NULL AND e.error IS NULL "
+    + "ORDER BY e.seq"
 )
+ONE_RECIPIENT = text(_RECIPIENT + "WHERE e.id = :id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,3 +163,12 @@ async def load_campaign(session: AsyncSession, campaign: uuid.UUID) -> CampaignT
 async def load_pending(session: AsyncSession, campaign: uuid.UUID, first: int, last: int) -> Sequence[PendingRow]:
     rows = (await session.execute(PENDING, {"campaign": campaign, "first": first, "last": last})).all()
     return [PendingRow(r.id, r.email_address, r.send_type, r.first_name, r.last_name, r.full_name) for r in rows]
+
+
+async def load_recipient(session: AsyncSession, row_id: uuid.UUID) -> tuple[CampaignToSend, PendingRow] | None:
+    """One recipient row, sent or not, with its campaign (None when either is gone)."""
+    r = (await session.execute(ONE_RECIPIENT, {"id": row_id})).first()
+    campaign = None if r is None else await load_campaign(session, r.campaign)
+    if r is None or campaign is None:
+        return None
+    return campaign, PendingRow(r.id, r.email_address, r.send_type, r.first_name, r.last_name, r.full_name)
