@@ -139,8 +139,13 @@ async def test_defaults_and_derived_fields(world: World) -> None:
     assert made["individual"] is False and made["include_signature"] is False and made["archive"] is False
     assert made["notifications_enabled"] is True and made["listed"] is True and made["sent"] == 0
     assert made["text"] == "Hi the house (https://x.example/home)"
-    empty = await create(admin, html="", text=None)
-    assert empty["text"] == " "
+    for blank in ({"html": "", "text": None}, {"html": None, "text": " \n"}):
+        refused = await admin.post("/emails", campaign(**blank))
+        # Neither a body nor a text: it would go out blank, so it is refused and nothing is stored.
+        assert refused.status_code == 400 and refused.json()["message"] == (
+            "html: a campaign needs html or text (it has neither)"
+        )
+    assert len(admin.data(await admin.get(f"/brands/{admin.brand}/emails/campaigns?status=any"))) == 1
     personal = await create(admin, subject="Hi {{ recipient.first_name or 'there' }}")
     assert personal["individual"] is True
     individual = admin.data(await admin.post("/emails/individual", campaign(headers={"thread_id": "t"})))

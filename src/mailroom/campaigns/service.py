@@ -158,6 +158,9 @@ async def _check_templates(body: CampaignIn, renderer: RenderPool) -> tuple[bool
     Returns whether they address the recipient (so must go one by one) and, for html without a
     text version, the text template made from it.
     """
+    if not (body.html and body.html.strip()) and not (body.text and body.text.strip()):
+        # It would go out blank to every recipient.
+        raise BadRequest("a campaign needs html or text (it has neither)", field="html")
     derive = not body.text and bool(body.html and body.html.strip())
     fields = [
         (field, source, derive and field == "html")
@@ -196,8 +199,6 @@ async def _values(
     html, text = body.html, body.text
     if not text and html and html.strip():
         text = derived_text
-    if not (html and html.strip()) and not (text and text.strip()):
-        text = " "
     values: dict[str, Any] = {
         "brand": actor.brand,
         "from_": from_user,
