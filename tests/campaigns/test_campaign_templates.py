@@ -107,3 +107,35 @@ async def test_hostile_html_without_text_is_accepted_quickly_with_a_sane_text_ve
     assert time.monotonic() - started < 10
     made = admin.data(response)
     assert made["text"] == "Hello {{ recipient.first_name }}\n\n{% raw %}" + "{" * 60_000 + "{% endraw %}\n\n\ufffd"
+
+
+@pytest.mark.parametrize(
+    ("field", "source", "line", "name", "hint"),
+    [
+        ("html", "Hi {{ recipient.frist_name }}", 1, "recipient.frist_name", "; did you mean recipient.first_name?"),
+        ("subject", "News from {{ sendr.display_name }}", 1, "sendr", "; did you mean sender?"),
+        ("text", "Hi\n\n{{ recipient['emial'] }}", 3, "recipient.emial", "; did you mean recipient.email?"),
+        ("html", "<p>{{ price }}</p>", 1, "price", " (give a fallback"),
+    ],
+)  # fmt: skip
+async def test_a_variable_that_does_not_exist_is_refused_naming_it_and_its_line(
+    admin: Actor, session: AsyncSession, field: str, source: str, line: int, name: str, hint: str
+) -> None:
+    await assert_refused(admin, session, campaign(**{field: source}), field)
+    answer = (await admin.post("/emails", campaign(**{field: source}))).json()
+    assert answer["message"].startswith(f"{field}: line {line}: {name} is not a template variable{hint}"), answer
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "Hi {{ recipient.nickname or recipient.first_name }}",
+        "Hi {{ recipient.nickname | default('there') }}",
+        "Hi {% if recipient.nickname is defined %}{{ recipient.nickname }}{% endif %}",
+        "{% set greeting = 'Hi' %}{{ greeting }} {% for w in ['a'] %}{{ w }}{{ loop.index }}{% endfor %}",
+        "{{ sender.phone_number }} {{ email.url }} {{ recipient.email }} {{ range(2) | list }}",
+    ],
+)
+async def test_a_variable_with_a_fallback_or_of_the_template_s_own_is_accepted(admin: Actor, source: str) -> None:
+    made = admin.data(await admin.post("/emails", campaign(html=f"<p>{source}</p>")))
+    assert made["html"] == f"<p>{source}</p>"

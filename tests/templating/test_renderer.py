@@ -154,13 +154,13 @@ async def test_a_chunk_shares_one_deadline_scaled_by_its_size() -> None:
 async def test_check_renders_a_sample_and_reports_what_the_campaign_needs(pool: RenderPool) -> None:
     checked = await pool.check("html", "<p>Hi {{ recipient.first_name }}</p><p>{{ sender.display_name }}</p>")
     assert checked.personal and checked.text is None
-    derived = await pool.check("html", "<p>From {{ user.display_name }}</p><br>&amp;", derive_text=True)
-    assert not derived.personal and derived.text == "From {{ user.display_name }}\n\n&"
+    derived = await pool.check("html", "<p>From {{ sender.display_name }}</p><br>&amp;", derive_text=True)
+    assert not derived.personal and derived.text == "From {{ sender.display_name }}\n\n&"
     with pytest.raises(TemplateError) as info:
         await pool.check("subject", "{{ 1 / 0 }}")
     assert str(info.value) == "subject: line 1: division by zero"
     with pytest.raises(TemplateError, match=r"^html: the text made from it does not render: text: "):
-        await pool.check("html", "<script>{% if x %}</script>{% endif %}", derive_text=True)
+        await pool.check("html", "<script>{% if recipient.first_name %}</script>{% endif %}", derive_text=True)
 
 
 async def test_closing_the_pool_stops_its_processes() -> None:

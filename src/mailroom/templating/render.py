@@ -25,6 +25,7 @@ from jinja2.exceptions import SecurityError
 
 from mailroom.templating.html_text import html_to_text
 from mailroom.templating.sandbox import CampaignEnvironment, TooLarge, environment
+from mailroom.templating.variables import UnknownVariable, unknown_variables
 
 # What one rendered message may hold. A subject longer than a header line (RFC 5322: 998
 # characters) cannot be sent as one; 2 MiB of html or text is far past any newsletter.
@@ -33,8 +34,17 @@ MAX_BODY_BYTES = 2 * 1024 * 1024
 # Source characters of compiled templates a rendering process keeps (see _compile_reading): a few
 # large newsletters or thousands of small ones, a small part of the process's memory bound.
 COMPILED_BUDGET = 4 * 1024 * 1024
-_compiled: OrderedDict[tuple[str, str], tuple[Template, frozenset[str]]] = OrderedDict()
+_compiled: OrderedDict[tuple[str, str], Compiled] = OrderedDict()
 _compiled_chars = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A compiled template, the top-level variables it reads and the reads of variables that do not exist."""
+
+    template: Template
+    reads: frozenset[str]
+    unknown: tuple[UnknownVariable, ...]
 
 
 class TemplateError(Exception):
@@ -66,11 +76,11 @@ def _env_for(field: str) -> CampaignEnvironment:
 
 
 def _compile(field: str, source: str) -> Template:
-    return _compile_reading(field, source)[0]
+    return _compile_reading(field, source).template
 
 
-def _compile_reading(field: str, source: str) -> tuple[Template, frozenset[str]]:
-    """The compiled template and the top-level variables it reads, from one parse.
+def _compile_reading(field: str, source: str) -> Compiled:
+    """The compiled template and what it reads, from one parse.
 
     Compiling costs about 0.3 ms a field (rendering, 10 µs): a create-time check compiles subject, html
     and the text made from it, and campaigns made from one newsletter template repeat the same sources.
@@ -92,11 +102,12 @@ def _compile_reading(field: str, source: str) -> tuple[Template, frozenset[str]]
     return found
 
 
-def _compile_fresh(field: str, source: str) -> tuple[Template, frozenset[str]]:
+def _compile_fresh(field: str, source: str) -> Compiled:
     env = _env_for(field)
     try:
         ast = env.parse(source)
-        return env.from_string(ast), frozenset(meta.find_undeclared_variables(ast))
+        unknown = tuple(unknown_variables(ast, frozenset(env.globals)))
+        return Compiled(env.from_string(ast), frozenset(meta.find_undeclared_variables(ast)), unknown)
     except TemplateSyntaxError as exc:
         raise TemplateError(field, exc.lineno, exc.message or "invalid template") from None
     except Interrupted as exc:
@@ -207,13 +218,17 @@ def _render(field: str, template: Template, context: Mapping[str, Any]) -> str:
 
 
 def check_field(field: str, source: str, context: Mapping[str, Any]) -> bool:
-    """Compile and render one field once, with the limits of a real render (a create-time check).
+    """Compile and render one field once, with the limits of a real render (a create-time check), and
+    refuse a read of a variable that does not exist (templating/variables.py).
 
     Returns whether it reads ``recipient`` (so the campaign must go one message per recipient).
     """
-    template, reads = _compile_reading(field, source)
-    _render(field, template, context)
-    return "recipient" in reads
+    compiled = _compile_reading(field, source)
+    if compiled.unknown:
+        first = compiled.unknown[0]
+        raise TemplateError(field, first.line, first.message())
+    _render(field, compiled.template, context)
+    return "recipient" in compiled.reads
 
 
 def compile_campaign(subject: str, html: str | None, text: str | None) -> CompiledCampaign:

@@ -36,19 +36,8 @@ from mailroom.templating.render import (
     compile_campaign,
     html_to_text,
 )
+from mailroom.templating.variables import SAMPLE_CONTEXT
 
-# A context shaped like the one the sender gives each recipient (sending/slices.py).
-SAMPLE_CONTEXT: dict[str, Any] = {
-    "recipient": {"first_name": "Ann", "last_name": "Lee", "display_name": "Ann Lee", "email": "ann@example.com"},
-    "sender": {
-        "first_name": "Sam",
-        "last_name": "Seller",
-        "display_name": "Sam Seller",
-        "email": "sam@example.com",
-        "phone_number": "+1 555 0100",
-    },
-    "email": {"url": "https://example.com/view"},
-}
 # After the timer first fires, it fires again this often, in case template code swallowed it.
 REFIRE = 0.5
 
@@ -112,7 +101,7 @@ class _Renderer:
     def _check_one(self, item: Mapping[str, Any]) -> dict[str, Any]:
         field, source = item["field"], item["source"]
         self.field = field
-        sample = {**SAMPLE_CONTEXT, "user": SAMPLE_CONTEXT["sender"]}
+        sample = SAMPLE_CONTEXT
         personal = check_field(field, source, sample)
         derived = html_to_text(source) if item.get("derive_text") else None
         if derived is not None:
