@@ -8,13 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import WithJsonSchema
 
-from mailroom.api.auth import CurrentCaller, brand_from_request
+from mailroom.api.auth import BRAND_HEADER, CurrentCaller, brand_from_request
 from mailroom.api.deps import ReadConnection, Session
 from mailroom.api.envelope import Ok, OkList, ORJSONResponse, ok, ok_list
 from mailroom.api.paging import Limit, Start
 from mailroom.api.strict_query import StrictQueryRoute
-from mailroom.campaigns import listing, quota, reads, service
+from mailroom.campaigns import listing, preview, quota, reads, service
 from mailroom.campaigns.listing import ORDER_PATTERN
+from mailroom.campaigns.preview import PreviewIn, PreviewOut
 from mailroom.campaigns.reads import EMAIL_ORDER_PATTERN
 from mailroom.campaigns.schemas import (
     CampaignEmailOut,
@@ -120,6 +121,21 @@ async def create_individual_campaign(
     associations: Associations,
 ) -> ORJSONResponse:
     return await _create(request, body, caller, session, conn, associations, individual=True)
+
+
+@router.post(
+    "/emails/preview",
+    response_model=Ok[PreviewOut],
+    summary="Render a campaign body, or a stored campaign, for a contact or a sample recipient; sends nothing",
+)
+async def preview_campaign(
+    request: Request, body: PreviewIn, caller: CurrentCaller, session: Session
+) -> ORJSONResponse:
+    brand = body.brand
+    if request.headers.get(BRAND_HEADER) is not None or body.brand is not None:
+        brand = brand_from_request(request, body.brand)
+    answer = await preview.preview(session, request.app.state.renderer, body, user=caller.user.id, brand=brand)
+    return ok(answer)
 
 
 @router.put(

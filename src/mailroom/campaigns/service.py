@@ -152,21 +152,20 @@ async def _attachment_rows(session: AsyncSession, body: CampaignIn, actor: Actor
     return rows
 
 
-async def _check_templates(body: CampaignIn, renderer: RenderPool) -> tuple[bool, str | None]:
+async def check_templates(
+    subject: str, html: str | None, text: str | None, renderer: RenderPool
+) -> tuple[bool, str | None]:
     """Compile subject, html and text and render each once for a sample recipient, in the bounded renderer.
 
     Returns whether they address the recipient (so must go one by one) and, for html without a
     text version, the text template made from it.
     """
-    if not (body.html and body.html.strip()) and not (body.text and body.text.strip()):
+    if not (html and html.strip()) and not (text and text.strip()):
         # It would go out blank to every recipient.
         raise BadRequest("a campaign needs html or text (it has neither)", field="html")
-    derive = not body.text and bool(body.html and body.html.strip())
-    fields = [
-        (field, source, derive and field == "html")
-        for field in ("subject", "html", "text")
-        if (source := getattr(body, field))
-    ]
+    derive = not text and bool(html and html.strip())
+    sources = {"subject": subject, "html": html, "text": text}
+    fields = [(field, source, derive and field == "html") for field, source in sources.items() if source]
     if not fields:
         return False, None
     try:
@@ -190,7 +189,7 @@ async def _values(
     """Everything a campaign row, its recipients and its attachments will hold; raises on bad input."""
     await _check_from(session, actor, from_user)
     # Checked whatever the campaign's kind: an individual campaign's templates must render too.
-    personal, derived_text = await _check_templates(body, renderer)
+    personal, derived_text = await check_templates(body.subject, body.html, body.text, renderer)
     individual = bool(force_individual or body.individual or personal)
     if not individual:
         await _check_credential(session, body, from_user, actor.user)

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailroom.mailboxes.access import MailboxKind
 from mailroom.sending.expansion import SHARED_MESSAGE_LIMIT
 from mailroom.serialize import full_name
+from mailroom.templating.variables import recipient_values, sender_values
 
 CAMPAIGN = text(
     """
@@ -63,13 +64,13 @@ class Sender:
     confirmed: bool
 
     def template_values(self) -> dict[str, Any]:
-        return {
-            "first_name": self.first_name,
-            "last_name": self.last_name,
-            "display_name": self.display_name,
-            "email": self.email,
-            "phone_number": self.phone_number,
-        }
+        return sender_values(
+            email=self.email,
+            first_name=self.first_name,
+            last_name=self.last_name,
+            display_name=self.display_name,
+            phone_number=self.phone_number,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,12 +116,9 @@ class PendingRow:
     agent_name: str | None
 
     def template_values(self) -> dict[str, Any]:
-        return {
-            "first_name": self.first_name,
-            "last_name": self.last_name,
-            "display_name": full_name(self.first_name, self.last_name) or self.agent_name,
-            "email": self.email_address,
-        }
+        return recipient_values(
+            email=self.email_address, first_name=self.first_name, last_name=self.last_name, display_name=self.agent_name
+        )
 
 
 async def load_campaign(session: AsyncSession, campaign: uuid.UUID) -> CampaignToSend | None:

@@ -16,6 +16,8 @@ from typing import Any
 
 from jinja2 import meta, nodes
 
+from mailroom.serialize import full_name
+
 # Every variable, with the example value the create-time check renders with (the sender gives each
 # recipient a context of this shape: sending/slices.py).
 SAMPLE_CONTEXT: dict[str, Any] = {
@@ -29,6 +31,28 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     },
     "email": {"url": "https://example.com/view"},
 }
+
+
+def recipient_values(
+    *, email: str, first_name: str | None, last_name: str | None, display_name: str | None
+) -> dict[str, Any]:
+    """``recipient`` as templates see it; display_name is the contact's full name, else an agent's name."""
+    display = full_name(first_name, last_name) or display_name
+    return {"first_name": first_name, "last_name": last_name, "display_name": display, "email": email}
+
+
+def sender_values(
+    *, email: str, first_name: str | None, last_name: str | None, display_name: str | None, phone_number: str | None
+) -> dict[str, Any]:
+    """``sender`` (the campaign's `from` user) as templates see it; display_name falls back to the full name."""
+    return {
+        "first_name": first_name,
+        "last_name": last_name,
+        "display_name": display_name or full_name(first_name, last_name),
+        "email": email,
+        "phone_number": phone_number,
+    }
+
 
 _KNOWN: frozenset[str] = frozenset(
     name
