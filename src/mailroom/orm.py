@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import CheckConstraint, DateTime, MetaData, func, text
+from sqlalchemy import CheckConstraint, DateTime, Integer, MetaData, func, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import DeclarativeBase, mapped_column
 
@@ -46,4 +46,5 @@ def one_of(column: str, values: tuple[str, ...], *, name: str) -> CheckConstrain
 
 
 def counter() -> Any:
-    return mapped_column(server_default=text("0"), nullable=False)
+    # The type is given, not left to a Mapped[int] annotation: the event counters are made without one.
+    return mapped_column(Integer, server_default=text("0"), nullable=False)

@@ -352,6 +352,8 @@ def contract_config(token: str) -> schemathesis.Config:
     )
 
 
+# A few thousand generated requests against every operation: over a minute.
+@pytest.mark.slow
 def test_schemathesis_finds_no_failure(contract_app: FastAPI, settings: Settings) -> None:
     seeded = seed(contract_app, settings)
     schema = schemathesis.openapi.from_asgi("/openapi.json", contract_app, config=contract_config(seeded.token))

@@ -4,7 +4,6 @@ at all, slow bodies time out, and associations that could hold every recipient a
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -38,10 +37,10 @@ async def test_an_anonymous_body_is_refused_unread(world: World) -> None:
     declared = await client.post("/emails", content=b"{" * (30 * MiB), headers={"Content-Type": "application/json"})
     assert declared.status_code == 413 and declared.json()["message"].startswith("body:")
     body = Trickle(chunks=30, size=MiB)  # 30 MiB, chunked: no Content-Length to go by
-    started = time.monotonic()
     response = await client.post("/emails", content=body, headers={"Authorization": "Bearer mr_forged"})
     assert response.status_code == 401 and response.json()["message"].startswith("Authorization:")
-    assert body.pulled <= MiB and time.monotonic() - started < 5
+    # Refused before the body was read: at most the first chunk left the client.
+    assert body.pulled <= MiB
 
 
 async def test_an_empty_body_is_no_body_and_the_route_answers(client: httpx.AsyncClient) -> None:
@@ -68,10 +67,10 @@ async def test_a_body_trickled_slowly_times_out(settings: Settings, world: World
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://mailroom.test") as client:
             body = Trickle(chunks=100, size=1, pause=0.1)  # a byte every 100 ms: 10 s in all
-            started = time.monotonic()
             response = await client.post("/emails", content=body, headers=admin.headers)
             assert response.status_code == 408 and response.json()["message"].startswith("body:")
-            assert time.monotonic() - started < 5 and body.pulled < 100
+            # Dropped before the client got to the end of its body, however slowly it was served.
+            assert body.pulled < 100
     finally:
         await dispose(app)
 

@@ -113,6 +113,8 @@ async def test_gmail_takes_2500_ids_in_three_calls_of_at_most_1000(
     assert all(gmail.labels(i) == {"UNREAD"} for i in ids)
 
 
+# A worker started and Gmail's one-second Retry-After waited out: over 3 s.
+@pytest.mark.slow
 async def test_a_throttled_gmail_action_is_retried_and_completes(
     world: World, app: FastAPI, settings: Settings
 ) -> None:
@@ -223,6 +225,8 @@ async def test_outlook_takes_45_ids_in_batches_of_20_20_and_5(world: World, app:
     assert {(r.method, r.body["isRead"]) for r in patched} == {("PATCH", True)}
 
 
+# A worker started and two of Graph's one-second Retry-After pauses waited out: about 5 s.
+@pytest.mark.slow
 async def test_throttled_outlook_actions_are_retried_and_complete(
     world: World, app: FastAPI, settings: Settings
 ) -> None:

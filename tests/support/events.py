@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailroom.config import Settings
+from mailroom.event_types import EVENT_TYPES
 from mailroom.tracking.settle import settle_once
 from mailroom.tracking.webhooks import sign
 from tests.support.campaigns import mailgun, schedule
@@ -24,7 +25,8 @@ from tests.support.sender import running_worker, wait_until_sent
 from tests.support.world import Actor
 
 SIGNING_KEY = "key-webhook-signing-test"
-COUNTERS = ("accepted", "rejected", "delivered", "failed", "opened", "clicked", "unsubscribed", "complained", "stored")
+# Every event type is a counter column, on campaigns, campaign emails and emails alike.
+COUNTERS = EVENT_TYPES
 
 
 def use_signing_key(app: FastAPI, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:

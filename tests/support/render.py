@@ -1,7 +1,10 @@
-"""Template contexts, and the hostile html the rendering and tracking tests and bench/render.py share."""
+"""Template contexts, the hostile html the rendering and tracking tests and bench/render.py share, and
+this process's rendering children as /proc shows them."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 CONTEXT: dict[str, Any] = {
@@ -34,3 +37,27 @@ HOSTILE_TRACKED_HTML = {
     "links": '<a href="https://x.example.com/p">x</a>' * (_TWO_MB // 40),
     "body ends": "</body" * (_TWO_MB // 6),
 }
+
+
+def _render_children() -> dict[int, str]:
+    """This process's rendering children and their state letter (R running, S waiting, Z exited), from /proc."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and b"render_child" in cmdline:
+            found[int(stat.parent.name)] = fields[0]
+    return found
+
+
+def render_children() -> set[int]:
+    """Pids of this process's rendering children."""
+    return set(_render_children())
+
+
+def running_render_children() -> set[int]:
+    """Those of this process's rendering children that are running: an idle one waits on its input."""
+    return {pid for pid, state in _render_children().items() if state == "R"}

@@ -15,7 +15,7 @@ import pytest
 
 from mailroom.templating.render import TemplateError, compile_campaign
 from mailroom.templating.renderer import CampaignTemplates, RendererUnavailable, RenderLimits, RenderPool
-from tests.support.render import CONTEXT
+from tests.support.render import CONTEXT, render_children
 
 T = TypeVar("T")
 
@@ -23,20 +23,6 @@ T = TypeVar("T")
 SPIN = "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}"
 # One join of 10^10 characters: the allocation itself fails under the memory cap.
 HOG = "{{ ([('a' * 100000)] * 100000)|join }}"
-
-
-def render_children() -> set[int]:
-    """Pids of this process's rendering children, read from /proc."""
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            cmdline = (stat.parent / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(fields[1]) == os.getpid() and b"render_child" in cmdline:
-            found.add(int(stat.parent.name))
-    return found
 
 
 def environment_of(pid: int) -> list[bytes]:

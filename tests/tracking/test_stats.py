@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI
 
 from mailroom.config import Settings
-from mailroom.tracking.models import EVENT_TYPES
+from mailroom.event_types import EVENT_TYPES
 from tests.support.events import event, post_events, sent_campaign, settle_all, signed, use_signing_key
 from tests.support.world import World
 

@@ -16,7 +16,7 @@ from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.campaigns import listing, preview, quota, reads, service
 from mailroom.campaigns.listing import ORDER_PATTERN
 from mailroom.campaigns.preview import PreviewIn, PreviewOut
-from mailroom.campaigns.reads import EMAIL_ORDER_PATTERN
+from mailroom.campaigns.reads import EMAIL_ORDER, EMAIL_ORDER_PATTERN
 from mailroom.campaigns.schemas import (
     CampaignEmailOut,
     CampaignIn,
@@ -198,9 +198,7 @@ async def campaign_emails(
     associations: Associations,
     start: Start = 0,
     limit: Limit = 250,
-    order: Annotated[
-        EmailOrder | None, Query(description="clicked | opened | unsubscribed | failed | full_name; -desc")
-    ] = None,
+    order: Annotated[EmailOrder | None, Query(description=" | ".join(EMAIL_ORDER) + "; -desc")] = None,
 ) -> ORJSONResponse:
     await reads.require_visible(conn, campaign, caller.user.id)
     rows, total = await campaign_emails_page(

@@ -15,7 +15,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailroom.tracking.models import EVENT_TYPES
+from mailroom.event_types import EVENT_TYPES
 
 SOURCES = ("mailgun", "pixel", "click", "unsubscribe")
 

@@ -10,6 +10,7 @@ from sqlalchemy import BigInteger, CheckConstraint, DateTime, Index, Integer, Pr
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
+from mailroom.event_types import EVENT_TYPES
 from mailroom.orm import Base, created_at, fk, one_of, timestamp
 
 # Literals, so that the answers' shapes name the same values the check constraints allow.
@@ -33,11 +34,6 @@ class Suppression(Base):
         CheckConstraint("email = lower(btrim(email))", name="normalised"),
         Index("ix_suppressions_email", text("email")),
     )
-
-
-EVENT_TYPES = (
-    "accepted", "rejected", "delivered", "failed", "opened", "clicked", "unsubscribed", "complained", "stored",
-)  # fmt: skip
 
 
 class EmailEvent(Base):

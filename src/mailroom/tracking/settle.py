@@ -26,8 +26,8 @@ from datetime import UTC, date, datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from mailroom.event_types import EVENT_TYPES
 from mailroom.tracking.events import BY_INDEX
-from mailroom.tracking.models import EVENT_TYPES
 from mailroom.tracking.notifications import activity_source, notify_from
 
 log = logging.getLogger(__name__)

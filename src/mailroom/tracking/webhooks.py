@@ -27,10 +27,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from typing_extensions import TypedDict
 
 from mailroom.errors import BadRequest, Unauthorized
+from mailroom.event_types import EVENT_TYPES
 from mailroom.serialize import closed
 from mailroom.tracking.events import BY_INDEX, QUEUE_APPENDED
 from mailroom.tracking.intake import refused_data
-from mailroom.tracking.models import EVENT_TYPES
 
 # Mailgun retries for hours; a signature older (or newer) than this is refused as a possible replay.
 MAX_SKEW_SECONDS = 15 * 60
