@@ -138,6 +138,14 @@ async def test_opens_and_clicks_that_are_no_ones_are_kept_but_not_counted(
         ("gmail@example.com", "image proxy"), ("apple@example.com", "image proxy"),
         ("scanned@example.com", "link scanner"), ("scanned@example.com", "link scanner"),
         ("reader@example.com", None)]  # fmt: skip
+    # What the sender sees: each rule's opens and clicks, beside counters that leave them out.
+    stats = admin.data(await admin.get(f"/emails/{sent.id}/stats"))
+    assert stats["set_aside"] == {
+        "early": {"opened": 1, "clicked": 1},
+        "image_proxy": {"opened": 2, "clicked": 0},
+        "link_scanner": {"opened": 0, "clicked": 2},
+    }
+    assert stats["counts"]["opened"]["unique"] == 0 and stats["counts"]["clicked"]["unique"] == 1
 
 
 async def test_thousands_of_concurrent_events_on_one_campaign_count_exactly(

@@ -12,6 +12,7 @@ from mailroom.api.envelope import Ok, ORJSONResponse, ok
 from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.errors import NotFound
 from mailroom.tracking import stats, webhooks
+from mailroom.tracking.settle import ECHO_SECONDS
 
 router = APIRouter(tags=["events"], route_class=StrictQueryRoute)
 
@@ -37,6 +38,12 @@ async def mailgun_events(request: Request, session: Session, settings: AppSettin
     "/emails/{id}/stats",
     response_model=Ok[stats.CampaignStatsOut],
     summary="What happened to a campaign's emails: counts, hours, links, failures",
+    description=(
+        f"Opens and clicks within {ECHO_SECONDS} seconds of sending, opens fetched by a mail provider's "
+        "image proxy and clicks by link scanners (every link of an email within one second) are kept but "
+        "not counted: they say nothing about the person. `set_aside` shows them by rule. A sender who "
+        "opens their own mail at once sees it under `early`."
+    ),
 )
 async def campaign_stats(id: uuid.UUID, caller: CurrentCaller, conn: ReadConnection) -> ORJSONResponse:
     return ok(await stats.campaign_stats(conn, id, caller.user.id))

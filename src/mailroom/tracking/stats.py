@@ -16,6 +16,7 @@ from mailroom.db import fetch_rows
 from mailroom.errors import NotFound
 from mailroom.event_types import EVENT_TYPES
 from mailroom.serialize import closed
+from mailroom.tracking.settle import ECHO_SECONDS, UNCOUNTED_ECHO, UNCOUNTED_PROXY, UNCOUNTED_SCANNER
 
 PEOPLE = ("opened", "clicked")
 # unique: distinct recipients (the campaign's counters); total: every event (the emails' raw numbers).
@@ -74,11 +75,25 @@ def _as_json_array(statement: TextClause) -> str:
     return f"(SELECT coalesce(json_agg(row_to_json(x)), '[]') FROM ({statement.text}) x)"
 
 
+# Opens and clicks kept but not counted, by the rule that set each aside (duplicates of stored provider
+# events are the same event twice, not a hit anyone made, and are left out).
+_SET_ASIDE = text(
+    f"""
+    SELECT uncounted AS rule, count(*) FILTER (WHERE type = 'opened') AS opened,
+           count(*) FILTER (WHERE type = 'clicked') AS clicked
+    FROM email_events WHERE campaign = :campaign AND type IN ('opened', 'clicked')
+      AND uncounted IN ('{UNCOUNTED_ECHO}', '{UNCOUNTED_PROXY}', '{UNCOUNTED_SCANNER}')
+    GROUP BY uncounted
+    """
+)
+# The answer's key for each rule.
+SET_ASIDE_RULES = {UNCOUNTED_ECHO: "early", UNCOUNTED_PROXY: "image_proxy", UNCOUNTED_SCANNER: "link_scanner"}
+
 # Every part in one statement: the counters with the three lists beside them as JSON arrays (each
 # keeps its own ORDER BY), one round trip where five were.
 _STATS = text(
     f"SELECT {_CALLER_ROLE}, {_COUNT_COLUMNS}, {_as_json_array(_HOURLY)} AS hourly, {_as_json_array(_LINKS)} AS links, "
-    f"{_as_json_array(_FAILURES)} AS failures FROM {_COUNT_SOURCE}"
+    f"{_as_json_array(_FAILURES)} AS failures, {_as_json_array(_SET_ASIDE)} AS set_aside FROM {_COUNT_SOURCE}"
 )
 
 
@@ -144,6 +159,26 @@ class FailuresOut(TypedDict):
 
 
 @closed
+class SetAsideHitsOut(TypedDict):
+    opened: Annotated[int, Field(description="Opens set aside by the rule")]
+    clicked: Annotated[int, Field(description="Clicks set aside by the rule")]
+
+
+@closed
+class SetAsideOut(TypedDict):
+    """Opens and clicks kept but not counted, by rule: they say nothing about the person."""
+
+    early: Annotated[
+        SetAsideHitsOut,
+        Field(description=f"Within {ECHO_SECONDS} s of sending: the provider's or receiving server's checks"),
+    ]
+    image_proxy: Annotated[SetAsideHitsOut, Field(description="Opens fetched by a mail provider's image proxy")]
+    link_scanner: Annotated[
+        SetAsideHitsOut, Field(description="Clicks on every link of an email within one second: a link scanner")
+    ]
+
+
+@closed
 class CampaignStatsOut(TypedDict):
     """What happened to a campaign's emails."""
 
@@ -154,6 +189,7 @@ class CampaignStatsOut(TypedDict):
     hourly: Annotated[list[HourOut], Field(description="Hours with a counted open or click, in order")]
     links: Annotated[list[LinkOut], Field(description="Clicked links, those the most recipients clicked first")]
     failures: FailuresOut
+    set_aside: SetAsideOut
 
 
 def _count(row: Any, event_type: str) -> EventCountOut:
@@ -186,6 +222,9 @@ async def campaign_stats(conn: AsyncConnection[Any], campaign: uuid.UUID, user: 
             failures["by_reason"].append({"reason": r["key"], "recipients": r["recipients"]})
         else:
             failures["by_domain"].append({"domain": r["key"], "recipients": r["recipients"]})
+    set_aside = {key: SetAsideHitsOut(opened=0, clicked=0) for key in SET_ASIDE_RULES.values()}
+    for r in row.set_aside:
+        set_aside[SET_ASIDE_RULES[r["rule"]]] = {"opened": r["opened"], "clicked": r["clicked"]}
     return {
         "sent": row.sent,
         "recipients_count": row.recipients_count,
@@ -194,4 +233,5 @@ async def campaign_stats(conn: AsyncConnection[Any], campaign: uuid.UUID, user: 
         "hourly": hourly,
         "links": links,
         "failures": failures,
+        "set_aside": cast(SetAsideOut, set_aside),
     }
