@@ -32,30 +32,42 @@ REDACTED = "<redacted>"
 _TOKEN_PATH = re.compile("(" + "|".join(re.escape(prefix) for prefix in PUBLIC_TOKEN_PREFIXES) + ").+")
 
 
-def unsubscribe_token(box: SecretBox, brand: uuid.UUID | str, address: str) -> str:
-    """The token of one recipient's unsubscribe link in one brand.
+# Between the brand and the address of a link that names its recipient row: an address holds no NUL.
+_ROW_MARK = b"\0"
 
-    Deterministic and without expiry (AES-SIV, see SecretBox.seal_fixed): a recipient gets the same
-    link in every email, nothing is stored, and a link in a years-old newsletter still works.
+
+def unsubscribe_token(box: SecretBox, brand: uuid.UUID | str, address: str, recipient: uuid.UUID | None = None) -> str:
+    """The token of one recipient's unsubscribe link in one brand, naming their recipient row when given
+    (so the unsubscribe counts on that campaign).
+
+    Deterministic and without expiry (AES-SIV, see SecretBox.seal_fixed): nothing is stored, and a link
+    in a years-old newsletter still works, links made before rows were named among them.
     """
     brand_id = brand if isinstance(brand, uuid.UUID) else uuid.UUID(brand)
-    return box.seal_fixed(UNSUBSCRIBE, brand_id.bytes + normalize(address).encode())
+    row = b"" if recipient is None else _ROW_MARK + recipient.bytes
+    return box.seal_fixed(UNSUBSCRIBE, brand_id.bytes + row + normalize(address).encode())
 
 
-def unsubscribe_url(public_url: str, box: SecretBox, brand: uuid.UUID | str, address: str) -> str:
-    return f"{public_url.rstrip('/')}/unsubscribe/{unsubscribe_token(box, brand, address)}"
+def unsubscribe_url(
+    public_url: str, box: SecretBox, brand: uuid.UUID | str, address: str, recipient: uuid.UUID | None = None
+) -> str:
+    return f"{public_url.rstrip('/')}/unsubscribe/{unsubscribe_token(box, brand, address, recipient)}"
 
 
-def read_unsubscribe_token(box: SecretBox, token: str) -> tuple[uuid.UUID, str]:
-    """(brand, address) of a token made by :func:`unsubscribe_token`; InvalidToken for anything else."""
+def read_unsubscribe_token(box: SecretBox, token: str) -> tuple[uuid.UUID, str, uuid.UUID | None]:
+    """(brand, address, recipient row or None) of a token made by :func:`unsubscribe_token`; InvalidToken
+    for anything else."""
     data = box.unseal_fixed(UNSUBSCRIBE, token)
+    recipient = None
+    if data[16:17] == _ROW_MARK:
+        recipient, data = uuid.UUID(bytes=data[17:33]), data[:16] + data[33:]
     if len(data) <= 16:
         raise InvalidToken("invalid token")
     try:
         address = data[16:].decode()
     except UnicodeDecodeError:
         raise InvalidToken("invalid token") from None
-    return uuid.UUID(bytes=data[:16]), address
+    return uuid.UUID(bytes=data[:16]), address, recipient
 
 
 def redact_path(path: str) -> str:

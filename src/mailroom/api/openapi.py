@@ -64,6 +64,7 @@ PUBLIC_ERRORS: dict[tuple[str, str], dict[int, str]] = {
     ("GET", "/emails/view/{token}"): {404: "No such email, or it is no longer archived"},
     ("GET", "/unsubscribe/{token}"): {404: "No such unsubscribe link"},
     ("POST", "/unsubscribe/{token}"): {404: "No such unsubscribe link"},
+    ("POST", "/unsubscribe/{token}/undo"): {404: "No such unsubscribe link, or no unsubscribe of it to undo"},
     ("POST", "/users/confirm/{token}"): {404: "No such confirmation link, or it has expired"},
 }
 

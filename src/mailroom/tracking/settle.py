@@ -51,6 +51,9 @@ UNCOUNTED_ECHO = "within 30 seconds of sending"
 UNCOUNTED_PROXY = "image proxy"
 UNCOUNTED_SCANNER = "link scanner"
 UNCOUNTED_DUPLICATE = "duplicate of an event already stored"
+# An unsubscribe through our own link suppressed and tagged when its request was answered, and may have
+# been undone since: settling it counts it, and suppresses nothing again.
+UNSUBSCRIBE_LINK = "unsubscribe"
 
 # Per-connection scratch for the claimed batch; emptied at each commit.
 _SCRATCH = text(
@@ -58,13 +61,13 @@ _SCRATCH = text(
     CREATE TEMP TABLE IF NOT EXISTS settling (
         id bigint, created_at timestamptz, occurred_at timestamptz, type text, severity text, brand uuid,
         campaign uuid, email uuid, campaign_email uuid, recipient text, url text, user_agent text,
-        reason text, uncounted text, provider_event_id text
+        reason text, uncounted text, provider_event_id text, source text
     ) ON COMMIT DELETE ROWS
     """
 )
 _COLUMNS = (
     "id, created_at, occurred_at, type, severity, brand, campaign, email, campaign_email, recipient, url, "
-    "user_agent, reason, uncounted, provider_event_id"
+    "user_agent, reason, uncounted, provider_event_id, source"
 )
 _CLAIM = text(
     f"""
@@ -77,7 +80,7 @@ _CLAIM = text(
     INSERT INTO settling ({_COLUMNS})
     SELECT ev.id, ev.created_at, ev.occurred_at, ev.type, ev.severity, ev.brand, ev.campaign, ev.email,
            ev.campaign_email, lower(btrim(ev.recipient)), ev.url, ev.user_agent, ev.reason, ev.uncounted,
-           ev.provider_event_id
+           ev.provider_event_id, ev.source
     FROM claimed c CROSS JOIN LATERAL (
         SELECT * FROM email_events ev WHERE ev.id = c.id AND ev.created_at = c.created_at {BY_INDEX}
     ) ev
@@ -181,7 +184,7 @@ _SUPPRESS = text(
            CASE type WHEN 'failed' THEN 'bounced' ELSE type END, reason
     FROM settling s
     WHERE brand IS NOT NULL AND recipient IS NOT NULL AND recipient <> '' AND (
-        type IN ('unsubscribed', 'complained')
+        (type = 'unsubscribed' AND source <> '{UNSUBSCRIBE_LINK}') OR type = 'complained'
         OR (type = 'failed' AND severity = 'permanent')
         OR (type = 'failed' AND severity = 'temporary' AND (
             SELECT count(*) FROM email_events e
@@ -195,11 +198,14 @@ _SUPPRESS = text(
     """
 )
 _TAG_UNSUBSCRIBED = text(
-    """
+    f"""
     UPDATE contacts c SET tags = array_append(c.tags, 'Unsubscribed'), updated_at = now()
-    FROM (SELECT DISTINCT brand, recipient FROM settling WHERE type = 'unsubscribed' AND brand IS NOT NULL) u
+    FROM (
+        SELECT DISTINCT brand, recipient FROM settling
+        WHERE type = 'unsubscribed' AND source <> '{UNSUBSCRIBE_LINK}' AND brand IS NOT NULL
+    ) u
     WHERE c.brand = u.brand AND c.deleted_at IS NULL AND mailroom_lower_array(c.emails) @> ARRAY[u.recipient]
-      AND NOT coalesce(mailroom_lower_array(c.tags), '{}') @> ARRAY['unsubscribed']
+      AND NOT coalesce(mailroom_lower_array(c.tags), '{{}}') @> ARRAY['unsubscribed']
     """
 )
 # The batch's opens and clicks counted as a person's, told to the senders of campaigns that notify.
