@@ -11,6 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.config import Settings
 from tests.support.workers import clean_env
@@ -60,6 +62,27 @@ async def test_bootstrap_then_the_readme_steps_work(settings: Settings, client: 
     assert token.startswith("mr_") and token != made["token"]
     me = await client.get(f"/brands/{made['brand']}/emails/quota", headers={"Authorization": f"Bearer {token}"})
     assert me.status_code == 200
+
+
+async def test_bootstrap_run_twice_answers_the_same_brand_and_a_new_token(
+    settings: Settings, client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    first = run(settings, "bootstrap", "--brand", "Acme Realty", "--email", "you@example.com", "--first", "Ann")
+    assert first.returncode == 0, first.stderr
+    # Again, the token lost, the address typed differently: the same brand and user, a new token, said so.
+    again = run(settings, "bootstrap", "--brand", "Acme Realty", "--email", "You@Example.com")
+    assert again.returncode == 0, again.stderr
+    made, found = json.loads(first.stdout), json.loads(again.stdout)
+    assert (found["brand"], found["user"]) == (made["brand"], made["user"]) and found["token"] != made["token"]
+    assert "already an Admin" in again.stderr and "Acme Realty" in again.stderr and "no brand was made" in again.stderr
+    assert (await session.execute(text("SELECT count(*) FROM brands"))).scalar_one() == 1
+    for token in (made["token"], found["token"]):
+        answer = await client.get(f"/brands/{made['brand']}/emails/quota", headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 200, answer.text
+    # Another address still gets a brand of its own.
+    other = run(settings, "bootstrap", "--brand", "Acme Realty", "--email", "bo@example.com")
+    assert other.returncode == 0 and json.loads(other.stdout)["brand"] != made["brand"], other.stderr
+    assert "already" not in other.stderr
 
 
 def test_bad_arguments_are_refused_without_a_traceback(settings: Settings) -> None:

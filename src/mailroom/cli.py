@@ -261,8 +261,11 @@ def bootstrap(
     first: Annotated[str | None, typer.Option(help="Admin's first name.")] = None,
     last: Annotated[str | None, typer.Option(help="Admin's last name.")] = None,
 ) -> None:
-    """Create a brand, a confirmed Admin user and an API token; print them as JSON."""
+    """Create a brand, a confirmed Admin user and an API token; print them as JSON.
+
+    An address that is already an Admin of a brand gets that brand and a new token: no second brand."""
     from mailroom.addresses import is_address
+    from mailroom.crm.service import administered_brand, create_token
     from mailroom.crm.service import bootstrap as do_bootstrap
 
     if not is_address(email.strip()):
@@ -270,10 +273,19 @@ def bootstrap(
     settings = _settings()
     _prepare(settings)
 
-    async def work(session: AsyncSession) -> tuple[Brand, User, str]:
-        return await do_bootstrap(session, brand_name=brand, email=email, first_name=first, last_name=last)
+    async def work(session: AsyncSession) -> tuple[Brand, User, str, bool]:
+        found = await administered_brand(session, email=email, name=brand)
+        if found is not None:
+            return *found, await create_token(session, user=found[1].id), False
+        return *await do_bootstrap(session, brand_name=brand, email=email, first_name=first, last_name=last), True
 
-    made_brand, user, token = asyncio.run(_in_transaction(settings, work))
+    made_brand, user, token, created = asyncio.run(_in_transaction(settings, work))
+    if not created:
+        typer.echo(
+            f'{user.email} is already an Admin of brand "{made_brand.name}": no brand was made; '
+            "here are that brand, the user and a new token (earlier tokens still work)",
+            err=True,
+        )
     typer.echo(json.dumps({"brand": str(made_brand.id), "user": str(user.id), "token": token}))
 
 
