@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -170,6 +171,37 @@ def started_for(data_dir: Path) -> list[int]:
             ):
                 found.append(int(entry.name))
     return found
+
+
+HEALTH_COUNT = re.compile(r'^mailroom_http_requests_total\{method="GET",route="/health",status="200"\} (\S+)$', re.M)
+
+
+def health_requests(port: int) -> float:
+    """What the serve on this port counted of GET /health, read from its /metrics."""
+    found = HEALTH_COUNT.search(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+    return float(found.group(1)) if found else 0.0
+
+
+# Two serves started, one of them up: over 3 s.
+@pytest.mark.slow
+def test_a_second_serve_on_a_taken_port_fails_and_leaves_the_first_alone(settings: Settings, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with serving(settings, data, tmp_path / "serve.log", "--workers", "1") as (process, port):
+        for _ in range(3):
+            assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
+        counted = health_requests(port)
+        assert counted >= 3
+        env = worker_env(str(settings.database_url), data)
+        second = subprocess.run(
+            [str(MAILROOM), "serve", "--port", str(port)], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert second.returncode == 1
+        assert f"cannot listen on 127.0.0.1:{port}" in second.stderr and "in use" in second.stderr, second.stderr
+        assert "Traceback" not in second.stderr
+        # The first still answers, and what it counted before is still counted: its metrics folder was kept.
+        assert process.poll() is None
+        assert health_requests(port) >= counted
+        assert len(worker_children(process.pid)) == 1
 
 
 async def test_no_worker_means_no_child(settings: Settings, tmp_path: Path) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -100,6 +102,27 @@ def _share_metrics(settings: Settings, *, wipe: bool) -> None:
     os.environ[MULTIPROC_ENV] = str(directory)
 
 
+def _reserve_port(host: str, port: int) -> socket.socket:
+    """The API's address, bound before the database, the metrics folder or a worker child is touched: a
+    serve whose port is taken (most often by a serve already running) must fail leaving that one alone.
+    uvicorn binds the address itself once this socket is closed, the moment before it starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    # As uvicorn sets it: the address can be bound again at once after this socket is closed.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+        message = f"error: cannot listen on {where}: {exc.strerror or exc}"
+        if exc.errno == errno.EADDRINUSE:
+            message += " (another mailroom serve may be running there; choose another port with --port)"
+        typer.echo(message, err=True)
+        raise typer.Exit(1) from None
+    return sock
+
+
 def _start_worker_child(database_url: str) -> subprocess.Popen[bytes]:
     """`mailroom worker` as a child: sending never competes with the API for its event loop, and yields
     the CPU to the API processes when both want it."""
@@ -146,6 +169,8 @@ def serve(
 ) -> None:
     """Run the HTTP API (OpenAPI page at /docs), with a sending worker unless --no-worker."""
     settings = _settings()
+    reserved = _reserve_port(host, port)
+    port = reserved.getsockname()[1]  # the one chosen, when asked for any (0)
     url = _prepare(settings)
     _logging(settings)
     _share_metrics(settings, wipe=True)
@@ -155,6 +180,7 @@ def serve(
 
     child = _start_worker_child(url) if worker else None
     try:
+        reserved.close()
         if processes == 1:
             from mailroom.app import create_app
 
@@ -176,6 +202,7 @@ def serve(
                 log_config=None,
             )
     finally:
+        reserved.close()
         if child is not None:
             _stop_worker_child(child)
 
