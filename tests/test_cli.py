@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailroom.banner import bootstrap_command
 from mailroom.config import Settings
 from tests.support.workers import clean_env
 from tests.support.world import World
@@ -142,3 +144,20 @@ async def test_tokens_are_created_listed_and_revoked_from_the_command_line(
     ):
         done = run(settings, *args)
         assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+
+
+def test_the_printed_first_step_names_a_data_folder_chosen_in_the_environment(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # serve's banner prints this; the other terminal it is pasted in may not have the variable.
+    chosen = Settings(data_dir=tmp_path / "my data", secret_key=settings.secret_key)
+    monkeypatch.setenv("MAILROOM_DATA_DIR", str(chosen.data_dir))
+    words = shlex.split(bootstrap_command(chosen, embedded=True))
+    assert words[0] == f"MAILROOM_DATA_DIR={tmp_path / 'my data'}"
+    assert words[words.index("bootstrap") :] == [
+        "bootstrap", "--brand", "Acme Realty", "--email", "you@example.com", "--first", "Ann", "--last", "Lee"
+    ]  # fmt: skip
+    # With a database URL configured there is no folder to name; nor when the default folder is in use.
+    assert not shlex.split(bootstrap_command(chosen, embedded=False))[0].startswith("MAILROOM_")
+    monkeypatch.delenv("MAILROOM_DATA_DIR")
+    assert not shlex.split(bootstrap_command(chosen, embedded=True))[0].startswith("MAILROOM_")

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -202,6 +203,45 @@ def test_a_second_serve_on_a_taken_port_fails_and_leaves_the_first_alone(setting
         assert process.poll() is None
         assert health_requests(port) >= counted
         assert len(worker_children(process.pid)) == 1
+
+
+def banners(log: Path) -> list[dict[str, str]]:
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return [line for line in lines if line["logger"] == "mailroom.serve"]
+
+
+def wait_for_banner(log: Path) -> dict[str, str]:
+    deadline = time.monotonic() + 30
+    while not banners(log):
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+    time.sleep(1)  # long enough for a second banner, were there one, from the other API process
+    (banner,) = banners(log)
+    return banner
+
+
+# Two serves started, one with two API processes: over 3 s.
+@pytest.mark.slow
+def test_serve_says_once_where_it_is_and_the_first_step_until_someone_has_taken_it(
+    settings: Settings, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    with serving(settings, data, tmp_path / "first.log", "--workers", "2", "--no-worker") as (_, port):
+        banner = wait_for_banner(tmp_path / "first.log")
+    address = f"http://127.0.0.1:{port}"
+    assert banner["message"].startswith(f"mailroom is up at {address} (API docs: {address}/docs)")
+    assert (banner["address"], banner["docs"]) == (address, f"{address}/docs")
+    assert banner["data_dir"] == str(data.resolve()) and banner["outbox"] == str((data / "outbox").resolve())
+    assert banner["bootstrap"] in banner["message"]
+    # The command printed is the one to run, as printed.
+    env = worker_env(str(settings.database_url), data)
+    done = subprocess.run(shlex.split(banner["bootstrap"]), env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert set(json.loads(done.stdout)) == {"brand", "user", "token"}
+
+    with serving(settings, data, tmp_path / "again.log", "--workers", "1", "--no-worker"):
+        banner = wait_for_banner(tmp_path / "again.log")
+    assert "bootstrap" not in banner and "bootstrap" not in banner["message"]
 
 
 async def test_no_worker_means_no_child(settings: Settings, tmp_path: Path) -> None:

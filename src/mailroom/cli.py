@@ -168,19 +168,26 @@ def serve(
     ] = None,
 ) -> None:
     """Run the HTTP API (OpenAPI page at /docs), with a sending worker unless --no-worker."""
+    from mailroom.banner import announce_when_up, banner, bootstrap_command, local_address
+    from mailroom.crm.service import any_user
+
     settings = _settings()
     reserved = _reserve_port(host, port)
     port = reserved.getsockname()[1]  # the one chosen, when asked for any (0)
+    embedded = not settings.database_url
     url = _prepare(settings)
     _logging(settings)
     _share_metrics(settings, wipe=True)
     processes = workers or os.cpu_count() or 1
+    users = asyncio.run(_in_transaction(settings, any_user))
+    first_step = None if users else bootstrap_command(settings, embedded=embedded)
 
     import uvicorn
 
     child = _start_worker_child(url) if worker else None
     try:
         reserved.close()
+        announce_when_up(host, port, *banner(settings, local_address(host, port), first_step=first_step))
         if processes == 1:
             from mailroom.app import create_app
 

@@ -133,6 +133,11 @@ async def bootstrap(
     return brand, user, token
 
 
+async def any_user(session: AsyncSession) -> bool:
+    """Whether anyone has an account yet (none: the install's first step, bootstrap, is still to come)."""
+    return bool(await session.scalar(select(select(User.id).where(User.deleted_at.is_(None)).exists())))
+
+
 async def administered_brand(session: AsyncSession, *, email: str, name: str) -> tuple[Brand, User] | None:
     """The live brand this address is an Admin of (the one called ``name`` when there are several, else the
     oldest) and its user; None when the address has no account or administers no brand. Running bootstrap
