@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.banner import bootstrap_command
 from mailroom.config import Settings
-from tests.support.workers import clean_env
+from tests.support.workers import clean_env, worker_env, worker_group
 from tests.support.world import World
 
 MAILROOM = str(Path(sys.executable).with_name("mailroom"))
@@ -161,3 +161,18 @@ def test_the_printed_first_step_names_a_data_folder_chosen_in_the_environment(
     assert not shlex.split(bootstrap_command(chosen, embedded=False))[0].startswith("MAILROOM_")
     monkeypatch.delenv("MAILROOM_DATA_DIR")
     assert not shlex.split(bootstrap_command(chosen, embedded=True))[0].startswith("MAILROOM_")
+
+
+def test_a_worker_started_on_a_loopback_public_url_warns_that_its_own_mail_cannot_be_delivered(
+    settings: Settings, tmp_path: Path
+) -> None:
+    env = worker_env(str(settings.database_url), tmp_path, public_url="http://localhost:8000")
+    with worker_group(env, tmp_path / "logs") as group:
+        worker = group.start()
+        deadline = time.monotonic() + 60
+        while "worker started" not in (log := worker.log_tail()):
+            assert worker.alive and time.monotonic() < deadline, log
+            time.sleep(0.1)
+    (warning,) = [line for line in log.splitlines() if "WARNING" in line]
+    assert "From no-reply@[127.0.0.1]" in warning and "MAILROOM_DEFAULT_FROM" in warning
+    assert "MAILROOM_PUBLIC_URL" in warning

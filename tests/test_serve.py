@@ -43,9 +43,11 @@ def alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def serving(settings: Settings, data_dir: Path, log: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+def serving(
+    settings: Settings, data_dir: Path, log: Path, *args: str, **env_settings: str
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     port = free_port()
-    env = worker_env(str(settings.database_url), data_dir, log_format="json")
+    env = worker_env(str(settings.database_url), data_dir, log_format="json", **env_settings)
     with log.open("wb") as out:
         process = subprocess.Popen(
             [str(MAILROOM), "serve", "--port", str(port), *args], env=env, stdout=out, stderr=subprocess.STDOUT
@@ -226,13 +228,17 @@ def test_serve_says_once_where_it_is_and_the_first_step_until_someone_has_taken_
     settings: Settings, tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
-    with serving(settings, data, tmp_path / "first.log", "--workers", "2", "--no-worker") as (_, port):
+    loopback = {"public_url": "http://127.0.0.1:8000"}  # the quick start's
+    with serving(settings, data, tmp_path / "first.log", "--workers", "2", "--no-worker", **loopback) as (_, port):
         banner = wait_for_banner(tmp_path / "first.log")
     address = f"http://127.0.0.1:{port}"
     assert banner["message"].startswith(f"mailroom is up at {address} (API docs: {address}/docs)")
     assert (banner["address"], banner["docs"]) == (address, f"{address}/docs")
     assert banner["data_dir"] == str(data.resolve()) and banner["outbox"] == str((data / "outbox").resolve())
     assert banner["bootstrap"] in banner["message"]
+    # Confirmation mail would go out From an address at loopback: said, with what to set.
+    assert "no-reply@[127.0.0.1]" in banner["warning"] and "MAILROOM_DEFAULT_FROM" in banner["warning"]
+    assert banner["warning"] in banner["message"]
     # The command printed is the one to run, as printed.
     env = worker_env(str(settings.database_url), data)
     done = subprocess.run(shlex.split(banner["bootstrap"]), env=env, capture_output=True, text=True, timeout=60)
@@ -242,6 +248,7 @@ def test_serve_says_once_where_it_is_and_the_first_step_until_someone_has_taken_
     with serving(settings, data, tmp_path / "again.log", "--workers", "1", "--no-worker"):
         banner = wait_for_banner(tmp_path / "again.log")
     assert "bootstrap" not in banner and "bootstrap" not in banner["message"]
+    assert "warning" not in banner  # MAILROOM_PUBLIC_URL is http://mailroom.test
 
 
 async def test_no_worker_means_no_child(settings: Settings, tmp_path: Path) -> None:

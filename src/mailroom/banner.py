@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from mailroom.config import Settings
-from mailroom.transports.factory import transport_name
+from mailroom.transports.factory import transport_name, undeliverable_sender
 
 log = logging.getLogger("mailroom.serve")
 # How often serve asks its own /health until it answers (the API processes may still be importing).
@@ -59,6 +59,9 @@ def banner(settings: Settings, address: str, *, first_step: str | None) -> tuple
     if transport_name(settings) == "outbox":
         fields["outbox"] = str((settings.data_dir / "outbox").resolve())
         lines.append(f"  outbox:  {fields['outbox']} (mail is written there as .eml files, not sent)")
+    if warning := undeliverable_sender(settings):
+        fields["warning"] = warning
+        lines.append(f"  note:    {warning}")
     if first_step:
         fields["bootstrap"] = first_step
         lines += ["  no user yet: in another terminal, create a brand, its Admin and a token with", f"    {first_step}"]

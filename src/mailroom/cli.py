@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import errno
 import json
+import logging
 import os
 import shutil
 import signal
@@ -244,9 +245,18 @@ def worker_command(
     _prepare(settings)
     _logging(settings)
     _share_metrics(settings, wipe=False)
+    if parent is None:  # serve's own worker child: serve's banner says it already
+        _warn_of_undeliverable_sender(settings)
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(work_and_settle(settings, concurrency))
+
+
+def _warn_of_undeliverable_sender(settings: Settings) -> None:
+    from mailroom.transports.factory import undeliverable_sender
+
+    if warning := undeliverable_sender(settings):
+        logging.getLogger("mailroom.worker").warning(warning)
 
 
 async def work_and_settle(settings: Settings, concurrency: int) -> None:
