@@ -176,3 +176,19 @@ def test_a_worker_started_on_a_loopback_public_url_warns_that_its_own_mail_canno
     (warning,) = [line for line in log.splitlines() if "WARNING" in line]
     assert "From no-reply@[127.0.0.1]" in warning and "MAILROOM_DEFAULT_FROM" in warning
     assert "MAILROOM_PUBLIC_URL" in warning
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["worker"]])
+def test_a_bucket_configured_without_s3_support_installed_stops_the_service_naming_the_extra(
+    settings: Settings, tmp_path: Path, command: list[str]
+) -> None:
+    # As if installed without the s3 extra: an importable boto3 that is not there.
+    hidden = tmp_path / "without-s3" / "boto3"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'boto3'\", name='boto3')\n")
+    env = worker_env(str(settings.database_url), tmp_path, s3_bucket="uploads")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hidden.parent), os.environ.get("PYTHONPATH")]))
+    done = subprocess.run([MAILROOM, *command], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "MAILROOM_S3_BUCKET" in lines[0] and "mailroom[s3]" in lines[0], done.stderr

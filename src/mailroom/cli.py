@@ -65,6 +65,17 @@ def _settings(*, resolve_key: bool = True) -> Settings:
     return settings
 
 
+def _check_storage(settings: Settings) -> None:
+    """serve and worker read and write uploaded files: a storage this install cannot use stops them at once."""
+    from mailroom.files.storage import StorageNotInstalled, check_installed
+
+    try:
+        check_installed(settings)
+    except StorageNotInstalled as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
 def _prepare(settings: Settings) -> str:
     """Resolve (or start) the database and bring its schema up to date."""
     from mailroom.migrate import migrate
@@ -173,6 +184,7 @@ def serve(
     from mailroom.crm.service import any_user
 
     settings = _settings()
+    _check_storage(settings)
     reserved = _reserve_port(host, port)
     port = reserved.getsockname()[1]  # the one chosen, when asked for any (0)
     embedded = not settings.database_url
@@ -242,6 +254,7 @@ def worker_command(
     if parent is not None:
         _follow_parent(parent)
     settings = _settings()
+    _check_storage(settings)
     _prepare(settings)
     _logging(settings)
     _share_metrics(settings, wipe=False)
