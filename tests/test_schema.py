@@ -18,6 +18,7 @@ from procrastinate.schema import SchemaManager
 from psycopg import sql
 from sqlalchemy import create_engine, pool
 
+from mailroom.crm.notices import DEFER_NOTICE, NOTICE_TASK
 from mailroom.db import libpq_url, make_engine, make_sessionmaker, sqlalchemy_url
 from mailroom.migrate import alembic_config, migrate
 from mailroom.models import metadata
@@ -30,7 +31,6 @@ from mailroom.queue_schema import (
     migration_version,
     shipped_migrations,
 )
-from mailroom.crm.notices import DEFER_NOTICE, NOTICE_TASK
 from tests.support.databases import with_database
 
 # Everything in the public schema that code or data depends on, in a form two databases can be compared by.

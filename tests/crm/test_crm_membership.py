@@ -11,8 +11,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.config import Settings
-from mailroom.crypto import SecretBox
 from mailroom.crm.notices import confirmation_token
+from mailroom.crypto import SecretBox
 from tests.support.sender import first_mail_over_smtp
 from tests.support.world import Actor, World
 
