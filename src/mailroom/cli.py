@@ -117,7 +117,8 @@ def _share_metrics(settings: Settings, *, wipe: bool) -> None:
 def _reserve_port(host: str, port: int) -> socket.socket:
     """The API's address, bound before the database, the metrics folder or a worker child is touched: a
     serve whose port is taken (most often by a serve already running) must fail leaving that one alone.
-    uvicorn binds the address itself once this socket is closed, the moment before it starts."""
+    One API process serves on this socket; with several, uvicorn binds the address again the moment it
+    is closed, just before they start."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     # As uvicorn sets it: the address can be bound again at once after this socket is closed.
@@ -199,19 +200,20 @@ def serve(
 
     child = _start_worker_child(url) if worker else None
     try:
-        reserved.close()
         announce_when_up(host, port, *banner(settings, local_address(host, port), first_step=first_step))
         if processes == 1:
             from mailroom.app import create_app
 
             # log_config=None: uvicorn's records go to our root handler, in our format (see mailroom.logs).
             config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="info", log_config=None)
-            uvicorn.Server(config).run()
+            # The reserved socket itself: the port cannot be taken between the check and serving.
+            uvicorn.Server(config).run(sockets=[reserved])
         else:
             # Each process builds its own app from the environment: the database (embedded or not) is the
             # one resolved here, and the metrics directory is shared, so /metrics sums every process.
             os.environ["MAILROOM_DATABASE_URL"] = url
             os.environ[SERVE_PID_ENV] = str(os.getpid())
+            reserved.close()  # uvicorn's supervisor binds the address again at once, for its processes to share
             uvicorn.run(
                 "mailroom.cli:api_process",
                 factory=True,
