@@ -2,28 +2,45 @@
 VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
+# What is installed, one stamp per need: `make run` installs only what serving needs; `make test` and
+# `make lint` add the test and lint tools, and S3 support, which the tests exercise. Each stamp is
+# remade when pyproject.toml changes, never otherwise.
+SERVING := $(VENV)/.installed-serving
+DEV := $(VENV)/.installed-dev
+# Options of `mailroom serve` for `make run`, e.g. `make run SERVE_ARGS='--port 8001'`.
+SERVE_ARGS ?=
 
 .PHONY: run test lint bench clean
 
-$(BIN)/mailroom: pyproject.toml
+$(BIN)/python:
+	@echo "mailroom: creating the virtualenv $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(SERVING): pyproject.toml | $(BIN)/python
+	@echo "mailroom: installing what serving needs into $(VENV)"
+	$(BIN)/pip install -e .
 	touch $@
 
-run: $(BIN)/mailroom
-	$(BIN)/mailroom serve
+# Everything serving needs comes with it, so `make run` after `make test` installs nothing more.
+$(DEV): pyproject.toml | $(BIN)/python
+	@echo "mailroom: installing the test and lint tools into $(VENV)"
+	$(BIN)/pip install -e '.[dev,s3]'
+	touch $@ $(SERVING)
 
-test: $(BIN)/mailroom
+run: $(SERVING)
+	$(BIN)/mailroom serve $(SERVE_ARGS)
+
+test: $(DEV)
 	$(BIN)/pytest
 
-lint: $(BIN)/mailroom
+lint: $(DEV)
 	$(BIN)/ruff check src tests migrations bench
 	$(BIN)/ruff format --check src tests migrations bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: $(BIN)/mailroom
+bench: $(DEV)
 	$(BIN)/python bench/attachments.py
 	$(BIN)/python bench/send.py
 	$(BIN)/python bench/api_latency.py

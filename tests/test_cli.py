@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -11,9 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailroom.banner import bootstrap_command
 from mailroom.config import Settings
-from tests.support.workers import clean_env
+from tests.support.workers import clean_env, worker_env, worker_group
 from tests.support.world import World
 
 MAILROOM = str(Path(sys.executable).with_name("mailroom"))
@@ -60,6 +64,27 @@ async def test_bootstrap_then_the_readme_steps_work(settings: Settings, client: 
     assert token.startswith("mr_") and token != made["token"]
     me = await client.get(f"/brands/{made['brand']}/emails/quota", headers={"Authorization": f"Bearer {token}"})
     assert me.status_code == 200
+
+
+async def test_bootstrap_run_twice_answers_the_same_brand_and_a_new_token(
+    settings: Settings, client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    first = run(settings, "bootstrap", "--brand", "Acme Realty", "--email", "you@example.com", "--first", "Ann")
+    assert first.returncode == 0, first.stderr
+    # Again, the token lost, the address typed differently: the same brand and user, a new token, said so.
+    again = run(settings, "bootstrap", "--brand", "Acme Realty", "--email", "You@Example.com")
+    assert again.returncode == 0, again.stderr
+    made, found = json.loads(first.stdout), json.loads(again.stdout)
+    assert (found["brand"], found["user"]) == (made["brand"], made["user"]) and found["token"] != made["token"]
+    assert "already an Admin" in again.stderr and "Acme Realty" in again.stderr and "no brand was made" in again.stderr
+    assert (await session.execute(text("SELECT count(*) FROM brands"))).scalar_one() == 1
+    for token in (made["token"], found["token"]):
+        answer = await client.get(f"/brands/{made['brand']}/emails/quota", headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 200, answer.text
+    # Another address still gets a brand of its own.
+    other = run(settings, "bootstrap", "--brand", "Acme Realty", "--email", "bo@example.com")
+    assert other.returncode == 0 and json.loads(other.stdout)["brand"] != made["brand"], other.stderr
+    assert "already" not in other.stderr
 
 
 def test_bad_arguments_are_refused_without_a_traceback(settings: Settings) -> None:
@@ -119,3 +144,51 @@ async def test_tokens_are_created_listed_and_revoked_from_the_command_line(
     ):
         done = run(settings, *args)
         assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+
+
+def test_the_printed_first_step_names_a_data_folder_chosen_in_the_environment(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # serve's banner prints this; the other terminal it is pasted in may not have the variable.
+    chosen = Settings(data_dir=tmp_path / "my data", secret_key=settings.secret_key)
+    monkeypatch.setenv("MAILROOM_DATA_DIR", str(chosen.data_dir))
+    words = shlex.split(bootstrap_command(chosen, embedded=True))
+    assert words[0] == f"MAILROOM_DATA_DIR={tmp_path / 'my data'}"
+    assert words[words.index("bootstrap") :] == [
+        "bootstrap", "--brand", "Acme Realty", "--email", "you@example.com", "--first", "Ann", "--last", "Lee"
+    ]  # fmt: skip
+    # With a database URL configured there is no folder to name; nor when the default folder is in use.
+    assert not shlex.split(bootstrap_command(chosen, embedded=False))[0].startswith("MAILROOM_")
+    monkeypatch.delenv("MAILROOM_DATA_DIR")
+    assert not shlex.split(bootstrap_command(chosen, embedded=True))[0].startswith("MAILROOM_")
+
+
+def test_a_worker_started_on_a_loopback_public_url_warns_that_its_own_mail_cannot_be_delivered(
+    settings: Settings, tmp_path: Path
+) -> None:
+    env = worker_env(str(settings.database_url), tmp_path, public_url="http://localhost:8000")
+    with worker_group(env, tmp_path / "logs") as group:
+        worker = group.start()
+        deadline = time.monotonic() + 60
+        while "worker started" not in (log := worker.log_tail()):
+            assert worker.alive and time.monotonic() < deadline, log
+            time.sleep(0.1)
+    (warning,) = [line for line in log.splitlines() if "WARNING" in line]
+    assert "From no-reply@[127.0.0.1]" in warning and "MAILROOM_DEFAULT_FROM" in warning
+    assert "MAILROOM_PUBLIC_URL" in warning
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["worker"]])
+def test_a_bucket_configured_without_s3_support_installed_stops_the_service_naming_the_extra(
+    settings: Settings, tmp_path: Path, command: list[str]
+) -> None:
+    # As if installed without the s3 extra: an importable boto3 that is not there.
+    hidden = tmp_path / "without-s3" / "boto3"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'boto3'\", name='boto3')\n")
+    env = worker_env(str(settings.database_url), tmp_path, s3_bucket="uploads")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hidden.parent), os.environ.get("PYTHONPATH")]))
+    done = subprocess.run([MAILROOM, *command], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "MAILROOM_S3_BUCKET" in lines[0] and "mailroom[s3]" in lines[0], done.stderr

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import json
 import os
+import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -41,9 +43,11 @@ def alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def serving(settings: Settings, data_dir: Path, log: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+def serving(
+    settings: Settings, data_dir: Path, log: Path, *args: str, **env_settings: str
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     port = free_port()
-    env = worker_env(str(settings.database_url), data_dir, log_format="json")
+    env = worker_env(str(settings.database_url), data_dir, log_format="json", **env_settings)
     with log.open("wb") as out:
         process = subprocess.Popen(
             [str(MAILROOM), "serve", "--port", str(port), *args], env=env, stdout=out, stderr=subprocess.STDOUT
@@ -170,6 +174,81 @@ def started_for(data_dir: Path) -> list[int]:
             ):
                 found.append(int(entry.name))
     return found
+
+
+HEALTH_COUNT = re.compile(r'^mailroom_http_requests_total\{method="GET",route="/health",status="200"\} (\S+)$', re.M)
+
+
+def health_requests(port: int) -> float:
+    """What the serve on this port counted of GET /health, read from its /metrics."""
+    found = HEALTH_COUNT.search(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+    return float(found.group(1)) if found else 0.0
+
+
+# Two serves started, one of them up: over 3 s.
+@pytest.mark.slow
+def test_a_second_serve_on_a_taken_port_fails_and_leaves_the_first_alone(settings: Settings, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with serving(settings, data, tmp_path / "serve.log", "--workers", "1") as (process, port):
+        for _ in range(3):
+            assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
+        counted = health_requests(port)
+        assert counted >= 3
+        env = worker_env(str(settings.database_url), data)
+        second = subprocess.run(
+            [str(MAILROOM), "serve", "--port", str(port)], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert second.returncode == 1
+        assert f"cannot listen on 127.0.0.1:{port}" in second.stderr and "in use" in second.stderr, second.stderr
+        assert "Traceback" not in second.stderr
+        # The first still answers, and what it counted before is still counted: its metrics folder was kept.
+        assert process.poll() is None
+        assert health_requests(port) >= counted
+        assert len(worker_children(process.pid)) == 1
+
+
+def banners(log: Path) -> list[dict[str, str]]:
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return [line for line in lines if line["logger"] == "mailroom.serve"]
+
+
+def wait_for_banner(log: Path) -> dict[str, str]:
+    deadline = time.monotonic() + 30
+    while not banners(log):
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+    time.sleep(1)  # long enough for a second banner, were there one, from the other API process
+    (banner,) = banners(log)
+    return banner
+
+
+# Two serves started, one with two API processes: over 3 s.
+@pytest.mark.slow
+def test_serve_says_once_where_it_is_and_the_first_step_until_someone_has_taken_it(
+    settings: Settings, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    loopback = {"public_url": "http://127.0.0.1:8000"}  # the quick start's
+    with serving(settings, data, tmp_path / "first.log", "--workers", "2", "--no-worker", **loopback) as (_, port):
+        banner = wait_for_banner(tmp_path / "first.log")
+    address = f"http://127.0.0.1:{port}"
+    assert banner["message"].startswith(f"mailroom is up at {address} (API docs: {address}/docs)")
+    assert (banner["address"], banner["docs"]) == (address, f"{address}/docs")
+    assert banner["data_dir"] == str(data.resolve()) and banner["outbox"] == str((data / "outbox").resolve())
+    assert banner["bootstrap"] in banner["message"]
+    # Confirmation mail would go out From an address at loopback: said, with what to set.
+    assert "no-reply@[127.0.0.1]" in banner["warning"] and "MAILROOM_DEFAULT_FROM" in banner["warning"]
+    assert banner["warning"] in banner["message"]
+    # The command printed is the one to run, as printed.
+    env = worker_env(str(settings.database_url), data)
+    done = subprocess.run(shlex.split(banner["bootstrap"]), env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert set(json.loads(done.stdout)) == {"brand", "user", "token"}
+
+    with serving(settings, data, tmp_path / "again.log", "--workers", "1", "--no-worker"):
+        banner = wait_for_banner(tmp_path / "again.log")
+    assert "bootstrap" not in banner and "bootstrap" not in banner["message"]
+    assert "warning" not in banner  # MAILROOM_PUBLIC_URL is http://mailroom.test
 
 
 async def test_no_worker_means_no_child(settings: Settings, tmp_path: Path) -> None:

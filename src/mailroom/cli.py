@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import json
+import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -62,6 +65,17 @@ def _settings(*, resolve_key: bool = True) -> Settings:
     return settings
 
 
+def _check_storage(settings: Settings) -> None:
+    """serve and worker read and write uploaded files: a storage this install cannot use stops them at once."""
+    from mailroom.files.storage import StorageNotInstalled, check_installed
+
+    try:
+        check_installed(settings)
+    except StorageNotInstalled as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
 def _prepare(settings: Settings) -> str:
     """Resolve (or start) the database and bring its schema up to date."""
     from mailroom.migrate import migrate
@@ -98,6 +112,28 @@ def _share_metrics(settings: Settings, *, wipe: bool) -> None:
         shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
     os.environ[MULTIPROC_ENV] = str(directory)
+
+
+def _reserve_port(host: str, port: int) -> socket.socket:
+    """The API's address, bound before the database, the metrics folder or a worker child is touched: a
+    serve whose port is taken (most often by a serve already running) must fail leaving that one alone.
+    One API process serves on this socket; with several, uvicorn binds the address again the moment it
+    is closed, just before they start."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    # As uvicorn sets it: the address can be bound again at once after this socket is closed.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+        message = f"error: cannot listen on {where}: {exc.strerror or exc}"
+        if exc.errno == errno.EADDRINUSE:
+            message += " (another mailroom serve may be running there; choose another port with --port)"
+        typer.echo(message, err=True)
+        raise typer.Exit(1) from None
+    return sock
 
 
 def _start_worker_child(database_url: str) -> subprocess.Popen[bytes]:
@@ -145,27 +181,39 @@ def serve(
     ] = None,
 ) -> None:
     """Run the HTTP API (OpenAPI page at /docs), with a sending worker unless --no-worker."""
+    from mailroom.banner import announce_when_up, banner, bootstrap_command, local_address
+    from mailroom.crm.service import any_user
+
     settings = _settings()
+    _check_storage(settings)
+    reserved = _reserve_port(host, port)
+    port = reserved.getsockname()[1]  # the one chosen, when asked for any (0)
+    embedded = not settings.database_url
     url = _prepare(settings)
     _logging(settings)
     _share_metrics(settings, wipe=True)
     processes = workers or os.cpu_count() or 1
+    users = asyncio.run(_in_transaction(settings, any_user))
+    first_step = None if users else bootstrap_command(settings, embedded=embedded)
 
     import uvicorn
 
     child = _start_worker_child(url) if worker else None
     try:
+        announce_when_up(host, port, *banner(settings, local_address(host, port), first_step=first_step))
         if processes == 1:
             from mailroom.app import create_app
 
             # log_config=None: uvicorn's records go to our root handler, in our format (see mailroom.logs).
             config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="info", log_config=None)
-            uvicorn.Server(config).run()
+            # The reserved socket itself: the port cannot be taken between the check and serving.
+            uvicorn.Server(config).run(sockets=[reserved])
         else:
             # Each process builds its own app from the environment: the database (embedded or not) is the
             # one resolved here, and the metrics directory is shared, so /metrics sums every process.
             os.environ["MAILROOM_DATABASE_URL"] = url
             os.environ[SERVE_PID_ENV] = str(os.getpid())
+            reserved.close()  # uvicorn's supervisor binds the address again at once, for its processes to share
             uvicorn.run(
                 "mailroom.cli:api_process",
                 factory=True,
@@ -176,6 +224,7 @@ def serve(
                 log_config=None,
             )
     finally:
+        reserved.close()
         if child is not None:
             _stop_worker_child(child)
 
@@ -207,12 +256,22 @@ def worker_command(
     if parent is not None:
         _follow_parent(parent)
     settings = _settings()
+    _check_storage(settings)
     _prepare(settings)
     _logging(settings)
     _share_metrics(settings, wipe=False)
+    if parent is None:  # serve's own worker child: serve's banner says it already
+        _warn_of_undeliverable_sender(settings)
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(work_and_settle(settings, concurrency))
+
+
+def _warn_of_undeliverable_sender(settings: Settings) -> None:
+    from mailroom.transports.factory import undeliverable_sender
+
+    if warning := undeliverable_sender(settings):
+        logging.getLogger("mailroom.worker").warning(warning)
 
 
 async def work_and_settle(settings: Settings, concurrency: int) -> None:
@@ -261,8 +320,11 @@ def bootstrap(
     first: Annotated[str | None, typer.Option(help="Admin's first name.")] = None,
     last: Annotated[str | None, typer.Option(help="Admin's last name.")] = None,
 ) -> None:
-    """Create a brand, a confirmed Admin user and an API token; print them as JSON."""
+    """Create a brand, a confirmed Admin user and an API token; print them as JSON.
+
+    An address that is already an Admin of a brand gets that brand and a new token: no second brand."""
     from mailroom.addresses import is_address
+    from mailroom.crm.service import administered_brand, create_token
     from mailroom.crm.service import bootstrap as do_bootstrap
 
     if not is_address(email.strip()):
@@ -270,10 +332,19 @@ def bootstrap(
     settings = _settings()
     _prepare(settings)
 
-    async def work(session: AsyncSession) -> tuple[Brand, User, str]:
-        return await do_bootstrap(session, brand_name=brand, email=email, first_name=first, last_name=last)
+    async def work(session: AsyncSession) -> tuple[Brand, User, str, bool]:
+        found = await administered_brand(session, email=email, name=brand)
+        if found is not None:
+            return *found, await create_token(session, user=found[1].id), False
+        return *await do_bootstrap(session, brand_name=brand, email=email, first_name=first, last_name=last), True
 
-    made_brand, user, token = asyncio.run(_in_transaction(settings, work))
+    made_brand, user, token, created = asyncio.run(_in_transaction(settings, work))
+    if not created:
+        typer.echo(
+            f'{user.email} is already an Admin of brand "{made_brand.name}": no brand was made; '
+            "here are that brand, the user and a new token (earlier tokens still work)",
+            err=True,
+        )
     typer.echo(json.dumps({"brand": str(made_brand.id), "user": str(user.id), "token": token}))
 
 

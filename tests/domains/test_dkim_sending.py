@@ -122,3 +122,34 @@ async def test_mail_from_an_enabled_domain_goes_through_its_mailgun_domain(
     # Mail From a domain that is not set up goes through the service's own Mailgun domain, with no Sender.
     assert sent["bob@example.com"].domain == "mg.example.com"
     assert "h:Sender" not in sent["bob@example.com"].fields
+
+
+async def test_a_domain_enabled_or_disabled_while_the_worker_runs_counts_from_the_next_send(
+    world: World, app: FastAPI, settings: Settings
+) -> None:
+    admin = await world.brand_admin()
+    jo = await world.member(admin, email=f"jo@{DOMAIN}")
+    with dns_server() as server, smtp_server() as smtp:
+        smtp_settings = {"transport": "smtp", "smtp_url": smtp.url}
+        async with running_worker(settings, **smtp_settings):
+            # The worker has looked the domain up and found it not set up.
+            before = await schedule_from(admin, jo, "ann@example.com")
+            await wait_until_sent(app.state.sessionmaker, before)
+            with app_settings(app, dns_servers=server.address, **smtp_settings):
+                records = {(r["record_type"], r["name"]): r for r in jo.data(await jo.put("/emails/domain/verify"))}
+                dkim_name = f"mailroom._domainkey.{DOMAIN}"
+                server.records[(dkim_name, "TXT")] = [records[("TXT", dkim_name)]["desired_value"]]
+                server.records[(f"_dmarc.{DOMAIN}", "TXT")] = ["v=DMARC1; p=none"]
+                assert all(r["is_active"] for r in jo.data(await jo.put("/emails/domain/verify")))
+            enabled = await schedule_from(admin, jo, "bob@example.com")
+            await wait_until_sent(app.state.sessionmaker, enabled)
+            with app_settings(app, dns_servers=server.address, **smtp_settings):
+                del server.records[(dkim_name, "TXT")]
+                jo.data(await jo.put("/emails/domain/verify"))
+                assert jo.data(await jo.get("/emails/domain"))["enabled_at"] is None
+            disabled = await schedule_from(admin, jo, "cy@example.com")
+            await wait_until_sent(app.state.sessionmaker, disabled)
+    by_rcpt = {m.rcpt_tos[0]: m for m in smtp.messages}
+    assert "DKIM-Signature" not in by_rcpt["ann@example.com"].message
+    assert f"d={DOMAIN};" in by_rcpt["bob@example.com"].message.get("DKIM-Signature", "")
+    assert "DKIM-Signature" not in by_rcpt["cy@example.com"].message

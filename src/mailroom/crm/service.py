@@ -133,6 +133,28 @@ async def bootstrap(
     return brand, user, token
 
 
+async def any_user(session: AsyncSession) -> bool:
+    """Whether anyone has an account yet (none: the install's first step, bootstrap, is still to come)."""
+    return bool(await session.scalar(select(select(User.id).where(User.deleted_at.is_(None)).exists())))
+
+
+async def administered_brand(session: AsyncSession, *, email: str, name: str) -> tuple[Brand, User] | None:
+    """The live brand this address is an Admin of (the one called ``name`` when there are several, else the
+    oldest) and its user; None when the address has no account or administers no brand. Running bootstrap
+    again, for a lost token or by mistake, answers this brand rather than making a second one."""
+    user = await find_user(session, email)
+    if user is None:
+        return None
+    brand: Brand | None = await session.scalar(
+        select(Brand)
+        .join(BrandMember, BrandMember.brand == Brand.id)
+        .where(BrandMember.user == user.id, BrandMember.role == "Admin", Brand.deleted_at.is_(None))
+        .order_by((Brand.name == name).desc(), Brand.created_at, Brand.id)
+        .limit(1)
+    )
+    return None if brand is None else (brand, user)
+
+
 async def create_agent(session: AsyncSession, *, email: str, full_name: str | None, mls_id: str | None) -> Agent:
     """An agent of the MLS network. The network is shared by every brand, so no brand is involved."""
     agent = Agent(email=email, full_name=full_name, mls_id=mls_id)

@@ -25,6 +25,15 @@ S3_PART = 8 * 1024 * 1024
 # Purpose of the HMAC key that signs local file links: no other signature can be passed off as one.
 LINK_PURPOSE = "file-links"
 LINK_TTL = 24 * 3600
+# boto3 is an optional extra (mailroom[s3]): an install keeping files in its data folder does without it.
+S3_NOT_INSTALLED = (
+    "MAILROOM_S3_BUCKET is set, but S3 support is not installed: pip install 'mailroom[s3]' "
+    "(in a clone: .venv/bin/pip install -e '.[s3]')"
+)
+
+
+class StorageNotInstalled(RuntimeError):
+    """The configured storage needs a package this installation lacks; the message says which to install."""
 
 
 class TooLarge(Exception):
@@ -169,8 +178,11 @@ class S3Storage:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Storage:
-        import boto3
-        from botocore.config import Config
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError:
+            raise StorageNotInstalled(S3_NOT_INSTALLED) from None
 
         client = boto3.client(
             "s3",
@@ -260,6 +272,16 @@ class S3Storage:
             ExpiresIn=ttl,
         )
         return url
+
+
+def check_installed(settings: Settings) -> None:
+    """StorageNotInstalled when the configured storage cannot be used by this installation: said when a
+    process starts, rather than as a traceback from the first upload or send."""
+    if settings.s3_bucket:
+        try:
+            import boto3  # noqa: F401
+        except ImportError:
+            raise StorageNotInstalled(S3_NOT_INSTALLED) from None
 
 
 def storage_from_settings(settings: Settings, box: SecretBox | None = None) -> Storage:

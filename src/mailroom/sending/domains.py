@@ -3,13 +3,13 @@
 Through SMTP (or the outbox) each message is DKIM-signed (relaxed/relaxed) with the domain's own key, so
 receivers see it signed by the domain it is From. Through Mailgun it is sent through the domain set up
 there for it (``/v3/<mailgun domain>/messages``: Mailgun signs it for that domain and takes its bounces
-there) with a ``Sender`` at that domain. Only enabled domains are used; they are read with one query per
-domain and kept a minute, so enabling or disabling one takes effect within a minute.
+there) with a ``Sender`` at that domain. Only enabled domains are used, read afresh for each chunk of messages
+(one indexed query per chunk of up to a hundred or more): a domain enabled or disabled is used, or no longer
+used, from the next send on. Nothing is kept between chunks, since anything kept would outlive a change.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import parseaddr
@@ -31,7 +31,6 @@ SIGNED_HEADERS = [
     b"From", b"To", b"Cc", b"Subject", b"Date", b"Message-ID", b"Reply-To", b"In-Reply-To", b"References",
     b"MIME-Version", b"Content-Type", b"List-Unsubscribe", b"List-Unsubscribe-Post", b"Sender",
 ]  # fmt: skip
-CACHE_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,23 +70,18 @@ class SendingDomains:
         self._sessionmaker = sessionmaker
         self._box = box
         self._transport = transport
-        self._cache: dict[str, tuple[float, OwnDomain | None]] = {}
 
     async def for_address(self, address: str) -> OwnDomain | None:
         domain = parseaddr(address)[1].rpartition("@")[2].lower()
         if not domain:
             return None
-        cached = self._cache.get(domain)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
         async with self._sessionmaker() as session:
             row = (await session.execute(ENABLED, {"domain": domain})).one_or_none()
-        found: OwnDomain | None = None
-        if row is not None:
-            if row.provider == "mailgun" and self._transport == "mailgun" and row.mailgun_domain:
-                found = OwnDomain(domain, mailgun_domain=row.mailgun_domain)
-            elif row.provider == "smtp" and self._transport != "mailgun" and row.dkim_private_key is not None:
-                key = self._box.decrypt(row.dkim_private_key)
-                found = OwnDomain(domain, selector=row.dkim_selector, private_key=key.encode() if key else None)
-        self._cache[domain] = (time.monotonic() + CACHE_SECONDS, found)
-        return found
+        if row is None:
+            return None
+        if row.provider == "mailgun" and self._transport == "mailgun" and row.mailgun_domain:
+            return OwnDomain(domain, mailgun_domain=row.mailgun_domain)
+        if row.provider == "smtp" and self._transport != "mailgun" and row.dkim_private_key is not None:
+            key = self._box.decrypt(row.dkim_private_key)
+            return OwnDomain(domain, selector=row.dkim_selector, private_key=key.encode() if key else None)
+        return None
