@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailroom.crypto import SecretBox
+from mailroom.transports.mailgun import MailgunOptions
 
 ENABLED = text(
     """
@@ -48,6 +49,11 @@ class OwnDomain:
             return {}
         local = parseaddr(from_address)[1].rpartition("@")[0]
         return {"Sender": f"{local}@{self.mailgun_domain}"}
+
+    @property
+    def options(self) -> MailgunOptions | None:
+        """What mail From the domain carries to the transport: the Mailgun domain it goes through."""
+        return None if self.mailgun_domain is None else MailgunOptions(domain=self.mailgun_domain)
 
     def sign(self, segments: Sequence[bytes]) -> tuple[bytes, ...]:
         """The message with a DKIM-Signature header in front; unchanged when mail is not signed here."""

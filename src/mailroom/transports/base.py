@@ -82,6 +82,15 @@ class MessageContent:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
+class RouteOptions:
+    """What one transport alone reads from a message: each transport module subclasses it with a frozen
+    dataclass of its own (the Gmail thread to join, the Outlook message answered, the Mailgun domain to
+    send through), so the message itself stays the same for every route. A transport ignores options
+    that are not its own."""
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True, slots=True)
 class OutgoingMessage:
     """One rendered message for a transport.
@@ -103,14 +112,10 @@ class OutgoingMessage:
     variables: Mapping[str, str] = field(default_factory=dict)
     # The same message as fields, for transports that take fields rather than MIME (Graph).
     content: MessageContent | None = None
-    # Gmail: the thread the message joins (the campaign's headers.thread_id).
-    thread_id: str | None = None
-    # Outlook: the provider id of the message this one answers (the campaign's headers.message_id).
-    reply_to_id: str | None = None
     # Ask a provider that tracks opens and clicks itself (Mailgun) to do so; the others ignore it.
     tracking: bool = False
-    # Mailgun: the domain set up there for the From's domain, to send through instead of the transport's own.
-    domain: str | None = None
+    # What only the transport of the message's route reads (GmailOptions, OutlookOptions, MailgunOptions).
+    options: RouteOptions | None = None
 
     @property
     def segments(self) -> tuple[bytes, ...]:

@@ -38,6 +38,7 @@ from mailroom.transports.base import (
     HeldToken,
     OutgoingMessage,
     PermanentSendError,
+    RouteOptions,
     SendError,
     SendResult,
     TokenSource,
@@ -80,6 +81,14 @@ MAILBOX_ACTIONS: Final[Mapping[str, LabelChange]] = {
     "trash": LabelChange(add=("TRASH",)),
     "archive": LabelChange(remove=("INBOX",)),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class GmailOptions(RouteOptions):
+    """What a message sent through Gmail carries besides itself."""
+
+    # The thread the message joins (the campaign's headers.thread_id).
+    thread_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +198,8 @@ class GmailTransport:
         if size > MAX_MESSAGE_SIZE:
             mb = MAX_MESSAGE_SIZE // (1024 * 1024)
             return SendResult(msg.key, None, f"the message is {size / 2**20:.1f} MB; Gmail takes at most {mb} MB", True)
-        metadata: dict[str, str] = {"threadId": msg.thread_id} if msg.thread_id else {}
+        options = msg.options if isinstance(msg.options, GmailOptions) else None
+        metadata: dict[str, str] = {"threadId": options.thread_id} if options and options.thread_id else {}
         if size <= SIMPLE_SEND_LIMIT:
             # Joined only for the request in flight (a few at a time).
             raw = base64.urlsafe_b64encode(msg.joined()).decode("ascii")

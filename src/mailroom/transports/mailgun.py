@@ -34,6 +34,7 @@ from mailroom.transports.base import (
     MessageContent,
     OutgoingMessage,
     PermanentSendError,
+    RouteOptions,
     SendError,
     SendResult,
     TransientSendError,
@@ -48,6 +49,18 @@ _SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
 _PLACEHOLDER = re.compile(r"%recipient\.([^%\s]+)%")
 
 _Files = list[tuple[str, tuple[str, bytes, str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class MailgunOptions(RouteOptions):
+    """What a message sent through Mailgun carries besides itself."""
+
+    # The domain set up at Mailgun for the From's domain, to send through instead of the transport's own.
+    domain: str | None = None
+
+
+def _domain(message: OutgoingMessage) -> str | None:
+    return message.options.domain if isinstance(message.options, MailgunOptions) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +107,7 @@ def batch_of(messages: Sequence[OutgoingMessage]) -> TemplateSend:
     first = cast(MessageContent, contents[0])
     each = cast(list[MessageContent], contents)
     if any(
-        c.from_addr != first.from_addr or len(m.recipients) != 1 or m.domain != messages[0].domain
+        c.from_addr != first.from_addr or len(m.recipients) != 1 or _domain(m) != _domain(messages[0])
         for c, m in zip(each, messages, strict=True)
     ):
         raise ValueError("a batch send is one sender's mail to one recipient per message")
@@ -134,7 +147,7 @@ def batch_of(messages: Sequence[OutgoingMessage]) -> TemplateSend:
         inline=first.inline,
         attachments=first.attachments,
         tracking=messages[0].tracking,
-        domain=messages[0].domain,
+        domain=_domain(messages[0]),
     )
 
 
@@ -193,7 +206,7 @@ class MailgunTransport:
             }
             # Joined per request while it is in flight (at most ``concurrency`` at once).
             files: _Files = [("message", ("message.mime", msg.joined(), "message/rfc822"))]
-            outcome = await self._post(f"{self._url(msg.domain)}.mime", data, files, abort)
+            outcome = await self._post(f"{self._url(_domain(msg))}.mime", data, files, abort)
             if isinstance(outcome, SendError):
                 return outcome
             provider_id, error = outcome
