@@ -16,9 +16,10 @@ from mailroom.orm import Base, created_at, fk, timestamp, uuid_pk
 class SendingDomain(Base):
     __tablename__ = "sending_domains"
     id: Mapped[uuid.UUID] = uuid_pk()
-    # The address domain it sends for (rechat.com) and, on Mailgun, the domain set up there.
+    # The address domain it sends for (rechat.com) and, on an ESP that signs for domains it knows (Mailgun),
+    # the domain set up there.
     domain: Mapped[str] = mapped_column(Text)
-    mailgun_domain: Mapped[str | None] = mapped_column(Text)
+    esp_domain: Mapped[str | None] = mapped_column(Text)
     # "mailgun" or "smtp": whose records the domain needs.
     provider: Mapped[str] = mapped_column(Text)
     risks: Mapped[str | None] = mapped_column(Text)

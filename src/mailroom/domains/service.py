@@ -113,7 +113,8 @@ def view(row: SendingDomain) -> DomainOut:
     """The document's domain object."""
     return {
         "id": row.id,
-        "mailgun_domain": row.mailgun_domain,
+        # The document's name for the domain set up at the ESP.
+        "mailgun_domain": row.esp_domain,
         "domain": row.domain,
         "created_at": _iso(row.created_at),
         "enabled_at": _iso(row.enabled_at),
@@ -178,7 +179,7 @@ async def check_domain(
     checks = await dns.check_all([w.record for w in wanted])
     if provider == "mailgun" and all(c.is_active for c, w in zip(checks, wanted, strict=True) if w.required):
         # Mailgun looks at the DNS itself before it sends for the domain: tell it now rather than later.
-        await _mailgun_call(settings, lambda client: client.verify(str(row.mailgun_domain)))
+        await _mailgun_call(settings, lambda client: client.verify(str(row.esp_domain)))
     stored = [{**asdict(c), "required": w.required} for c, w in zip(checks, wanted, strict=True)]
     _settle(row, stored, now)
     row.records = stored
@@ -238,8 +239,8 @@ def dkim_record(public_key: str) -> str:
 
 
 async def _mailgun_records(row: SendingDomain, settings: Settings) -> list[_Wanted]:
-    name = row.mailgun_domain or settings.mailgun_domain_pattern.format(domain=row.domain)
-    row.mailgun_domain = name
+    name = row.esp_domain or settings.mailgun_domain_pattern.format(domain=row.domain)
+    row.esp_domain = name
     found = await _mailgun_call(settings, lambda client: client.ensure(name))
     wanted = [_Wanted(DnsRecord(r.name, r.record_type, r.value, r.priority)) for r in found.sending]
     wanted += [_Wanted(DnsRecord(r.name, r.record_type, r.value, r.priority), required=False) for r in found.receiving]

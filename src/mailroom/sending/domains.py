@@ -23,7 +23,7 @@ from mailroom.transports.mailgun import MailgunOptions
 
 ENABLED = text(
     """
-    SELECT domain, provider, mailgun_domain, dkim_selector, dkim_private_key
+    SELECT domain, provider, esp_domain, dkim_selector, dkim_private_key
     FROM sending_domains WHERE domain = :domain AND enabled_at IS NOT NULL
     """
 )
@@ -42,18 +42,18 @@ class OwnDomain:
     domain: str
     selector: str | None = None
     private_key: bytes | None = None  # PEM: set when mail through SMTP is signed
-    mailgun_domain: str | None = None  # set when mail through Mailgun goes through it
+    esp_domain: str | None = None  # set when mail through the ESP goes through the domain set up there
 
     def headers(self, from_address: str) -> dict[str, str]:
-        if self.mailgun_domain is None:
+        if self.esp_domain is None:
             return {}
         local = parseaddr(from_address)[1].rpartition("@")[0]
-        return {"Sender": f"{local}@{self.mailgun_domain}"}
+        return {"Sender": f"{local}@{self.esp_domain}"}
 
     @property
     def options(self) -> MailgunOptions | None:
         """What mail From the domain carries to the transport: the Mailgun domain it goes through."""
-        return None if self.mailgun_domain is None else MailgunOptions(domain=self.mailgun_domain)
+        return None if self.esp_domain is None else MailgunOptions(domain=self.esp_domain)
 
     def sign(self, segments: Sequence[bytes]) -> tuple[bytes, ...]:
         """The message with a DKIM-Signature header in front; unchanged when mail is not signed here."""
@@ -90,8 +90,8 @@ class SendingDomains:
             row = (await session.execute(ENABLED, {"domain": domain})).one_or_none()
         found: OwnDomain | None = None
         if row is not None:
-            if row.provider == "mailgun" and self._transport == "mailgun" and row.mailgun_domain:
-                found = OwnDomain(domain, mailgun_domain=row.mailgun_domain)
+            if row.provider == "mailgun" and self._transport == "mailgun" and row.esp_domain:
+                found = OwnDomain(domain, esp_domain=row.esp_domain)
             elif row.provider == "smtp" and self._transport != "mailgun" and row.dkim_private_key is not None:
                 key = self._box.decrypt(row.dkim_private_key)
                 found = OwnDomain(domain, selector=row.dkim_selector, private_key=key.encode() if key else None)

@@ -316,7 +316,7 @@ async def _send_letters(
             from_header=who.from_header,
             tags=who.tags,
             headers=_stored_headers(ctx.links.headers(campaign, who, None)),
-            domain=None if route.mailbox else (own and own.mailgun_domain) or ctx.esp.message_domain,
+            domain=None if route.mailbox else (own and own.esp_domain) or ctx.esp.message_domain,
             route=route.name,
             credential=campaign.credential if route.mailbox else None,
             cc=shared.cc if shared else (),
