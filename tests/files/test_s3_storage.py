@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from mailroom.app import create_app, dispose
 from mailroom.config import Settings
 from mailroom.files.storage import S3_PART
-from mailroom.sending.attachments import ESP_SIZE_LIMIT
+from mailroom.transports.base import ESP_SIZE_LIMIT
 from tests.support.campaigns import schedule
 from tests.support.sender import running_worker, wait_until_sent
 from tests.support.smtp_server import smtp_server

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.config import Settings
-from mailroom.sending.attachments import ESP_SIZE_LIMIT, MAILBOX_SIZE_LIMIT
+from mailroom.transports.base import ESP_SIZE_LIMIT, MAILBOX_SIZE_LIMIT
 from tests.support.uploads import PDF, PNG, file_rows, post_upload, stored_files, upload
 from tests.support.world import Actor, World
 

@@ -21,9 +21,9 @@ from mailroom.crm.models import Agent, Contact, CrmList, GoogleCredential, Micro
 from mailroom.egress import link_problem
 from mailroom.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
 from mailroom.files.models import File
-from mailroom.sending.attachments import ESP_SIZE_LIMIT, MAILBOX_SIZE_LIMIT
 from mailroom.templating.render import TemplateError
 from mailroom.templating.renderer import RenderPool
+from mailroom.transports.base import ESP_SIZE_LIMIT, MAILBOX_SIZE_LIMIT
 
 GOOGLE_SEND_SCOPES = {"mail.send"}
 MICROSOFT_SEND_SCOPES = {"mail.send", "mail.modify"}

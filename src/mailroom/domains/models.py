@@ -20,7 +20,8 @@ class SendingDomain(Base):
     # the domain set up there.
     domain: Mapped[str] = mapped_column(Text)
     esp_domain: Mapped[str | None] = mapped_column(Text)
-    # "mailgun" or "smtp": whose records the domain needs.
+    # Whose records the domain needs: the ESP's name when it sets domains up itself ("mailgun"), else "smtp"
+    # for the service's own (transports.registry.domain_provider).
     provider: Mapped[str] = mapped_column(Text)
     risks: Mapped[str | None] = mapped_column(Text)
     dkim_selector: Mapped[str | None] = mapped_column(Text)

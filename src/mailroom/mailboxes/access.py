@@ -43,8 +43,8 @@ class SendsThroughMailbox(Protocol):
 # How long a throttled mailbox waits when the provider does not say.
 DEFAULT_PAUSE = 60.0
 LIMITS: dict[MailboxKind, int] = {
-    "google": GmailTransport.max_recipients_per_call,
-    "microsoft": OutlookTransport.max_recipients_per_call,
+    "google": GmailTransport.capabilities.max_recipients_per_call,
+    "microsoft": OutlookTransport.capabilities.max_recipients_per_call,
 }
 TABLES: dict[MailboxKind, str] = {"google": "google_credentials", "microsoft": "microsoft_credentials"}
 

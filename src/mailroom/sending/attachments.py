@@ -21,12 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailroom.egress import IPAddress, link_problem, literal_address, refused
 from mailroom.files.storage import FileMissing, Storage, read_all
+from mailroom.transports.base import MAILBOX_SIZE_LIMIT
 from mailroom.transports.mime import Attachment, encode_part
-
-# What a campaign's attachments may total through the ESP (whichever it is) and through a user's own
-# mailbox: checked when a campaign is saved and again when it is sent.
-ESP_SIZE_LIMIT = 15 * 1024 * 1024
-MAILBOX_SIZE_LIMIT = 26 * 1024 * 1024
 
 ATTACHMENTS = text(
     """

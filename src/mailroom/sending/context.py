@@ -37,7 +37,7 @@ class Esp:
     message_domain: str
     # From for users who have not confirmed their address (their own goes in Reply-To).
     default_from: str = "no-reply@localhost"
-    # Users' verified sending domains (DKIM keys, Mailgun domains).
+    # Users' verified sending domains (their DKIM keys, or the domains set up at the ESP for them).
     domains: SendingDomains | None = None
 
     def identity(self, campaign: CampaignToSend, *, mailbox: bool) -> Identity:
@@ -66,7 +66,7 @@ class Links:
         """Who tracks the campaign's opens and clicks on this transport, if anyone."""
         if not (self.tracking and campaign.tracking):
             return None
-        return "provider" if transport.tracks_itself else "us"
+        return "provider" if transport.capabilities.tracks_itself else "us"
 
     def email_values(self, campaign: CampaignToSend, row: uuid.UUID, *, personal: bool) -> dict[str, str]:
         """What templates see as ``email``: its view-in-browser link when the campaign is archived."""

@@ -1,10 +1,11 @@
 """Mail From a domain whose records are verified goes out as that domain.
 
 Through SMTP (or the outbox) each message is DKIM-signed (relaxed/relaxed) with the domain's own key, so
-receivers see it signed by the domain it is From. Through Mailgun it is sent through the domain set up
-there for it (``/v3/<mailgun domain>/messages``: Mailgun signs it for that domain and takes its bounces
-there) with a ``Sender`` at that domain. Only enabled domains are used; they are read with one query per
-domain and kept a minute, so enabling or disabling one takes effect within a minute.
+receivers see it signed by the domain it is From. Through an ESP that sends only for domains set up with it
+(``verifies_domains``) it is sent through the domain set up there for it (Mailgun:
+``/v3/<its domain>/messages``, so Mailgun signs it for that domain and takes its bounces there) with a
+``Sender`` at that domain. Only enabled domains set up for the transport in use are used; they are read
+with one query per domain and kept a minute, so enabling or disabling one takes effect within a minute.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailroom.crypto import SecretBox
-from mailroom.transports.mailgun import MailgunOptions
+from mailroom.transports.base import RouteOptions
+from mailroom.transports.registry import DomainSetup
 
 ENABLED = text(
     """
@@ -43,17 +45,14 @@ class OwnDomain:
     selector: str | None = None
     private_key: bytes | None = None  # PEM: set when mail through SMTP is signed
     esp_domain: str | None = None  # set when mail through the ESP goes through the domain set up there
+    # What mail From the domain carries to the ESP's transport (the domain it goes through).
+    options: RouteOptions | None = None
 
     def headers(self, from_address: str) -> dict[str, str]:
         if self.esp_domain is None:
             return {}
         local = parseaddr(from_address)[1].rpartition("@")[0]
         return {"Sender": f"{local}@{self.esp_domain}"}
-
-    @property
-    def options(self) -> MailgunOptions | None:
-        """What mail From the domain carries to the transport: the Mailgun domain it goes through."""
-        return None if self.esp_domain is None else MailgunOptions(domain=self.esp_domain)
 
     def sign(self, segments: Sequence[bytes]) -> tuple[bytes, ...]:
         """The message with a DKIM-Signature header in front; unchanged when mail is not signed here."""
@@ -73,10 +72,20 @@ class OwnDomain:
 class SendingDomains:
     """The enabled domains the sender uses, looked up by the From address's domain."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], box: SecretBox, transport: str) -> None:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        box: SecretBox,
+        *,
+        provider: str,
+        setup: DomainSetup | None = None,
+    ) -> None:
         self._sessionmaker = sessionmaker
         self._box = box
-        self._transport = transport
+        # Whose records a domain must have been verified with to be used (registry.domain_provider), and
+        # how mail goes out as it when that is the ESP's.
+        self._provider = provider
+        self._setup = setup
         self._cache: dict[str, tuple[float, OwnDomain | None]] = {}
 
     async def for_address(self, address: str) -> OwnDomain | None:
@@ -89,10 +98,11 @@ class SendingDomains:
         async with self._sessionmaker() as session:
             row = (await session.execute(ENABLED, {"domain": domain})).one_or_none()
         found: OwnDomain | None = None
-        if row is not None:
-            if row.provider == "mailgun" and self._transport == "mailgun" and row.esp_domain:
-                found = OwnDomain(domain, esp_domain=row.esp_domain)
-            elif row.provider == "smtp" and self._transport != "mailgun" and row.dkim_private_key is not None:
+        if row is not None and row.provider == self._provider:
+            if self._setup is not None:
+                if row.esp_domain:
+                    found = OwnDomain(domain, esp_domain=row.esp_domain, options=self._setup.options(row.esp_domain))
+            elif row.dkim_private_key is not None:
                 key = self._box.decrypt(row.dkim_private_key)
                 found = OwnDomain(domain, selector=row.dkim_selector, private_key=key.encode() if key else None)
         self._cache[domain] = (time.monotonic() + CACHE_SECONDS, found)

@@ -40,7 +40,14 @@ from mailroom.sending.record import give_up
 from mailroom.sending.slices import RetryLater, send_slice
 from mailroom.templating.renderer import RenderLimits, RenderPool
 from mailroom.transports.base import TransientSendError
-from mailroom.transports.factory import default_from, make_transport, message_domain, transport_name
+from mailroom.transports.registry import (
+    default_from,
+    domain_provider,
+    domain_setup,
+    make_transport,
+    message_domain,
+    transport_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +217,7 @@ async def run_worker(settings: Settings, *, concurrency: int = 8) -> None:
             limiter=RateLimiter(sessionmaker, transport_name(settings), settings.rate_limit),
             message_domain=message_domain(settings),
             default_from=default_from(settings),
-            domains=SendingDomains(sessionmaker, box, transport_name(settings)),
+            domains=SendingDomains(sessionmaker, box, provider=domain_provider(settings), setup=domain_setup(settings)),
         ),
         mailboxes=mailboxes,
         links=Links(box, settings.public_url, tracking=settings.tracking),

@@ -13,8 +13,8 @@ What goes out is a list of letters (``_Letter``): one per recipient for individu
 message To/Cc/Bcc for everyone. Both are rendered, tracked, built and recorded by the same code; a letter
 says who it is for and whether it is personal.
 
-Tracking: Mailgun tracks opens and clicks itself when asked; through any other transport the html's links
-are rewritten and a pixel added (tracking_links.py), naming the emails row, whose id is therefore
+Tracking: a transport that tracks opens and clicks itself (Mailgun) is asked to; through any other the html's
+links are rewritten and a pixel added (tracking_links.py), naming the emails row, whose id is therefore
 chosen before the message is built. With ``archive``, ``{{email.url}}`` is the recipient's view-in-browser link.
 """
 
@@ -62,14 +62,14 @@ class RetryLater(Exception):
 @dataclass(frozen=True, slots=True)
 class _Route:
     transport: Transport
-    # "esp", or the kind of mailbox ("google", "microsoft") the mail goes out through.
+    # "esp", or the kind of mailbox ("google", "microsoft") the mail goes out through: where record() puts ids.
     name: str
     # What only this route's transport reads from a message (the Gmail thread it joins, ...).
     options: RouteOptions | None = None
 
     @property
     def mailbox(self) -> bool:
-        return self.name != "esp"
+        return self.transport.capabilities.mailbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +154,7 @@ class _Builder:
         headers = self.ctx.links.headers(self.campaign, who, first.email_address if letter.personal else None)
         if self.own_headers:
             headers |= self.own_headers
-        fields = self.route.transport.builds_from_fields
+        fields = self.route.transport.capabilities.builds_from_fields
         mime = None
         # A transport that builds messages from fields (Mailgun's batch sending) needs no MIME of mail to
         # one recipient each; a shared message always comes with its MIME (see transports/base.py).
@@ -263,7 +263,7 @@ async def _send_rows(ctx: SendContext, campaign: CampaignToSend, rows: Sequence[
     route = _Route(ctx.esp.transport, "esp")
     if campaign.shared:
         return await _send_letters(ctx, campaign, templates, parts, route, [_Letter.shared(rows)])
-    chunk = route.transport.max_recipients_per_call
+    chunk = route.transport.capabilities.max_recipients_per_call
     pending = 0
     for start in range(0, len(rows), chunk):
         letters = [_Letter.to_one(row) for row in rows[start : start + chunk]]

@@ -35,6 +35,8 @@ from typing import Any, Final
 import httpx
 
 from mailroom.transports.base import (
+    MAILBOX_SIZE_LIMIT,
+    Capabilities,
     HeldToken,
     OutgoingMessage,
     PermanentSendError,
@@ -106,9 +108,7 @@ class GmailTransport:
     # Every To, Cc and Bcc address counts against the account's daily recipient quota, and
     # Google refuses large recipient lists from mail not sent in its web interface well before
     # a relay would: 100 stays inside the sending limits Google publishes for Workspace accounts.
-    tracks_itself = False
-    builds_from_fields = False
-    max_recipients_per_call = 100
+    capabilities = Capabilities(max_recipients_per_call=100, size_limit=MAILBOX_SIZE_LIMIT, mailbox=True)
 
     def __init__(
         self,

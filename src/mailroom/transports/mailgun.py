@@ -31,6 +31,7 @@ from urllib.parse import quote, unquote
 import httpx
 
 from mailroom.transports.base import (
+    Capabilities,
     MessageContent,
     OutgoingMessage,
     PermanentSendError,
@@ -155,11 +156,15 @@ class MailgunTransport:
     """See the module docstring and ``mailroom.transports.base`` for the contract."""
 
     name = "mailgun"
-    # Mailgun takes up to 1,000 recipients in one batch-sending call.
-    builds_from_fields = True
-    max_recipients_per_call = 1000
-    # Opens and clicks are tracked by Mailgun (OutgoingMessage.tracking) and reported by its webhooks.
-    tracks_itself = True
+    capabilities = Capabilities(
+        # Mailgun takes up to 1,000 recipients in one batch-sending call.
+        max_recipients_per_call=MAX_TEMPLATE_RECIPIENTS,
+        builds_from_fields=True,
+        # Opens and clicks are tracked by Mailgun (OutgoingMessage.tracking) and reported by its webhooks.
+        tracks_itself=True,
+        # Mail From a user's domain goes through the domain set up at Mailgun for it (MailgunOptions).
+        verifies_domains=True,
+    )
 
     def __init__(
         self,

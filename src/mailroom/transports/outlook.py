@@ -37,6 +37,8 @@ from urllib.parse import quote
 import httpx
 
 from mailroom.transports.base import (
+    MAILBOX_SIZE_LIMIT,
+    Capabilities,
     HeldToken,
     MessageContent,
     OutgoingMessage,
@@ -91,9 +93,9 @@ class OutlookTransport:
 
     name = "outlook"
     # Exchange Online takes at most 500 recipients (To, Cc and Bcc together) per message.
-    tracks_itself = False
-    builds_from_fields = True
-    max_recipients_per_call = 500
+    capabilities = Capabilities(
+        max_recipients_per_call=500, size_limit=MAILBOX_SIZE_LIMIT, builds_from_fields=True, mailbox=True
+    )
 
     def __init__(
         self,
