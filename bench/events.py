@@ -103,7 +103,7 @@ WITH c AS (
             now() - interval '2 hours', true, %(n)s, %(n)s, %(n)s)
     RETURNING id
 ), e AS (
-    INSERT INTO emails (id, "from", "to", subject, mailgun_id, domain, campaign, sent_at, accepted, links)
+    INSERT INTO emails (id, "from", "to", subject, esp_message_id, domain, campaign, sent_at, accepted, links)
     SELECT md5(%(campaign)s::text || 'email' || i)::uuid, 'Ann <ann@bench.example>',
            ARRAY['r' || i || '@bench.example'], 'Open houses',
            '<batch-' || (i / 1000) || '.' || %(campaign)s::text || '@' || %(domain)s || '>', %(domain)s,

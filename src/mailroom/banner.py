@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from mailroom.config import Settings
-from mailroom.transports.factory import transport_name, undeliverable_sender
+from mailroom.transports.registry import transport_name, undeliverable_sender
 
 log = logging.getLogger("mailroom.serve")
 # How often serve asks its own /health until it answers (the API processes may still be importing).

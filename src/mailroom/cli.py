@@ -268,7 +268,7 @@ def worker_command(
 
 
 def _warn_of_undeliverable_sender(settings: Settings) -> None:
-    from mailroom.transports.factory import undeliverable_sender
+    from mailroom.transports.registry import undeliverable_sender
 
     if warning := undeliverable_sender(settings):
         logging.getLogger("mailroom.worker").warning(warning)

@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     # "text", or "json": every log line one JSON object.
     log_format: Literal["text", "json"] = "text"
     # The From of mail whose user has not confirmed their address, and of the service's own mail
-    # (address confirmations). Unset: no-reply@ the sending domain (see transports.factory).
+    # (address confirmations). Unset: no-reply@ the sending domain (see transports.registry).
     default_from: str | None = None
 
     # Request bodies (bytes), checked before they are read; a body must arrive within body_timeout seconds.

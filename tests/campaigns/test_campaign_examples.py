@@ -158,16 +158,16 @@ class Replay:
         )
         email_id = (
             await self.session.execute(
-                text("""INSERT INTO emails ("from", "to", subject, headers, mailgun_id, domain, campaign, tags,
+                text("""INSERT INTO emails ("from", "to", subject, headers, esp_message_id, domain, campaign, tags,
                                         delivered, sent_at)
-                    VALUES (:from, :to, :subject, CAST(:headers AS jsonb), :mailgun_id, :domain, :campaign, :tags,
+                    VALUES (:from, :to, :subject, CAST(:headers AS jsonb), :esp_message_id, :domain, :campaign, :tags,
                             1, now()) RETURNING id"""),
                 {
                     "from": email["from"],
                     "to": email["to"],
                     "subject": email["subject"],
                     "headers": json.dumps(email["headers"]),
-                    "mailgun_id": email["mailgun_id"],
+                    "esp_message_id": email["mailgun_id"],
                     "domain": email["domain"],
                     "campaign": campaign,
                     "tags": email["tags"],

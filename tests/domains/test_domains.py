@@ -93,7 +93,7 @@ async def test_smtp_domain_is_enabled_once_its_records_are_published_and_disable
         assert records[("TXT", f"_dmarc.{DOMAIN}")]["reason"] == f"no TXT record at _dmarc.{DOMAIN}"
 
         row = await stored(session)
-        assert (row.provider, row.mailgun_domain, row.enabled_at, row.dkim_selector) == ("smtp", None, None, "mr2026")
+        assert (row.provider, row.esp_domain, row.enabled_at, row.dkim_selector) == ("smtp", None, None, "mr2026")
         # The private key is kept encrypted, and the published key is its public half (2048 bits).
         assert row.dkim_private_key is not None and b"PRIVATE KEY" not in row.dkim_private_key
         pem = SecretBox(settings.resolved_secret_key()).decrypt(row.dkim_private_key)

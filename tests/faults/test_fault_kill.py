@@ -24,7 +24,7 @@ RECIPIENTS = 20_000
 BATCH = 500
 CONCURRENCY = 2
 # A job records its outcomes after every call to the transport: at most that many per running job can be unrecorded.
-IN_FLIGHT = SmtpTransport.max_recipients_per_call * CONCURRENCY
+IN_FLIGHT = SmtpTransport.capabilities.max_recipients_per_call * CONCURRENCY
 
 
 @pytest.fixture

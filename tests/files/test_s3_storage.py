@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from mailroom.app import create_app, dispose
 from mailroom.config import Settings
 from mailroom.files.storage import S3_PART
-from mailroom.sending.attachments import MAILGUN_SIZE_LIMIT
+from mailroom.transports.base import ESP_SIZE_LIMIT
 from tests.support.campaigns import schedule
 from tests.support.sender import running_worker, wait_until_sent
 from tests.support.smtp_server import smtp_server
@@ -69,7 +69,7 @@ async def test_a_large_upload_goes_in_parts_and_one_over_the_limit_leaves_nothin
     assert stored == data
 
     before = s3.stored_keys()
-    over = PDF + b"\0" * (MAILGUN_SIZE_LIMIT - len(PDF) + 1)
+    over = PDF + b"\0" * (ESP_SIZE_LIMIT - len(PDF) + 1)
     response = await post_upload(actor, over, "huge.pdf", origin="mailgun")
     assert response.status_code == 413
     assert s3.stored_keys() == before

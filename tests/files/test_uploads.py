@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.config import Settings
-from mailroom.sending.attachments import MAILBOX_SIZE_LIMIT, MAILGUN_SIZE_LIMIT
+from mailroom.transports.base import ESP_SIZE_LIMIT, MAILBOX_SIZE_LIMIT
 from tests.support.uploads import PDF, PNG, file_rows, post_upload, stored_files, upload
 from tests.support.world import Actor, World
 
@@ -50,9 +50,9 @@ async def test_upload_answers_the_file_object_and_stores_it(
     [
         ("gmail", MAILBOX_SIZE_LIMIT),
         ("outlook", MAILBOX_SIZE_LIMIT),
-        ("mailgun", MAILGUN_SIZE_LIMIT),
-        (None, MAILGUN_SIZE_LIMIT),
-        ("pigeon", MAILGUN_SIZE_LIMIT),
+        ("mailgun", ESP_SIZE_LIMIT),
+        (None, ESP_SIZE_LIMIT),
+        ("pigeon", ESP_SIZE_LIMIT),
     ],
 )
 async def test_file_at_the_limit_is_kept_and_one_byte_over_is_refused(

@@ -50,7 +50,7 @@ async def email_rows(app: FastAPI, campaign: str) -> list[Any]:
             (
                 await s.execute(
                     text(
-                        "SELECT r.email_address, e.google_id, e.microsoft_id, e.mailgun_id, e.google_credential, "
+                        "SELECT r.email_address, e.google_id, e.microsoft_id, e.esp_message_id, e.google_credential, "
                         "e.microsoft_credential, e.headers FROM email_campaign_emails r "
                         "JOIN emails e ON e.id = r.email WHERE r.campaign = :c ORDER BY r.email_address"
                     ),
@@ -106,7 +106,7 @@ async def test_a_gmail_campaign_leaves_from_the_users_mailbox_in_its_thread(
     assert parts["flyer.pdf"].get_content() == PDF
     rows = await email_rows(app, made["id"])
     assert [r.email_address for r in rows] == ["boss@example.com", "carl@example.com", "jane@example.com"]
-    assert {(r.google_id, r.mailgun_id, str(r.google_credential)) for r in rows} == {(sent.id, None, credential)}
+    assert {(r.google_id, r.esp_message_id, str(r.google_credential)) for r in rows} == {(sent.id, None, credential)}
     assert rows[0].headers == {"In-Reply-To": ANSWERED, "References": ANSWERED}
     campaign = admin.data(await admin.get(f"/emails/{made['id']}"))
     assert campaign["thread_key"] == f"{credential}thread-77"
@@ -129,7 +129,7 @@ async def test_more_recipients_than_gmail_takes_go_through_the_esp(
     assert gmail.sent == []
     assert received(smtp) == addresses and len(smtp.messages) == 1  # one shared message, as before
     rows = await email_rows(app, made["id"])
-    assert all(r.google_id is None and r.mailgun_id and r.google_credential is None for r in rows)
+    assert all(r.google_id is None and r.esp_message_id and r.google_credential is None for r in rows)
 
 
 async def test_an_outlook_reply_answers_the_message_in_the_mailbox(

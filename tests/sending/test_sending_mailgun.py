@@ -53,7 +53,7 @@ async def test_individual_campaign_is_one_batch_call_with_recipient_variables(
         "ann@example.com": "Hi Ann", "bob@example.com": "Hi Bob", "cy@example.com": "Hi there"}  # fmt: skip
     assert all(v["unsubscribe"].startswith("http://mailroom.test/unsubscribe/") for v in variables.values())
     async with app.state.sessionmaker() as s:
-        ids = (await s.execute(text("SELECT DISTINCT mailgun_id FROM emails WHERE campaign = :c"),
+        ids = (await s.execute(text("SELECT DISTINCT esp_message_id FROM emails WHERE campaign = :c"),
                                {"c": made["id"]})).scalars().all()  # fmt: skip
     # Every recipient of one batch call carries that call's id, as Mailgun's events will.
     assert len(ids) == 1 and ids[0].endswith("@mg.example.com") and not ids[0].startswith("<")

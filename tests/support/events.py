@@ -80,7 +80,7 @@ async def sent_campaign(
         async with running_worker(settings, **mailgun(settings, fake)):
             await wait_until_sent(app.state.sessionmaker, made["id"])
     async with app.state.sessionmaker() as s:
-        ids = await s.execute(text("SELECT DISTINCT mailgun_id FROM emails WHERE campaign = :c"), {"c": made["id"]})
+        ids = await s.execute(text("SELECT DISTINCT esp_message_id FROM emails WHERE campaign = :c"), {"c": made["id"]})
         (message_id,) = ids.scalars().all()
     return SentCampaign(id=made["id"], message_id=message_id.strip("<>"), recipients=recipients)
 

@@ -110,10 +110,10 @@ async def read_state(database_url: str, campaign: str) -> CampaignState:
 
 
 async def recipient_rows(database_url: str, campaign: str) -> list[tuple[Any, ...]]:
-    """(address, email id, error, emails.sent_at, emails.mailgun_id) of every recipient row."""
+    """(address, email id, error, emails.sent_at, emails.esp_message_id) of every recipient row."""
     return await _fetch(
         database_url,
-        "SELECT ce.email_address, ce.email, ce.error, e.sent_at, e.mailgun_id "
+        "SELECT ce.email_address, ce.email, ce.error, e.sent_at, e.esp_message_id "
         "FROM email_campaign_emails ce LEFT JOIN emails e ON e.id = ce.email "
         "WHERE ce.campaign = %(campaign)s ORDER BY ce.seq",
         {"campaign": campaign},

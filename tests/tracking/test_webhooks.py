@@ -64,7 +64,7 @@ async def test_a_message_id_stored_with_angle_brackets_is_found_too(
 ) -> None:
     admin = await world.brand_admin()
     sent = await sent_campaign(admin, app, settings, ["ann@example.com"])
-    await session.execute(text("UPDATE emails SET mailgun_id = '<' || mailgun_id || '>' WHERE campaign = :c"),
+    await session.execute(text("UPDATE emails SET esp_message_id = '<' || esp_message_id || '>' WHERE campaign = :c"),
                           {"c": sent.id})  # fmt: skip
     await session.commit()
     clicked = event("clicked", sent.message_id, "ann@example.com", url="https://example.com/house")

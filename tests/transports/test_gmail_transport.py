@@ -16,7 +16,7 @@ from mailroom.transports.base import (
     TransientSendError,
     Transport,
 )
-from mailroom.transports.gmail import MAILBOX_ACTIONS, GmailTransport
+from mailroom.transports.gmail import MAILBOX_ACTIONS, GmailOptions, GmailTransport
 from mailroom.transports.mime import Attachment, build_segments, encode_part
 from tests.support.google_server import MODIFY_SCOPE, SEND_SCOPE, FakeGmail, gmail_server
 
@@ -79,7 +79,7 @@ def message(
         attachments=attachments,
     )
     recipients = (f"user{n}@example.com", "cy@example.com", "hidden@example.com")
-    return OutgoingMessage(f"row-{n}", "bob@gmail.com", recipients, segments, thread_id=thread_id)
+    return OutgoingMessage(f"row-{n}", "bob@gmail.com", recipients, segments, options=GmailOptions(thread_id=thread_id))
 
 
 def parts(mime: EmailMessage) -> dict[str, EmailMessage]:

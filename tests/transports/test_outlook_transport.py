@@ -11,7 +11,7 @@ from mailroom.transports.base import (
     Transport,
 )
 from mailroom.transports.mime import Attachment
-from mailroom.transports.outlook import UPLOAD_CHUNK, OutlookTransport
+from mailroom.transports.outlook import UPLOAD_CHUNK, OutlookOptions, OutlookTransport
 from tests.support.graph_server import FakeGraph, graph_server
 
 MAILBOX = "bob@contoso.com"
@@ -74,7 +74,12 @@ def outgoing(
         headers=headers or {},
     )
     return OutgoingMessage(
-        key=key, envelope_from=MAILBOX, recipients=(), message=b"", content=content, reply_to_id=reply_to_id
+        key=key,
+        envelope_from=MAILBOX,
+        recipients=(),
+        message=b"",
+        content=content,
+        options=OutlookOptions(reply_to_id=reply_to_id),
     )
 
 

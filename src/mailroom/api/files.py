@@ -27,13 +27,21 @@ from mailroom.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from mailroom.files import service
 from mailroom.files.sniff import SNIFF_BYTES, extension, sniff
 from mailroom.files.storage import FileMissing, Storage, TooLarge, disposition, link_is_valid
-from mailroom.sending.attachments import MAILBOX_SIZE_LIMIT, MAILGUN_SIZE_LIMIT
+from mailroom.transports.base import ESP_SIZE_LIMIT
+from mailroom.transports.gmail import GmailTransport
+from mailroom.transports.mailgun import MailgunTransport
+from mailroom.transports.outlook import OutlookTransport
 
 router = APIRouter(tags=["files"], route_class=StrictQueryRoute)
 
-# What one uploaded file may weigh, by where it will be sent from (the provider's own message limit).
-UPLOAD_LIMITS = {"gmail": MAILBOX_SIZE_LIMIT, "outlook": MAILBOX_SIZE_LIMIT, "mailgun": MAILGUN_SIZE_LIMIT}
-DEFAULT_UPLOAD_LIMIT = MAILGUN_SIZE_LIMIT
+# What one uploaded file may weigh, by where it will be sent from (that route's limit); any other origin
+# is taken for the ESP.
+UPLOAD_LIMITS = {
+    "gmail": GmailTransport.capabilities.size_limit,
+    "outlook": OutlookTransport.capabilities.size_limit,
+    "mailgun": MailgunTransport.capabilities.size_limit,
+}
+DEFAULT_UPLOAD_LIMIT = ESP_SIZE_LIMIT
 # The multipart framing and any small form fields besides the file.
 UPLOAD_OVERHEAD = 64 * 1024
 UPLOAD_BODY_LIMIT = max(UPLOAD_LIMITS.values()) + UPLOAD_OVERHEAD

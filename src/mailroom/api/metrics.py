@@ -29,7 +29,7 @@ from mailroom.config import Settings
 from mailroom.errors import Forbidden, Unauthorized
 from mailroom.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from mailroom.sending.execute import send_jobs
-from mailroom.transports.factory import transport_name
+from mailroom.transports.registry import transport_name
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Requests no route matched share one label: their raw paths are unbounded and may carry tokens.

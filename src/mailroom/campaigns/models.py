@@ -133,7 +133,8 @@ class Email(_EventCounters, Base):
     html: Mapped[str | None] = mapped_column(Text)
     text: Mapped[str | None] = mapped_column(Text)
     headers: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=sql_text("'{}'::jsonb"))
-    mailgun_id: Mapped[str | None] = mapped_column(Text)
+    # The id the ESP gave the message (Mailgun's, SMTP's Message-ID, the outbox's file name).
+    esp_message_id: Mapped[str | None] = mapped_column(Text)
     domain: Mapped[str | None] = mapped_column(Text)
     campaign: Mapped[uuid.UUID | None] = fk("email_campaigns.id", nullable=True, ondelete="CASCADE")
     tags: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
@@ -147,7 +148,7 @@ class Email(_EventCounters, Base):
     sent_at: Mapped[datetime | None] = timestamp()
     __table_args__ = (
         Index("ix_emails_campaign", "campaign"),
-        Index("ix_emails_mailgun_id", "mailgun_id", postgresql_where=sql_text("mailgun_id IS NOT NULL")),
+        Index("ix_emails_esp_message_id", "esp_message_id", postgresql_where=sql_text("esp_message_id IS NOT NULL")),
         Index("ix_emails_tracking_id", "tracking_id", unique=True),
     )
 

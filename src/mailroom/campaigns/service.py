@@ -21,9 +21,9 @@ from mailroom.crm.models import Agent, Contact, CrmList, GoogleCredential, Micro
 from mailroom.egress import link_problem
 from mailroom.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
 from mailroom.files.models import File
-from mailroom.sending.attachments import MAILBOX_SIZE_LIMIT, MAILGUN_SIZE_LIMIT
 from mailroom.templating.render import TemplateError
 from mailroom.templating.renderer import RenderPool
+from mailroom.transports.base import ESP_SIZE_LIMIT, MAILBOX_SIZE_LIMIT
 
 GOOGLE_SEND_SCOPES = {"mail.send"}
 MICROSOFT_SEND_SCOPES = {"mail.send", "mail.modify"}
@@ -114,13 +114,13 @@ async def _attachment_rows(session: AsyncSession, body: CampaignIn, actor: Actor
     """Checked, de-duplicated attachment rows. Limits depend on the transport the campaign will use."""
     rows: list[dict[str, Any]] = []
     seen: set[Any] = set()
-    on_mailgun = not (body.google_credential or body.microsoft_credential)
+    on_esp = not (body.google_credential or body.microsoft_credential)
     for index, item in enumerate(body.attachments or []):
         key = item.file or item.url
         if key in seen:
             continue
         seen.add(key)
-        if item.is_inline and not item.content_id and not on_mailgun:
+        if item.is_inline and not item.content_id and not on_esp:
             raise BadRequest("is required for an inline attachment", field=f"attachments.{index}.content_id")
         # Judged without network I/O; the worker checks every address the host resolves to when it fetches.
         problem = None if item.url is None else link_problem(item.url, allow_private=actor.allow_private_links)
@@ -132,7 +132,7 @@ async def _attachment_rows(session: AsyncSession, body: CampaignIn, actor: Actor
         files = {
             f.id: f for f in await session.scalars(select(File).where(File.id.in_(file_ids), File.deleted_at.is_(None)))
         }
-        limit = MAILGUN_SIZE_LIMIT if on_mailgun else MAILBOX_SIZE_LIMIT
+        limit = ESP_SIZE_LIMIT if on_esp else MAILBOX_SIZE_LIMIT
         total = 0
         for index, row in enumerate(rows):
             if row["file"] is None:

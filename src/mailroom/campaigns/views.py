@@ -189,7 +189,8 @@ def email_out(e: Any, associations: frozenset[str]) -> EmailOut:
         "to": e.to,
         "subject": e.subject,
         "headers": e.headers,
-        "mailgun_id": e.mailgun_id,
+        # The document's name for the ESP's message id.
+        "mailgun_id": e.esp_message_id,
         "domain": e.domain,
         "campaign": e.campaign,
         "cc": e.cc,

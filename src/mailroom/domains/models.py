@@ -16,10 +16,12 @@ from mailroom.orm import Base, created_at, fk, timestamp, uuid_pk
 class SendingDomain(Base):
     __tablename__ = "sending_domains"
     id: Mapped[uuid.UUID] = uuid_pk()
-    # The address domain it sends for (rechat.com) and, on Mailgun, the domain set up there.
+    # The address domain it sends for (rechat.com) and, on an ESP that signs for domains it knows (Mailgun),
+    # the domain set up there.
     domain: Mapped[str] = mapped_column(Text)
-    mailgun_domain: Mapped[str | None] = mapped_column(Text)
-    # "mailgun" or "smtp": whose records the domain needs.
+    esp_domain: Mapped[str | None] = mapped_column(Text)
+    # Whose records the domain needs: the ESP's name when it sets domains up itself ("mailgun"), else "smtp"
+    # for the service's own (transports.registry.domain_provider).
     provider: Mapped[str] = mapped_column(Text)
     risks: Mapped[str | None] = mapped_column(Text)
     dkim_selector: Mapped[str | None] = mapped_column(Text)

@@ -1,9 +1,10 @@
 """Setting up the sending domain of a user's address domain, verifying its DNS records, re-checking them.
 
-Through Mailgun the domain (``rechat-mail.<domain>`` by default) is created with Mailgun's domains API and
-the records are the ones Mailgun asks for; through SMTP (or the outbox) they are the service's own: the
-SPF mechanism of the relay when configured, a DKIM key generated for the domain, DMARC, and the tracking
-CNAME when a tracking host is configured. Every record is checked live with our own DNS lookups.
+Through an ESP that sends only for domains set up with it (Mailgun) the domain (``rechat-mail.<domain>``
+by default) is created with the provider's domains API and the records are the ones it asks for; through
+any other transport (SMTP, the outbox) they are the service's own: the SPF mechanism of the relay when
+configured, a DKIM key generated for the domain, DMARC, and the tracking CNAME when a tracking host is
+configured. Every record is checked live with our own DNS lookups.
 
 Once every required record is active the domain is enabled (``enabled_at``) and the sender uses it; an
 enabled domain whose records are found wrong or missing later is disabled with the reason. A record that
@@ -38,8 +39,8 @@ from mailroom.domains.dns import DnsChecker, DnsRecord, bare
 from mailroom.domains.models import SendingDomain
 from mailroom.errors import BadGateway, BadRequest, NotFound
 from mailroom.serialize import closed
-from mailroom.transports.factory import transport_name
-from mailroom.transports.mailgun_domains import MailgunDomain, MailgunDomains, MailgunDomainsError
+from mailroom.transports.provider_domains import DomainSetupError, ProviderDomain, ProviderDomains
+from mailroom.transports.registry import DomainSetup, domain_provider, domain_setup
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ FREE_MAILBOX_DOMAINS = frozenset(
     }
 )  # fmt: skip
 DKIM_KEY_BITS = 2048
-# Mailgun and our own SMTP records alike: the tracking host lives under this label of the domain.
+# The provider's records and our own alike: the tracking host lives under this label of the domain.
 TRACKING_LABEL = "email"
 
 
@@ -113,7 +114,8 @@ def view(row: SendingDomain) -> DomainOut:
     """The document's domain object."""
     return {
         "id": row.id,
-        "mailgun_domain": row.mailgun_domain,
+        # The document's name for the domain set up at the ESP.
+        "mailgun_domain": row.esp_domain,
         "domain": row.domain,
         "created_at": _iso(row.created_at),
         "enabled_at": _iso(row.enabled_at),
@@ -148,7 +150,7 @@ async def verify(
 ) -> list[DnsRecordOut]:
     """Set up (or look up) the sending domain of the user's address domain and check its records now."""
     domain = address_domain(user)
-    provider = "mailgun" if transport_name(settings) == "mailgun" else "smtp"
+    provider = domain_provider(settings)
     await session.execute(
         insert(SendingDomain)
         .values(domain=domain, provider=provider, created_by=user.id, risks="{unknown}")
@@ -166,19 +168,19 @@ async def check_domain(
 ) -> list[DnsRecordOut]:
     """Check the domain's records now, store what was seen and enable or disable it accordingly."""
     dns = dns or DnsChecker(settings.dns_servers)
-    provider = "mailgun" if transport_name(settings) == "mailgun" else "smtp"
+    provider, setup = domain_provider(settings), domain_setup(settings)
     now = datetime.now(UTC)
     if row.provider != provider:
         row.provider = provider
         row.enabled_at = None  # records of the other provider say nothing about this one's
-    if provider == "mailgun":
-        wanted = await _mailgun_records(row, settings)
+    if setup is not None:
+        wanted = await _provider_records(row, settings, setup)
     else:
         wanted = _own_records(row, settings, box)
     checks = await dns.check_all([w.record for w in wanted])
-    if provider == "mailgun" and all(c.is_active for c, w in zip(checks, wanted, strict=True) if w.required):
-        # Mailgun looks at the DNS itself before it sends for the domain: tell it now rather than later.
-        await _mailgun_call(settings, lambda client: client.verify(str(row.mailgun_domain)))
+    if setup is not None and all(c.is_active for c, w in zip(checks, wanted, strict=True) if w.required):
+        # The provider looks at the DNS itself before it sends for the domain: tell it now rather than later.
+        await _provider_call(settings, setup, lambda client: client.verify(str(row.esp_domain)))
     stored = [{**asdict(c), "required": w.required} for c, w in zip(checks, wanted, strict=True)]
     _settle(row, stored, now)
     row.records = stored
@@ -237,24 +239,25 @@ def dkim_record(public_key: str) -> str:
     return f"v=DKIM1; k=rsa; p={public_key}"
 
 
-async def _mailgun_records(row: SendingDomain, settings: Settings) -> list[_Wanted]:
-    name = row.mailgun_domain or settings.mailgun_domain_pattern.format(domain=row.domain)
-    row.mailgun_domain = name
-    found = await _mailgun_call(settings, lambda client: client.ensure(name))
+async def _provider_records(row: SendingDomain, settings: Settings, setup: DomainSetup) -> list[_Wanted]:
+    name = row.esp_domain or setup.name(settings, row.domain)
+    row.esp_domain = name
+    found = await _provider_call(settings, setup, lambda client: client.ensure(name))
     wanted = [_Wanted(DnsRecord(r.name, r.record_type, r.value, r.priority)) for r in found.sending]
     wanted += [_Wanted(DnsRecord(r.name, r.record_type, r.value, r.priority), required=False) for r in found.receiving]
     return wanted
 
 
-async def _mailgun_call(
-    settings: Settings, call: Callable[[MailgunDomains], Awaitable[MailgunDomain]]
-) -> MailgunDomain:
-    if not settings.mailgun_api_key:
-        raise BadGateway("Mailgun is the transport but MAILROOM_MAILGUN_API_KEY is not set", field="domain")
-    client = MailgunDomains(settings.mailgun_api_url, settings.mailgun_api_key)
+async def _provider_call(
+    settings: Settings, setup: DomainSetup, call: Callable[[ProviderDomains], Awaitable[ProviderDomain]]
+) -> ProviderDomain:
+    try:
+        client = setup.api(settings)
+    except DomainSetupError as exc:
+        raise BadGateway(exc.reason, field="domain") from exc
     try:
         return await call(client)
-    except MailgunDomainsError as exc:
+    except DomainSetupError as exc:
         raise BadGateway(exc.reason, field="domain") from exc
     finally:
         await client.aclose()
@@ -273,7 +276,7 @@ async def recheck_domains(
     many were. The caller commits; call again until it answers 0.
 
     Rows locked by another worker are skipped, and each domain is checked in a savepoint so that one
-    failing (Mailgun unreachable) does not undo the others.
+    failing (the provider unreachable) does not undo the others.
     """
     due = or_(SendingDomain.checked_at.is_(None), SendingDomain.checked_at < datetime.now(UTC) - every)
     rows = (

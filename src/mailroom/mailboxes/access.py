@@ -7,7 +7,7 @@ sending through it waits until then, and no campaign fails for it. Other mailbox
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
@@ -19,10 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mailroom.config import Settings
 from mailroom.crypto import SecretBox
 from mailroom.mailboxes.tokens import StoredTokens
-from mailroom.transports.base import PermanentSendError, TransientSendError, Transport
-from mailroom.transports.gmail import GmailTransport
+from mailroom.transports.base import PermanentSendError, RouteOptions, TransientSendError, Transport
+from mailroom.transports.gmail import GmailOptions, GmailTransport
 from mailroom.transports.oauth import NotConfigured, OAuthClient
-from mailroom.transports.outlook import OutlookTransport
+from mailroom.transports.outlook import OutlookOptions, OutlookTransport
 
 MailboxKind = Literal["google", "microsoft"]
 
@@ -43,10 +43,18 @@ class SendsThroughMailbox(Protocol):
 # How long a throttled mailbox waits when the provider does not say.
 DEFAULT_PAUSE = 60.0
 LIMITS: dict[MailboxKind, int] = {
-    "google": GmailTransport.max_recipients_per_call,
-    "microsoft": OutlookTransport.max_recipients_per_call,
+    "google": GmailTransport.capabilities.max_recipients_per_call,
+    "microsoft": OutlookTransport.capabilities.max_recipients_per_call,
 }
 TABLES: dict[MailboxKind, str] = {"google": "google_credentials", "microsoft": "microsoft_credentials"}
+
+
+def mailbox_options(kind: MailboxKind, headers: Mapping[str, str]) -> RouteOptions:
+    """What a campaign's message carries to its mailbox, from the campaign's headers: the Gmail thread it
+    joins (``thread_id``), or the Outlook message it answers (``message_id``)."""
+    if kind == "google":
+        return GmailOptions(thread_id=headers.get("thread_id"))
+    return OutlookOptions(reply_to_id=headers.get("message_id"))
 
 
 class Paused(Exception):

@@ -12,6 +12,7 @@ import socket
 import ssl
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from ipaddress import ip_address
 
 import httpx
@@ -20,11 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailroom.egress import IPAddress, link_problem, literal_address, refused
 from mailroom.files.storage import FileMissing, Storage, read_all
+from mailroom.transports.base import MAILBOX_SIZE_LIMIT
 from mailroom.transports.mime import Attachment, encode_part
-
-# What a campaign's attachments may total: checked when a campaign is saved and again when it is sent.
-MAILGUN_SIZE_LIMIT = 15 * 1024 * 1024
-MAILBOX_SIZE_LIMIT = 26 * 1024 * 1024
 
 ATTACHMENTS = text(
     """
@@ -194,3 +192,51 @@ async def load_parts(
         )
     )
     return Parts(tuple(inline), tuple(attached), *encoded)
+
+
+class AttachmentCache:
+    """Each campaign's attachments, read (or fetched) and encoded once per worker, not once per slice.
+
+    Slices of one campaign running at the same time wait for the same load instead of each holding its
+    own copy; a failed load is not kept, so a retry tries again.
+    """
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        storage: Storage,
+        *,
+        allow_private_links: bool = False,
+        deadline: float = 30.0,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._storage = storage
+        self._allow_private_links = allow_private_links
+        self._deadline = deadline
+        self._loads: dict[tuple[uuid.UUID, datetime | None], asyncio.Future[Parts]] = {}
+
+    async def parts(self, campaign: uuid.UUID, updated_at: datetime | None) -> Parts:
+        """The attachments of the campaign as it was at ``updated_at`` (an edit loads them afresh)."""
+        key = (campaign, updated_at)
+        loading = self._loads.get(key)
+        if loading is None:
+            # Attachments run to tens of MB per campaign: keep those of the few campaigns being sent.
+            for old in [k for k, task in self._loads.items() if task.done()][: max(0, len(self._loads) - 3)]:
+                del self._loads[old]
+            loading = asyncio.ensure_future(
+                load_parts(
+                    self._sessionmaker,
+                    campaign,
+                    self._storage,
+                    allow_private_links=self._allow_private_links,
+                    deadline=self._deadline,
+                )
+            )
+            self._loads[key] = loading
+        try:
+            # Shielded: one slice being cancelled does not cancel the load the others wait for.
+            return await asyncio.shield(loading)
+        except Exception:
+            if loading.done() and self._loads.get(key) is loading:
+                del self._loads[key]
+            raise

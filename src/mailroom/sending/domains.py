@@ -1,11 +1,13 @@
 """Mail From a domain whose records are verified goes out as that domain.
 
 Through SMTP (or the outbox) each message is DKIM-signed (relaxed/relaxed) with the domain's own key, so
-receivers see it signed by the domain it is From. Through Mailgun it is sent through the domain set up
-there for it (``/v3/<mailgun domain>/messages``: Mailgun signs it for that domain and takes its bounces
-there) with a ``Sender`` at that domain. Only enabled domains are used, read afresh for each chunk of messages
-(one indexed query per chunk of up to a hundred or more): a domain enabled or disabled is used, or no longer
-used, from the next send on. Nothing is kept between chunks, since anything kept would outlive a change.
+receivers see it signed by the domain it is From. Through an ESP that sends only for domains set up with it
+(``verifies_domains``) it is sent through the domain set up there for it (Mailgun:
+``/v3/<its domain>/messages``, so Mailgun signs it for that domain and takes its bounces there) with a
+``Sender`` at that domain. Only enabled domains set up for the transport in use are used, read afresh for
+each chunk of messages (one indexed query per chunk of up to a hundred or more): a domain enabled or
+disabled is used, or no longer used, from the next send on. Nothing is kept between chunks, since anything
+kept would outlive a change.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailroom.crypto import SecretBox
+from mailroom.transports.base import RouteOptions
+from mailroom.transports.registry import DomainSetup
 
 ENABLED = text(
     """
-    SELECT domain, provider, mailgun_domain, dkim_selector, dkim_private_key
+    SELECT domain, provider, esp_domain, dkim_selector, dkim_private_key
     FROM sending_domains WHERE domain = :domain AND enabled_at IS NOT NULL
     """
 )
@@ -40,13 +44,15 @@ class OwnDomain:
     domain: str
     selector: str | None = None
     private_key: bytes | None = None  # PEM: set when mail through SMTP is signed
-    mailgun_domain: str | None = None  # set when mail through Mailgun goes through it
+    esp_domain: str | None = None  # set when mail through the ESP goes through the domain set up there
+    # What mail From the domain carries to the ESP's transport (the domain it goes through).
+    options: RouteOptions | None = None
 
     def headers(self, from_address: str) -> dict[str, str]:
-        if self.mailgun_domain is None:
+        if self.esp_domain is None:
             return {}
         local = parseaddr(from_address)[1].rpartition("@")[0]
-        return {"Sender": f"{local}@{self.mailgun_domain}"}
+        return {"Sender": f"{local}@{self.esp_domain}"}
 
     def sign(self, segments: Sequence[bytes]) -> tuple[bytes, ...]:
         """The message with a DKIM-Signature header in front; unchanged when mail is not signed here."""
@@ -66,10 +72,20 @@ class OwnDomain:
 class SendingDomains:
     """The enabled domains the sender uses, looked up by the From address's domain."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], box: SecretBox, transport: str) -> None:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        box: SecretBox,
+        *,
+        provider: str,
+        setup: DomainSetup | None = None,
+    ) -> None:
         self._sessionmaker = sessionmaker
         self._box = box
-        self._transport = transport
+        # Whose records a domain must have been verified with to be used (registry.domain_provider), and
+        # how mail goes out as it when that is the ESP's.
+        self._provider = provider
+        self._setup = setup
 
     async def for_address(self, address: str) -> OwnDomain | None:
         domain = parseaddr(address)[1].rpartition("@")[2].lower()
@@ -77,11 +93,13 @@ class SendingDomains:
             return None
         async with self._sessionmaker() as session:
             row = (await session.execute(ENABLED, {"domain": domain})).one_or_none()
-        if row is None:
+        if row is None or row.provider != self._provider:
             return None
-        if row.provider == "mailgun" and self._transport == "mailgun" and row.mailgun_domain:
-            return OwnDomain(domain, mailgun_domain=row.mailgun_domain)
-        if row.provider == "smtp" and self._transport != "mailgun" and row.dkim_private_key is not None:
-            key = self._box.decrypt(row.dkim_private_key)
-            return OwnDomain(domain, selector=row.dkim_selector, private_key=key.encode() if key else None)
-        return None
+        if self._setup is not None:
+            if not row.esp_domain:
+                return None
+            return OwnDomain(domain, esp_domain=row.esp_domain, options=self._setup.options(row.esp_domain))
+        if row.dkim_private_key is None:
+            return None
+        key = self._box.decrypt(row.dkim_private_key)
+        return OwnDomain(domain, selector=row.dkim_selector, private_key=key.encode() if key else None)

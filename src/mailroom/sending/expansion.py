@@ -17,8 +17,7 @@ from datetime import UTC, datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailroom.transports.gmail import GmailTransport
-from mailroom.transports.outlook import OutlookTransport
+from mailroom.mailboxes.access import LIMITS
 
 # A campaign that is not individual goes out as one message To/Cc/Bcc up to this many recipients;
 # from this many on it is sent one message per recipient.
@@ -123,9 +122,8 @@ def through_esp(campaign: str, recipients: str) -> str:
     """
     return (
         f"NOT (NOT {campaign}.individual AND {recipients} < {SHARED_MESSAGE_LIMIT} AND ("
-        f"({campaign}.google_credential IS NOT NULL AND {recipients} <= {GmailTransport.max_recipients_per_call})"
-        f" OR ({campaign}.microsoft_credential IS NOT NULL"
-        f" AND {recipients} <= {OutlookTransport.max_recipients_per_call})))"
+        f"({campaign}.google_credential IS NOT NULL AND {recipients} <= {LIMITS['google']})"
+        f" OR ({campaign}.microsoft_credential IS NOT NULL AND {recipients} <= {LIMITS['microsoft']})))"
     )
 
 

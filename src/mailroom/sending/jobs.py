@@ -31,14 +31,23 @@ from mailroom.files.storage import storage_from_settings
 from mailroom.mailboxes.access import Mailboxes, Paused
 from mailroom.mailboxes.jobs import MAILBOX_ACTION_TASK, run_mailbox_action
 from mailroom.queue import QUEUE
+from mailroom.sending.attachments import AttachmentCache
+from mailroom.sending.context import Esp, Links, SendContext
 from mailroom.sending.domains import SendingDomains
 from mailroom.sending.execute import NEXT_DUE, SEND_TASK, execute_next_due
 from mailroom.sending.ratelimit import RateLimiter
 from mailroom.sending.record import give_up
-from mailroom.sending.slices import RetryLater, SendContext, send_slice
+from mailroom.sending.slices import RetryLater, send_slice
 from mailroom.templating.renderer import RenderLimits, RenderPool
 from mailroom.transports.base import TransientSendError
-from mailroom.transports.factory import default_from, make_transport, message_domain, transport_name
+from mailroom.transports.registry import (
+    default_from,
+    domain_provider,
+    domain_setup,
+    make_transport,
+    message_domain,
+    transport_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -165,13 +174,13 @@ def build_job_app(conninfo: str, ctx: SendContext) -> procrastinate.App:
         async with ctx.sessionmaker() as session:
             await send_notice(
                 session,
-                ctx.transport,
-                ctx.box,
+                ctx.esp.transport,
+                ctx.links.box,
                 kind=kind,
                 user=uuid.UUID(user),
-                public_url=ctx.public_url,
-                sender=ctx.default_from,
-                domain=ctx.message_domain,
+                public_url=ctx.links.public_url,
+                sender=ctx.esp.default_from,
+                domain=ctx.esp.message_domain,
                 brand=uuid.UUID(brand) if brand else None,
                 role=role,
                 by=uuid.UUID(by) if by else None,
@@ -202,19 +211,22 @@ async def run_worker(settings: Settings, *, concurrency: int = 8) -> None:
     mailboxes = Mailboxes(settings, sessionmaker, box)
     ctx = SendContext(
         sessionmaker=sessionmaker,
-        transport=transport,
-        limiter=RateLimiter(sessionmaker, transport_name(settings), settings.rate_limit),
-        box=box,
-        public_url=settings.public_url,
-        message_domain=message_domain(settings),
-        storage=storage_from_settings(settings, box),
         renderer=renderer,
+        esp=Esp(
+            transport=transport,
+            limiter=RateLimiter(sessionmaker, transport_name(settings), settings.rate_limit),
+            message_domain=message_domain(settings),
+            default_from=default_from(settings),
+            domains=SendingDomains(sessionmaker, box, provider=domain_provider(settings), setup=domain_setup(settings)),
+        ),
         mailboxes=mailboxes,
-        allow_private_links=settings.allow_private_attachment_links,
-        default_from=default_from(settings),
-        fetch_deadline=settings.attachment_fetch_timeout,
-        tracking=settings.tracking,
-        domains=SendingDomains(sessionmaker, box, transport_name(settings)),
+        links=Links(box, settings.public_url, tracking=settings.tracking),
+        attachments=AttachmentCache(
+            sessionmaker,
+            storage_from_settings(settings, box),
+            allow_private_links=settings.allow_private_attachment_links,
+            deadline=settings.attachment_fetch_timeout,
+        ),
     )
     app = build_job_app(conninfo, ctx)
     log.info("worker started: transport %s, concurrency %d", transport_name(settings), concurrency)

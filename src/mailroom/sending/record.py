@@ -37,7 +37,7 @@ DATABASE_GONE = (
 )
 
 # Emails rows are inserted and linked to their recipient rows in one statement per chunk. The provider's
-# id goes in the column of the route the mail took (mailgun_id for the ESP), so each row shows it.
+# id goes in the column of the route the mail took (esp_message_id for the ESP), so each row shows it.
 RECORD_SENT = text(
     """
     WITH sent AS (
@@ -47,9 +47,9 @@ RECORD_SENT = text(
                AS s(email_id, row_id, provider, subject, to_address, error, links)
     ),
     emails AS (
-        INSERT INTO emails (id, "from", "to", cc, bcc, subject, headers, mailgun_id, google_id, microsoft_id,
-                            google_credential, microsoft_credential, domain, campaign, tags, sent_at, accepted,
-                            links)
+        INSERT INTO emails (id, "from", "to", cc, bcc, subject, headers, esp_message_id, google_id,
+                            microsoft_id, google_credential, microsoft_credential, domain, campaign, tags, sent_at,
+                            accepted, links)
         SELECT DISTINCT ON (email_id) email_id, :sender, string_to_array(to_address, ','),
                CAST(:cc AS text[]), CAST(:bcc AS text[]), subject, CAST(:headers AS jsonb),
                CASE WHEN :route = 'esp' THEN provider END,

@@ -164,10 +164,10 @@ _APPEND_CALLS = text(
         SELECT f.*, coalesce(a.id, b.id) AS message_email, coalesce(a.campaign, b.campaign) AS campaign
         FROM fresh f
         LEFT JOIN LATERAL (
-            SELECT id, campaign FROM emails WHERE mailgun_id = '<' || f.message || '>' {BY_INDEX}
+            SELECT id, campaign FROM emails WHERE esp_message_id = '<' || f.message || '>' {BY_INDEX}
         ) a ON true
         LEFT JOIN LATERAL (
-            SELECT id, campaign FROM emails WHERE a.id IS NULL AND mailgun_id = f.message {BY_INDEX}
+            SELECT id, campaign FROM emails WHERE a.id IS NULL AND esp_message_id = f.message {BY_INDEX}
         ) b ON true
         WHERE f.type IS NOT NULL
     ), appended AS (

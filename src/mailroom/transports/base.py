@@ -18,6 +18,9 @@ Contract of ``send_many(messages)``:
 * A message dropped mid-DATA (connection lost after the body was sent) is reported as a
   transient failure, although the server may have kept it: SMTP cannot tell.
 
+Each transport declares what it can do in ``capabilities`` (``Capabilities``); the sender, the API
+and the domains service ask those rather than which transport it is.
+
 ``builds_from_fields`` True: the transport builds its messages from ``OutgoingMessage.content``
 (Mailgun batch sending, Graph), so the sender may leave ``message`` None for mail to one recipient
 each; a shared message (one for many recipients) always comes with its MIME as well.
@@ -39,6 +42,31 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from mailroom.transports.mime import Attachment
+
+# What a campaign's attachments may total: through any ESP (the service's own limit, below what the ESPs
+# themselves take) and through a user's own mailbox. Checked when a campaign is saved and when it is sent.
+ESP_SIZE_LIMIT = 15 * 1024 * 1024
+MAILBOX_SIZE_LIMIT = 26 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a transport can do, declared once on its class."""
+
+    # The most recipients one ``send_many`` call may address (see the module docstring).
+    max_recipients_per_call: int
+    # What a campaign's attachments may total on this route.
+    size_limit: int = ESP_SIZE_LIMIT
+    # Builds its messages from ``OutgoingMessage.content``; MIME may be left out (see the module docstring).
+    builds_from_fields: bool = False
+    # Tracks opens and clicks itself, asked through ``OutgoingMessage.tracking``; the sender rewrites
+    # links and adds its pixel only for transports that do not.
+    tracks_itself: bool = False
+    # Sends for a user's own domain only once that domain is set up and verified with the provider
+    # (Mailgun's domains); otherwise mail From a verified domain is signed with the domain's own DKIM key.
+    verifies_domains: bool = False
+    # A user's own mailbox (Gmail, Outlook), built per credential, rather than the service's ESP.
+    mailbox: bool = False
 
 
 class SendError(Exception):
@@ -82,6 +110,15 @@ class MessageContent:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
+class RouteOptions:
+    """What one transport alone reads from a message: each transport module subclasses it with a frozen
+    dataclass of its own (the Gmail thread to join, the Outlook message answered, the Mailgun domain to
+    send through), so the message itself stays the same for every route. A transport ignores options
+    that are not its own."""
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True, slots=True)
 class OutgoingMessage:
     """One rendered message for a transport.
@@ -103,14 +140,10 @@ class OutgoingMessage:
     variables: Mapping[str, str] = field(default_factory=dict)
     # The same message as fields, for transports that take fields rather than MIME (Graph).
     content: MessageContent | None = None
-    # Gmail: the thread the message joins (the campaign's headers.thread_id).
-    thread_id: str | None = None
-    # Outlook: the provider id of the message this one answers (the campaign's headers.message_id).
-    reply_to_id: str | None = None
     # Ask a provider that tracks opens and clicks itself (Mailgun) to do so; the others ignore it.
     tracking: bool = False
-    # Mailgun: the domain set up there for the From's domain, to send through instead of the transport's own.
-    domain: str | None = None
+    # What only the transport of the message's route reads (GmailOptions, OutlookOptions, MailgunOptions).
+    options: RouteOptions | None = None
 
     @property
     def segments(self) -> tuple[bytes, ...]:
@@ -142,11 +175,7 @@ class Transport(Protocol):
     """What the sending pipeline needs from Mailgun, SMTP, Gmail, Outlook or the outbox."""
 
     name: str
-    max_recipients_per_call: int
-    builds_from_fields: bool
-    # Tracks opens and clicks itself (Mailgun, asked through ``OutgoingMessage.tracking``); the sender
-    # rewrites links and adds its pixel only for transports that do not.
-    tracks_itself: bool
+    capabilities: Capabilities
 
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]: ...
 

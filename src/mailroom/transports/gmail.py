@@ -35,9 +35,12 @@ from typing import Any, Final
 import httpx
 
 from mailroom.transports.base import (
+    MAILBOX_SIZE_LIMIT,
+    Capabilities,
     HeldToken,
     OutgoingMessage,
     PermanentSendError,
+    RouteOptions,
     SendError,
     SendResult,
     TokenSource,
@@ -83,6 +86,14 @@ MAILBOX_ACTIONS: Final[Mapping[str, LabelChange]] = {
 
 
 @dataclass(frozen=True, slots=True)
+class GmailOptions(RouteOptions):
+    """What a message sent through Gmail carries besides itself."""
+
+    # The thread the message joins (the campaign's headers.thread_id).
+    thread_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class _GoogleError:
     status: int
     message: str
@@ -97,9 +108,7 @@ class GmailTransport:
     # Every To, Cc and Bcc address counts against the account's daily recipient quota, and
     # Google refuses large recipient lists from mail not sent in its web interface well before
     # a relay would: 100 stays inside the sending limits Google publishes for Workspace accounts.
-    tracks_itself = False
-    builds_from_fields = False
-    max_recipients_per_call = 100
+    capabilities = Capabilities(max_recipients_per_call=100, size_limit=MAILBOX_SIZE_LIMIT, mailbox=True)
 
     def __init__(
         self,
@@ -189,7 +198,8 @@ class GmailTransport:
         if size > MAX_MESSAGE_SIZE:
             mb = MAX_MESSAGE_SIZE // (1024 * 1024)
             return SendResult(msg.key, None, f"the message is {size / 2**20:.1f} MB; Gmail takes at most {mb} MB", True)
-        metadata: dict[str, str] = {"threadId": msg.thread_id} if msg.thread_id else {}
+        options = msg.options if isinstance(msg.options, GmailOptions) else None
+        metadata: dict[str, str] = {"threadId": options.thread_id} if options and options.thread_id else {}
         if size <= SIMPLE_SEND_LIMIT:
             # Joined only for the request in flight (a few at a time).
             raw = base64.urlsafe_b64encode(msg.joined()).decode("ascii")

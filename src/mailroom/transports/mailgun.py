@@ -31,9 +31,11 @@ from urllib.parse import quote, unquote
 import httpx
 
 from mailroom.transports.base import (
+    Capabilities,
     MessageContent,
     OutgoingMessage,
     PermanentSendError,
+    RouteOptions,
     SendError,
     SendResult,
     TransientSendError,
@@ -48,6 +50,18 @@ _SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
 _PLACEHOLDER = re.compile(r"%recipient\.([^%\s]+)%")
 
 _Files = list[tuple[str, tuple[str, bytes, str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class MailgunOptions(RouteOptions):
+    """What a message sent through Mailgun carries besides itself."""
+
+    # The domain set up at Mailgun for the From's domain, to send through instead of the transport's own.
+    domain: str | None = None
+
+
+def _domain(message: OutgoingMessage) -> str | None:
+    return message.options.domain if isinstance(message.options, MailgunOptions) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +108,7 @@ def batch_of(messages: Sequence[OutgoingMessage]) -> TemplateSend:
     first = cast(MessageContent, contents[0])
     each = cast(list[MessageContent], contents)
     if any(
-        c.from_addr != first.from_addr or len(m.recipients) != 1 or m.domain != messages[0].domain
+        c.from_addr != first.from_addr or len(m.recipients) != 1 or _domain(m) != _domain(messages[0])
         for c, m in zip(each, messages, strict=True)
     ):
         raise ValueError("a batch send is one sender's mail to one recipient per message")
@@ -134,7 +148,7 @@ def batch_of(messages: Sequence[OutgoingMessage]) -> TemplateSend:
         inline=first.inline,
         attachments=first.attachments,
         tracking=messages[0].tracking,
-        domain=messages[0].domain,
+        domain=_domain(messages[0]),
     )
 
 
@@ -142,11 +156,15 @@ class MailgunTransport:
     """See the module docstring and ``mailroom.transports.base`` for the contract."""
 
     name = "mailgun"
-    # Mailgun takes up to 1,000 recipients in one batch-sending call.
-    builds_from_fields = True
-    max_recipients_per_call = 1000
-    # Opens and clicks are tracked by Mailgun (OutgoingMessage.tracking) and reported by its webhooks.
-    tracks_itself = True
+    capabilities = Capabilities(
+        # Mailgun takes up to 1,000 recipients in one batch-sending call.
+        max_recipients_per_call=MAX_TEMPLATE_RECIPIENTS,
+        builds_from_fields=True,
+        # Opens and clicks are tracked by Mailgun (OutgoingMessage.tracking) and reported by its webhooks.
+        tracks_itself=True,
+        # Mail From a user's domain goes through the domain set up at Mailgun for it (MailgunOptions).
+        verifies_domains=True,
+    )
 
     def __init__(
         self,
@@ -193,7 +211,7 @@ class MailgunTransport:
             }
             # Joined per request while it is in flight (at most ``concurrency`` at once).
             files: _Files = [("message", ("message.mime", msg.joined(), "message/rfc822"))]
-            outcome = await self._post(f"{self._url(msg.domain)}.mime", data, files, abort)
+            outcome = await self._post(f"{self._url(_domain(msg))}.mime", data, files, abort)
             if isinstance(outcome, SendError):
                 return outcome
             provider_id, error = outcome

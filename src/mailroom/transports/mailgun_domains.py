@@ -4,7 +4,8 @@
 form field ``name``) when Mailgun does not know it; ``verify(name)`` asks Mailgun to look at the DNS
 again (``PUT /v4/domains/{name}/verify``). Each answers the domain with its ``sending_dns_records``
 (SPF, DKIM TXT, tracking CNAME) and ``receiving_dns_records`` (MX). Failures raise
-``MailgunDomainsError`` with a reason safe to show (never the key).
+``MailgunDomainsError`` with a reason safe to show (never the key). It is what ``provider_domains``
+asks of a provider that sets domains up.
 """
 
 from __future__ import annotations
@@ -15,15 +16,12 @@ from urllib.parse import quote
 
 import httpx
 
+from mailroom.transports.provider_domains import DomainSetupError
 from mailroom.transports.responses import json_object
 
 
-class MailgunDomainsError(Exception):
+class MailgunDomainsError(DomainSetupError):
     """Mailgun refused or could not be reached; ``reason`` is safe to show a user."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mailroom.transports.base import (
+    Capabilities,
     OutgoingMessage,
     SendError,
     SendResult,
@@ -30,9 +31,7 @@ _CRLF = re.compile(r"[\r\n]+")
 class OutboxTransport:
     name = "outbox"
     # Messages per call, as for SMTP.
-    tracks_itself = False
-    builds_from_fields = False
-    max_recipients_per_call = 100
+    capabilities = Capabilities(max_recipients_per_call=100)
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)

@@ -3,7 +3,7 @@
 Sending one message:
 
 * new: ``POST /me/messages`` creates a draft holding subject, body, recipients, custom headers
-  and the attachments that fit in that request; ``reply_to_id`` set: ``POST
+  and the attachments that fit in that request; ``OutlookOptions.reply_to_id`` set: ``POST
   /me/messages/{id}/createReply`` makes a draft in the replied-to conversation, then ``PATCH``
   sets its subject, body and recipients;
 * the other attachments are added to the draft: under 3 MB with one ``POST .../attachments``,
@@ -30,16 +30,20 @@ import asyncio
 import base64
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from mailroom.transports.base import (
+    MAILBOX_SIZE_LIMIT,
+    Capabilities,
     HeldToken,
     MessageContent,
     OutgoingMessage,
     PermanentSendError,
+    RouteOptions,
     SendError,
     SendResult,
     TokenSource,
@@ -68,6 +72,14 @@ _RETRY_STATUSES = frozenset({429, 503, 504})
 _Request = tuple[str, str, dict[str, Any]]  # method, path under /v1.0, JSON body
 
 
+@dataclass(frozen=True, slots=True)
+class OutlookOptions(RouteOptions):
+    """What a message sent through Outlook carries besides itself."""
+
+    # The provider id of the message this one answers (the campaign's headers.message_id).
+    reply_to_id: str | None = None
+
+
 class _Refused(Exception):
     """Graph refused this one message; retrying it cannot help."""
 
@@ -81,9 +93,9 @@ class OutlookTransport:
 
     name = "outlook"
     # Exchange Online takes at most 500 recipients (To, Cc and Bcc together) per message.
-    tracks_itself = False
-    builds_from_fields = True
-    max_recipients_per_call = 500
+    capabilities = Capabilities(
+        max_recipients_per_call=500, size_limit=MAILBOX_SIZE_LIMIT, builds_from_fields=True, mailbox=True
+    )
 
     def __init__(
         self,
@@ -140,8 +152,9 @@ class OutlookTransport:
         draft_id: str | None = None
         sending = False
         try:
-            if msg.reply_to_id:
-                draft_id = await self._create_reply(msg.reply_to_id, content)
+            options = msg.options if isinstance(msg.options, OutlookOptions) else None
+            if options and options.reply_to_id:
+                draft_id = await self._create_reply(options.reply_to_id, content)
                 later = files
                 await self._json("PATCH", f"/me/messages/{_seg(draft_id)}", fields, scope="mail.send")
             else:

@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from aiosmtplib import SMTP, SMTPAuthenticationError, SMTPException, SMTPNotSupported, SMTPResponseException
 
 from mailroom.transports.base import (
+    Capabilities,
     OutgoingMessage,
     PermanentSendError,
     SendError,
@@ -99,9 +100,7 @@ class SmtpTransport:
     name = "smtp"
     # Messages per call: the sender records outcomes every call, which bounds what a killed worker
     # can have sent unrecorded.
-    tracks_itself = False
-    builds_from_fields = False
-    max_recipients_per_call = 100
+    capabilities = Capabilities(max_recipients_per_call=100)
 
     def __init__(self, url: str, *, pool_size: int = 4, tls_context: ssl.SSLContext | None = None) -> None:
         if pool_size < 1:
