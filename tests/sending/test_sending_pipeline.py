@@ -138,8 +138,9 @@ async def test_a_scheduled_campaign_waits_for_its_time_and_goes_once(
     deleted = await schedule(admin, to=[{"recipient_type": "Email", "email": "del@example.com"}], due_at=due_now(1))
     moved = await schedule(admin, to=[{"recipient_type": "Email", "email": "moved@example.com"}], due_at=due_now(1))
     await admin.delete(f"/emails/{deleted['id']}")
-    await admin.put(f"/emails/{moved['id']}", {"to": [{"recipient_type": "Email", "email": "moved@example.com"}],
-                                              "subject": "x", "due_at": due_now(3600)})  # fmt: skip
+    later_body = {"to": [{"recipient_type": "Email", "email": "moved@example.com"}], "subject": "x", "text": "x",
+                  "due_at": due_now(3600)}  # fmt: skip
+    assert (await admin.put(f"/emails/{moved['id']}", later_body)).status_code == 200
     executed = text("SELECT executed_at FROM email_campaigns WHERE id = :id")
     with smtp_server() as server:
         async with running_worker(settings, transport="smtp", smtp_url=server.url):
