@@ -276,8 +276,9 @@ def _warn_of_undeliverable_sender(settings: Settings) -> None:
 
 async def work_and_settle(settings: Settings, concurrency: int) -> None:
     """Sending, counting what happened after, and the daily re-check of sending domains' DNS records: the
-    settler and the re-check live here because sending cannot import tracking or domains. Any one ending (or
-    failing) stops the others, so the process exits and is restarted whole."""
+    settler lives here because sending cannot import tracking (a layer above it), and the re-check beside it,
+    since a worker process is where long-running work goes. Any one ending (or failing) stops the others, so
+    the process exits and is restarted whole."""
     from mailroom.domains.service import recheck_forever
     from mailroom.sending.jobs import run_worker
     from mailroom.tracking.settle import run_settler

@@ -18,8 +18,8 @@ from pydantic import Field
 from sqlalchemy import text
 from typing_extensions import TypedDict
 
+from mailroom.campaigns.audience import EXECUTED_IN_MONTH, EXPANSION_CTE, month_bounds, through_esp
 from mailroom.db import fetch_rows
-from mailroom.sending.expansion import EXECUTED_IN_MONTH, EXPANSION_CTE, month_bounds, through_esp
 from mailroom.serialize import closed
 
 # The route depends on how many recipients the campaign expands to, so it is decided after counting them.

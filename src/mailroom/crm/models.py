@@ -1,12 +1,13 @@
-"""Brands, their people, their contacts and lists, MLS agents, and users' mailbox credentials."""
+"""Brands, their people, their contacts and lists, MLS agents, users' mailbox credentials, and the addresses a
+brand must not mail again (suppressions: who may be mailed is decided with the recipients themselves)."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, Protocol, get_args
 
-from sqlalchemy import DateTime, Index, LargeBinary, PrimaryKeyConstraint, Text, text
+from sqlalchemy import CheckConstraint, DateTime, Index, LargeBinary, PrimaryKeyConstraint, Text, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -197,4 +198,26 @@ class OAuthState(Base):
         one_of("kind", ("google", "microsoft"), name="kind"),
         # Expired rows are swept by expiry; without it that is a scan.
         Index("ix_oauth_states_expires_at", "expires_at"),
+    )
+
+
+# A Literal, so that the answers' shapes name the same values the check constraint allows.
+SuppressionReason = Literal["unsubscribed", "complained", "bounced"]
+SUPPRESSION_REASONS: tuple[str, ...] = get_args(SuppressionReason)
+
+
+class Suppression(Base):
+    __tablename__ = "suppressions"
+    brand: Mapped[uuid.UUID] = fk("brands.id", ondelete="CASCADE")
+    # Stored lower-cased and trimmed, the form expansion compares with.
+    email: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_at()
+    # What the provider said (a bounce's message), for the Admin deciding whether to lift it.
+    detail: Mapped[str | None] = mapped_column(Text)
+    __table_args__ = (
+        PrimaryKeyConstraint("brand", "email"),
+        one_of("reason", SUPPRESSION_REASONS, name="reason"),
+        CheckConstraint("email = lower(btrim(email))", name="normalised"),
+        Index("ix_suppressions_email", text("email")),
     )

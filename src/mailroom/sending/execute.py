@@ -17,14 +17,14 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailroom.queue import QUEUE, defer_jobs, defer_statement
-from mailroom.sending.expansion import (
+from mailroom.campaigns.audience import (
     EXPANSION_CTE,
     SEND_TYPE_RANK,
     SHARED_MESSAGE_LIMIT,
     executed_this_month,
     through_esp,
 )
+from mailroom.queue import QUEUE, defer_jobs, defer_statement
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailroom.campaigns.audience import SHARED_MESSAGE_LIMIT
 from mailroom.mailboxes.access import MailboxKind
-from mailroom.sending.expansion import SHARED_MESSAGE_LIMIT
 from mailroom.serialize import full_name
 from mailroom.templating.variables import recipient_values, sender_values
 

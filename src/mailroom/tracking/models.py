@@ -1,4 +1,4 @@
-"""What happened after sending (events), who is told (notifications), and addresses a brand must not mail again."""
+"""What happened after sending (events) and who is told (notifications)."""
 
 from __future__ import annotations
 
@@ -13,27 +13,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from mailroom.event_types import EVENT_TYPES
 from mailroom.orm import Base, created_at, fk, one_of, timestamp
 
-# Literals, so that the answers' shapes name the same values the check constraints allow.
-SuppressionReason = Literal["unsubscribed", "complained", "bounced"]
-SUPPRESSION_REASONS: tuple[str, ...] = get_args(SuppressionReason)
+# A Literal, so that the answers' shapes name the same values the check constraint allows.
 NotificationKind = Literal["opened", "clicked"]
-
-
-class Suppression(Base):
-    __tablename__ = "suppressions"
-    brand: Mapped[uuid.UUID] = fk("brands.id", ondelete="CASCADE")
-    # Stored lower-cased and trimmed, the form expansion compares with.
-    email: Mapped[str] = mapped_column(Text)
-    reason: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = created_at()
-    # What the provider said (a bounce's message), for the Admin deciding whether to lift it.
-    detail: Mapped[str | None] = mapped_column(Text)
-    __table_args__ = (
-        PrimaryKeyConstraint("brand", "email"),
-        one_of("reason", SUPPRESSION_REASONS, name="reason"),
-        CheckConstraint("email = lower(btrim(email))", name="normalised"),
-        Index("ix_suppressions_email", text("email")),
-    )
 
 
 class EmailEvent(Base):

@@ -16,9 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from typing_extensions import TypedDict
 
 from mailroom.addresses import normalize
+from mailroom.crm.models import Suppression, SuppressionReason
 from mailroom.errors import NotFound
 from mailroom.serialize import closed, epoch
-from mailroom.tracking.models import Suppression, SuppressionReason
 
 
 async def list_suppressions(

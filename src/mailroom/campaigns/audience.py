@@ -6,7 +6,8 @@ Addresses are compared lower-cased and trimmed; To wins over CC, CC over BCC; a 
 Unsubscribed and a suppressed address are left out.
 
 The monthly count of mail sent through the ESP lives here too: the sender checks it when it executes a
-campaign, and the campaigns API shows it, so it sits in the lower of the two layers.
+campaign, and the campaigns API shows it. Both are the campaigns' own rules over their own rows and the
+CRM's, which the sender, a layer above, runs.
 """
 
 from __future__ import annotations
