@@ -43,7 +43,10 @@ async def test_individual_campaign_is_one_batch_call_with_recipient_variables(
     assert request.field("from") == "Sam Seller <" + admin_email(request) + ">"
     assert sorted(request.fields["to"]) == ["ann@example.com", "bob@example.com", "cy@example.com"]
     assert request.field("subject") == "%recipient.subject%"
-    assert request.field("html") == "<p>News from Sam Seller</p>"  # the same for all: sent once
+    # The same for all but each one's unsubscribe link (in the footer): sent once, the link a variable.
+    html = request.field("html")
+    assert html.startswith("<p>News from Sam Seller</p>") and 'href="%recipient.unsubscribe%"' in html
+    assert request.field("text").endswith("unsubscribe: %recipient.unsubscribe%\n")
     assert request.fields["o:tag"] == [str(admin.brand), made["id"], "spring"]
     assert request.field("h:Feedback-ID") == f"rechat:{admin.brand}:rechat"
     assert request.field("h:List-Unsubscribe") == "<%recipient.unsubscribe%>"

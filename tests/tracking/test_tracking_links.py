@@ -58,6 +58,19 @@ def _text(message: EmailMessage) -> str:
     return str(part.get_content())
 
 
+_FOOTER = re.compile(
+    r'<p style="[^"]*">To stop receiving these emails, unsubscribe: <a href="([^"]+)">unsubscribe</a>\.</p>'
+)
+
+
+def _without_footer(message: EmailMessage) -> str:
+    """The html as the template made it: the unsubscribe footer (the message's own link, untracked) taken out."""
+    html = _html(message)
+    (link,) = _FOOTER.findall(html)
+    assert f"<{link}>" == message["List-Unsubscribe"]
+    return _FOOTER.sub("", html)
+
+
 def _tracked(html: str) -> list[str]:
     return re.findall(r"""http://mailroom\.test/t/c/[A-Za-z0-9_-]+""", html)
 
@@ -130,7 +143,8 @@ async def test_sent_links_redirect_to_the_original_and_record_clicks_and_opens(
         assert "homes.example.com" not in html and "maps.example.org" not in html
         assert all(kept in html for kept in UNTOUCHED)
         _pixel(html)
-        assert _text(message).strip() == TEXT  # the plain text part keeps the sender's own links
+        # The plain text part keeps the sender's own links; the footer follows it.
+        assert re.split(r"\s+--\s+To stop receiving", _text(message))[0].strip() == TEXT
         assert rows[address].links == ORIGINAL_LINKS
 
     ann = rows["ann@example.com"]
@@ -212,8 +226,8 @@ async def test_tracking_off_sends_the_html_untouched(
 ) -> None:
     admin, everywhere = await _individual(world)
     server = await sent_over_smtp(app.state.sessionmaker, settings, everywhere["id"], tracking=False)
-    assert {_html(m.message) for m in server.messages} == {HTML.replace("{{recipient.first_name}}", n)
-                                                           for n in ("Ann", "Bob")}  # fmt: skip
+    assert {_without_footer(m.message) for m in server.messages} == {HTML.replace("{{recipient.first_name}}", n)
+                                                                     for n in ("Ann", "Bob")}  # fmt: skip
     assert {r.links for r in (await _rows(session, everywhere["id"])).values()} == {None}
 
     # Per campaign: tracking is on in the worker, off in the campaign.

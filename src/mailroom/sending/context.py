@@ -14,6 +14,7 @@ from typing import Literal
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailroom.crypto import SecretBox
+from mailroom.links import unsubscribe_url
 from mailroom.mailboxes.access import Mailboxes
 from mailroom.sending.attachments import AttachmentCache
 from mailroom.sending.domains import OwnDomain, SendingDomains
@@ -90,9 +91,15 @@ class Links:
             links.append(tracked.links)
         return messages, links
 
-    def headers(self, campaign: CampaignToSend, who: Identity, address: str | None) -> dict[str, str]:
+    def headers(
+        self, campaign: CampaignToSend, who: Identity, address: str | None, recipient: uuid.UUID | None = None
+    ) -> dict[str, str]:
         """The headers of one message; ``address`` is its single recipient (None for a shared message)."""
-        return headers(campaign, who, box=self.box, public_url=self.public_url, address=address)
+        return headers(campaign, who, box=self.box, public_url=self.public_url, address=address, recipient=recipient)
+
+    def unsubscribe_url(self, campaign: CampaignToSend, address: str, recipient: uuid.UUID) -> str:
+        """One recipient's unsubscribe link, naming their row: the one List-Unsubscribe carries."""
+        return unsubscribe_url(self.public_url, self.box, campaign.brand, address, recipient)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ Outlook, it is From the connected mailbox's address, as the user would send it t
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,9 +60,16 @@ def reply_headers(campaign: CampaignToSend) -> dict[str, str]:
 
 
 def headers(
-    campaign: CampaignToSend, who: Identity, *, box: SecretBox, public_url: str, address: str | None
+    campaign: CampaignToSend,
+    who: Identity,
+    *,
+    box: SecretBox,
+    public_url: str,
+    address: str | None,
+    recipient: uuid.UUID | None = None,
 ) -> dict[str, str]:
-    """The headers of one message; ``address`` is its single recipient (None for a shared message)."""
+    """The headers of one message; ``address`` is its single recipient (None for a shared message), and
+    ``recipient`` their row, which their unsubscribe link names so the unsubscribe counts on this campaign."""
     out = reply_headers(campaign)
     if who.mailbox:
         return out
@@ -71,7 +79,7 @@ def headers(
         # they have not shown they control.
         out["Reply-To"] = campaign.sender.email
     if address is not None:
-        url = unsubscribe_url(public_url, box, campaign.brand, address)
+        url = unsubscribe_url(public_url, box, campaign.brand, address, recipient)
         out["List-Unsubscribe"] = f"<{url}>"
         out["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     return out

@@ -36,6 +36,7 @@ from mailroom.sending.attachments import AttachmentError, Parts
 from mailroom.sending.context import SendContext
 from mailroom.sending.domains import OwnDomain
 from mailroom.sending.execute import fail_campaign
+from mailroom.sending.footer import with_footer
 from mailroom.sending.identity import Identity
 from mailroom.sending.record import ChunkOutcome, record, settle_counters
 from mailroom.sending.to_send import CampaignToSend, PendingRow, load_campaign, load_pending
@@ -97,12 +98,18 @@ class _Letter:
             by_type[row.send_type].append(row.email_address)
         return cls(rows, by_type["To"], by_type["CC"], by_type["BCC"], personal=False)
 
+    def unsubscribe_url(self, ctx: SendContext, campaign: CampaignToSend) -> str:
+        """The recipient's own unsubscribe link; a shared message, to several people, has none."""
+        first = self.rows[0]
+        return ctx.links.unsubscribe_url(campaign, first.email_address, first.id) if self.personal else ""
+
     def template_values(self, ctx: SendContext, campaign: CampaignToSend, who: Identity) -> dict[str, Any]:
         first = self.rows[0]
         return {
             "recipient": first.template_values() if self.personal else {},
             "sender": who.sender,
             "email": ctx.links.email_values(campaign, first.id, personal=self.personal),
+            "unsubscribe_url": self.unsubscribe_url(ctx, campaign),
         }
 
 
@@ -151,7 +158,10 @@ class _Builder:
 
     def __call__(self, letter: _Letter, message: RenderedMessage) -> OutgoingMessage:
         first, who = letter.rows[0], self.who
-        headers = self.ctx.links.headers(self.campaign, who, first.email_address if letter.personal else None)
+        if letter.personal:
+            headers = self.ctx.links.headers(self.campaign, who, first.email_address, first.id)
+        else:
+            headers = self.ctx.links.headers(self.campaign, who, None)
         if self.own_headers:
             headers |= self.own_headers
         fields = self.route.transport.capabilities.builds_from_fields
@@ -283,6 +293,12 @@ async def _send_letters(
     who = ctx.esp.identity(campaign, mailbox=route.mailbox)
     own = await ctx.esp.own_domain(who)
     rendered = await ctx.renderer.render(templates, [letter.template_values(ctx, campaign, who) for letter in letters])
+    if not route.mailbox:
+        # Before tracking: the link rewriter leaves unsubscribe links as they are.
+        rendered = [
+            with_footer(message, letter.unsubscribe_url(ctx, campaign)) if letter.personal else message
+            for letter, message in zip(letters, rendered, strict=True)
+        ]
     email_ids = [uuid.uuid4() for _ in letters]
     tracked_by = ctx.links.tracked_by(campaign, route.transport)
     links: list[Sequence[str] | None] = [None] * len(letters)

@@ -30,6 +30,8 @@ SAMPLE_CONTEXT: dict[str, Any] = {
         "phone_number": "+1 555 0100",
     },
     "email": {"url": "https://example.com/view"},
+    # The recipient's own link in mail to one recipient through the ESP; empty in a message to several.
+    "unsubscribe_url": "https://example.com/unsubscribe",
 }
 
 

@@ -93,6 +93,7 @@ class TemplateSend:
 
 # Names, in recipient-variables, of the per-recipient headers a reader of Mailgun's webhooks looks for.
 _HEADER_VARIABLES = {"list-unsubscribe": "unsubscribe"}
+_UNSUBSCRIBE = "%recipient.unsubscribe%"
 
 
 def batch_of(messages: Sequence[OutgoingMessage]) -> TemplateSend:
@@ -114,10 +115,18 @@ def batch_of(messages: Sequence[OutgoingMessage]) -> TemplateSend:
         raise ValueError("a batch send is one sender's mail to one recipient per message")
     variables: list[dict[str, str]] = [{} for _ in messages]
     fields: dict[str, str | None] = {}
+    # Each recipient's unsubscribe link, which their List-Unsubscribe carries (and their footer repeats).
+    links = [c.headers.get("List-Unsubscribe", "").strip("<>") for c in each]
     for name in ("subject", "html", "text"):
         values = [getattr(c, name) for c in each]
+        # Bodies that differ only by the recipient's own link go once, the link as its variable.
+        linked = [v.replace(link, _UNSUBSCRIBE) if v and link else v for v, link in zip(values, links, strict=True)]
         if len(set(values)) == 1:
             fields[name] = values[0]
+        elif all(links) and len(set(linked)) == 1:
+            fields[name] = linked[0]
+            for per_recipient, link in zip(variables, links, strict=True):
+                per_recipient["unsubscribe"] = link
         else:
             fields[name] = f"%recipient.{name}%"
             for per_recipient, value in zip(variables, values, strict=True):
