@@ -50,6 +50,13 @@ class PayloadTooLarge(MailroomError):
     code = "PayloadTooLarge"
 
 
+class TooManyRequests(MailroomError):
+    """The caller has done this too often lately; the message says when it can be done again."""
+
+    status = 429
+    code = "TooManyRequests"
+
+
 class BadGateway(MailroomError):
     """A provider the request depends on could not be reached or failed; nothing was changed."""
 

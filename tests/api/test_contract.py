@@ -207,6 +207,8 @@ def seed(app: FastAPI, settings: Settings) -> Seeded:
     for method, path in (("GET", "{id}"), ("PUT", "{id}"), ("DELETE", "{id}"), ("PUT", "{id}/notifications")):
         seeded.by_operation[(method, f"/emails/{path}")] = {"id": campaign["id"]}
     seeded.by_operation[("GET", "/emails/{id}/stats")] = {"id": campaign["id"]}
+    # Tests of the seeded campaign are queued (no worker runs here) until the caller's allowance is spent: 429.
+    seeded.by_operation[("POST", "/emails/{id}/test")] = {"id": campaign["id"]}
     seeded.by_operation[("DELETE", "/users/self/tokens/{id}")] = {"id": spare_token["id"]}
     for kind, credential in credentials.items():
         for method, path in (("POST", "{credential}/revoke"), ("DELETE", "{credential}")):

@@ -33,6 +33,8 @@ from mailroom.campaigns.views import (
 )
 from mailroom.config import Settings
 from mailroom.db import driver_connection
+from mailroom.sending import testmail
+from mailroom.sending.testmail import QueuedTestOut
 
 router = APIRouter(tags=["email campaigns"], route_class=StrictQueryRoute)
 
@@ -136,6 +138,24 @@ async def preview_campaign(
         brand = brand_from_request(request, body.brand)
     answer = await preview.preview(session, request.app.state.renderer, body, user=caller.user.id, brand=brand)
     return ok(answer)
+
+
+@router.post(
+    "/emails/{id:uuid}/test",
+    status_code=202,
+    response_model=Ok[QueuedTestOut],
+    summary="Send a campaign once to the caller's own confirmed address, as a test that counts nowhere",
+    description="The campaign as a recipient would get it, rendered for the caller as the recipient, with "
+    "`[Test] ` before its subject: on the route it would take (its connected mailbox, else the service's ESP), "
+    "From the same sender, with its attachments and headers. Its links are not tracked and `{{ email.url }}` is "
+    "empty. Nothing about it is recorded: no recipient or email, no counter, event or quota use, and the "
+    "campaign's recipients, schedule and status stay as they are. A draft or a sent campaign can be tested. "
+    "The worker sends it within moments; a refusal is logged. Each caller may send "
+    f"{testmail.BURST} tests of a campaign in a row, then one every {testmail.REFILL / 60:.0f} minutes.",
+)
+async def send_test(request: Request, id: uuid.UUID, caller: CurrentCaller, session: Session) -> ORJSONResponse:
+    answer = await testmail.queue_test(session, request.app.state.renderer, id, caller.user.id)
+    return ok(answer, status_code=202)
 
 
 @router.put(

@@ -51,6 +51,12 @@ CONFLICTS: dict[tuple[str, str], str] = {
     ("PUT", "/emails/{id}"): "The campaign has been executed and can no longer change",
     ("POST", "/brands/{brand}/users"): "Another request created an account for this address at the same moment",
     ("POST", "/users/self/email-confirmation"): "The caller's address is confirmed already",
+    ("POST", "/emails/{id}/test"): "The caller's address is not confirmed yet",
+}
+
+# Where a route answers 429: the caller has done this too often lately.
+TOO_MANY: dict[tuple[str, str], str] = {
+    ("POST", "/emails/{id}/test"): "The caller has sent as many tests of this campaign as it allows for now",
 }
 
 # Public routes (links in mail, the provider's webhook) that answer errors in the envelope.
@@ -117,6 +123,8 @@ def describe_api(schema: dict[str, Any], routes: Sequence[BaseRoute]) -> dict[st
                 _add_page(responses, str(status), description)
             if key in CONFLICTS:
                 responses.setdefault("409", _error(CONFLICTS[key], 409))
+            if key in TOO_MANY:
+                responses.setdefault("429", _error(TOO_MANY[key], 429))
             if method in BODY_METHODS:
                 responses.setdefault("413", _error(_TOO_LARGE, 413))
             if key in BRAND_HEADER_ROUTES:

@@ -38,6 +38,7 @@ from mailroom.sending.execute import NEXT_DUE, SEND_TASK, execute_next_due
 from mailroom.sending.ratelimit import RateLimiter
 from mailroom.sending.record import give_up
 from mailroom.sending.slices import RetryLater, send_slice
+from mailroom.sending.testmail import TEST_TASK, send_test
 from mailroom.templating.renderer import RenderLimits, RenderPool
 from mailroom.transports.base import TransientSendError
 from mailroom.transports.registry import (
@@ -149,6 +150,8 @@ class SendRetry(RetryStrategy):
 
 # 3, 5, 9, 17 ... seconds: quick through a short outage, about a day and a half in all.
 SEND_RETRY = SendRetry(max_attempts=16, wait=1, exponential_wait=2, retry_exceptions=set(RETRYABLE))
+# A test is wanted now: through a short outage, but one that arrives tomorrow is no use to anybody.
+TEST_RETRY = SendRetry(max_attempts=6, wait=1, exponential_wait=2, retry_exceptions=set(RETRYABLE))
 
 
 def build_job_app(conninfo: str, ctx: SendContext) -> procrastinate.App:
@@ -185,6 +188,17 @@ def build_job_app(conninfo: str, ctx: SendContext) -> procrastinate.App:
                 role=role,
                 by=uuid.UUID(by) if by else None,
             )
+
+    @app.task(name=TEST_TASK, queue=QUEUE, pass_context=True, retry=TEST_RETRY)
+    async def send_test_job(context: procrastinate.JobContext, campaign: str, user: str) -> None:
+        job = context.job
+        try:
+            await send_test(ctx, uuid.UUID(campaign), uuid.UUID(user))
+        except RETRYABLE as exc:
+            if isinstance(exc, Paused) or job is None or job.attempts + 1 < (TEST_RETRY.max_attempts or 0):
+                raise
+            # Nothing else to undo: a test leaves no trace but this line.
+            log.warning("test of campaign %s not sent, gave up after repeated failures: %s", campaign, exc)
 
     @app.task(name=MAILBOX_ACTION_TASK, queue=QUEUE, retry=SEND_RETRY)
     async def mailbox_action_job(kind: str, credential: str, action: str, message_ids: list[str]) -> None:
