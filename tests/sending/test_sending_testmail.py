@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from mailroom.config import Settings
+from mailroom.sending.footer import FOOTER_TEXT
 from mailroom.sending.testmail import BURST
 from tests.support.campaigns import campaign, due_now
 from tests.support.google_server import gmail_server
@@ -81,6 +82,9 @@ async def test_a_draft_s_test_reaches_only_the_caller_rendered_for_them_and_the_
     # Rendered for the caller as the recipient; its link is the campaign's own, not a tracked one.
     assert 'Hi Sam, from Sam. <a href="https://example.com/house">' in html
     assert "/t/" not in html
+    # The unsubscribe footer a recipient would see; the link is the one List-Unsubscribe names.
+    assert FOOTER_TEXT in html and FOOTER_TEXT in mail.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert mail.message["List-Unsubscribe"].strip("<>") in html
     assert await state(admin, draft["id"]) == before
     assert before[0]["due_at"] is None
     assert await traces(app) == before_traces == {"recipient_rows": 0, "emails": 0, "events": 0, "unsettled": 0}

@@ -34,6 +34,7 @@ from mailroom.mailboxes.access import mailbox_options
 from mailroom.queue import defer_jobs, defer_statement
 from mailroom.sending.attachments import AttachmentError, Parts
 from mailroom.sending.context import SendContext
+from mailroom.sending.footer import with_footer
 from mailroom.sending.slices import RetryLater, _Builder, _Letter, _Route
 from mailroom.sending.to_send import CampaignToSend, PendingRow, load_campaign
 from mailroom.serialize import closed
@@ -205,6 +206,9 @@ async def _send_letter(
     (message,) = await ctx.renderer.render(templates, [letter.template_values(ctx, campaign, who)])
     message = RenderedMessage(SUBJECT_PREFIX + message.subject, message.html, message.text)
     if not route.mailbox:
+        # The test shows the footer a recipient would see (mail through the user's own mailbox has none).
+        if letter.personal:
+            message = with_footer(message, letter.unsubscribe_url(ctx, campaign))
         await ctx.esp.limiter.acquire(1)
     build = _Builder.for_chunk(ctx, campaign, route, parts, who, own, tracking=False)
     (result,) = await route.transport.send_many([build(letter, message)])
