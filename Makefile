@@ -9,6 +9,8 @@ SERVING := $(VENV)/.installed-serving
 DEV := $(VENV)/.installed-dev
 # Options of `mailroom serve` for `make run`, e.g. `make run SERVE_ARGS='--port 8001'`.
 SERVE_ARGS ?=
+# Test processes for `make test`, each with its own database; `make test TEST_PROCESSES=0` runs in one.
+TEST_PROCESSES ?= 3
 
 .PHONY: run test lint bench clean
 
@@ -32,7 +34,7 @@ run: $(SERVING)
 	$(BIN)/mailroom serve $(SERVE_ARGS)
 
 test: $(DEV)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_PROCESSES)
 
 lint: $(DEV)
 	$(BIN)/ruff check src tests migrations bench
