@@ -51,6 +51,10 @@ class Esp:
         return await self.domains.for_address(who.envelope_from)
 
 
+# More than a chunk's recipients (see Capabilities.max_recipients_per_call): the memo never grows past a chunk.
+UNSUBSCRIBE_URLS_KEPT = 4096
+
+
 class Links:
     """The links a message carries: List-Unsubscribe, its view-in-browser link, tracked links and the pixel."""
 
@@ -62,6 +66,7 @@ class Links:
         # Built once per worker: the purpose keys are derived and keyed once, not per message.
         self.tokens = TrackingTokens(box)
         self.rewriter = LinkRewriter(self.tokens, public_url)
+        self._unsubscribe_urls: dict[tuple[uuid.UUID, str, uuid.UUID], str] = {}
 
     def tracked_by(self, campaign: CampaignToSend, transport: Transport) -> Literal["us", "provider"] | None:
         """Who tracks the campaign's opens and clicks on this transport, if anyone."""
@@ -95,11 +100,24 @@ class Links:
         self, campaign: CampaignToSend, who: Identity, address: str | None, recipient: uuid.UUID | None = None
     ) -> dict[str, str]:
         """The headers of one message; ``address`` is its single recipient (None for a shared message)."""
-        return headers(campaign, who, box=self.box, public_url=self.public_url, address=address, recipient=recipient)
+        if address is None or recipient is None:
+            return headers(campaign, who, unsubscribe=None)
+        return headers(campaign, who, unsubscribe=self.unsubscribe_url(campaign, address, recipient))
 
     def unsubscribe_url(self, campaign: CampaignToSend, address: str, recipient: uuid.UUID) -> str:
-        """One recipient's unsubscribe link, naming their row: the one List-Unsubscribe carries."""
-        return unsubscribe_url(self.public_url, self.box, campaign.brand, address, recipient)
+        """One recipient's unsubscribe link, naming their row: the one List-Unsubscribe carries.
+
+        A message asks for it up to three times (its template, its footer, its header): the link is sealed
+        once and remembered while its chunk is built.
+        """
+        key = (campaign.brand, address, recipient)
+        url = self._unsubscribe_urls.get(key)
+        if url is None:
+            if len(self._unsubscribe_urls) >= UNSUBSCRIBE_URLS_KEPT:
+                self._unsubscribe_urls.clear()
+            url = unsubscribe_url(self.public_url, self.box, campaign.brand, address, recipient)
+            self._unsubscribe_urls[key] = url
+        return url
 
 
 @dataclass(frozen=True, slots=True)

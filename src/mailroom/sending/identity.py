@@ -7,12 +7,9 @@ Outlook, it is From the connected mailbox's address, as the user would send it t
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from mailroom.crypto import SecretBox
-from mailroom.links import unsubscribe_url
 from mailroom.sending.to_send import CampaignToSend
 from mailroom.transports.mime import message_id_domain
 
@@ -59,17 +56,9 @@ def reply_headers(campaign: CampaignToSend) -> dict[str, str]:
     return {"In-Reply-To": message_id, "References": message_id}
 
 
-def headers(
-    campaign: CampaignToSend,
-    who: Identity,
-    *,
-    box: SecretBox,
-    public_url: str,
-    address: str | None,
-    recipient: uuid.UUID | None = None,
-) -> dict[str, str]:
-    """The headers of one message; ``address`` is its single recipient (None for a shared message), and
-    ``recipient`` their row, which their unsubscribe link names so the unsubscribe counts on this campaign."""
+def headers(campaign: CampaignToSend, who: Identity, *, unsubscribe: str | None) -> dict[str, str]:
+    """The headers of one message; ``unsubscribe`` is its single recipient's unsubscribe link (None for a
+    shared message), naming their row so that the unsubscribe counts on this campaign."""
     out = reply_headers(campaign)
     if who.mailbox:
         return out
@@ -78,8 +67,7 @@ def headers(
         # Replies still reach the user, but nobody can make mail appear to come From an address
         # they have not shown they control.
         out["Reply-To"] = campaign.sender.email
-    if address is not None:
-        url = unsubscribe_url(public_url, box, campaign.brand, address, recipient)
-        out["List-Unsubscribe"] = f"<{url}>"
+    if unsubscribe is not None:
+        out["List-Unsubscribe"] = f"<{unsubscribe}>"
         out["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     return out
