@@ -82,6 +82,12 @@ class Run:
     rss_kib: list[int]
     sink_counted: int
     source_rate: float = 0.0
+    cpu_seconds: float = 0.0  # the workers' CPU time (and their render processes') while the campaign sent
+
+    @property
+    def cpu_per_message(self) -> float:
+        """Microseconds of the workers' CPU per message sent: steadier than msg/s on a shared machine."""
+        return self.cpu_seconds / self.sent * 1e6 if self.sent else 0.0
 
     @property
     def rate(self) -> float:
@@ -297,14 +303,16 @@ def smtp_run(
             smtp_url=f"smtp://127.0.0.1:{sink.port}?helo=bench.example",
         )
         before = sink.counted()
+        cpu_before = sum(w.cpu_seconds() for w in group.processes)
         campaign, due = schedule(url, *ids, due_in=2.0)
         wait_sent(url, campaign, group, args.timeout, label)
         rss = [w.peak_rss_kib() for w in group.processes]  # before stopping: /proc goes with the process
+        cpu = sum(w.cpu_seconds() for w in group.processes) - cpu_before
         for worker in group.processes:
             worker.stop()
     recipients, sent, started_after, seconds = measure(url, campaign, due)
     time.sleep(0.2)  # the sink updates its counter when a session ends
-    run = Run(recipients, sent, started_after, seconds, rss, sink.counted() - before)
+    run = Run(recipients, sent, started_after, seconds, rss, sink.counted() - before, cpu_seconds=cpu)
     run.source_rate = sink.source_rate(args.source_messages)
     print(f"  {label}: {run.rate:,.0f} msg/s, smtp-source {run.source_rate:,.0f} msg/s", file=sys.stderr)
     return run
@@ -339,12 +347,12 @@ def report(args: argparse.Namespace, runs: list[Run], mailgun: tuple[int, int, f
         f"concurrency {args.concurrency or 'default'}, {os.cpu_count()} CPUs"
     )
     head = f"{'run':>6} {'sent':>9} {'sink got':>9} {'due→exec s':>10} {'due→last s':>10} {'msg/s':>8}"
-    print(head + f" {'source msg/s':>12} {'ratio':>6} {'RSS max MB':>10} {'RSS sum MB':>10}")
+    print(head + f" {'source msg/s':>12} {'ratio':>6} {'RSS max MB':>10} {'RSS sum MB':>10} {'CPU us/msg':>10}")
     for i, r in enumerate(runs, start=1):
         print(
             f"{i:>6} {r.sent:>9,} {r.sink_counted:>9,} {r.started_after:>10.3f} {r.seconds:>10.2f} "
             f"{r.rate:>8,.0f} {r.source_rate:>12,.0f} {r.rate / r.source_rate:>6.3f} "
-            f"{max(r.rss_kib) / mb:>10.0f} {sum(r.rss_kib) / mb:>10.0f}"
+            f"{max(r.rss_kib) / mb:>10.0f} {sum(r.rss_kib) / mb:>10.0f} {r.cpu_per_message:>10.0f}"
         )
     rate = statistics.median(r.rate for r in runs)
     source = statistics.median(r.source_rate for r in runs)
@@ -353,7 +361,8 @@ def report(args: argparse.Namespace, runs: list[Run], mailgun: tuple[int, int, f
     print(
         f"{'median':>6} {'':>9} {'':>9} {'':>10} {'':>10} {rate:>8,.0f} {source:>12,.0f} {ratio:>6.3f} "
         f"{statistics.median(max(r.rss_kib) for r in runs) / mb:>10.0f} "
-        f"{statistics.median(sum(r.rss_kib) for r in runs) / mb:>10.0f}"
+        f"{statistics.median(sum(r.rss_kib) for r in runs) / mb:>10.0f} "
+        f"{statistics.median(r.cpu_per_message for r in runs):>10.0f}"
     )
     print(
         f"\ntargets: >= 2,000 msg/s end to end: {rate:,.0f} {'met' if rate >= 2000 else 'NOT MET'}; "

@@ -118,6 +118,16 @@ def peak_rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time one live process has used, in seconds; 0 if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # utime and stime are the 14th and 15th fields of stat(5), the 12th and 13th after the command name.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _descendants(pid: int) -> list[int]:
     # /proc/<pid>/task/<tid>/children lists direct children; walk it so a worker that forks helpers
     # is measured (and killed) as a whole.
@@ -164,6 +174,12 @@ class WorkerProcess:
         if not self.alive:
             return 0
         return peak_rss_kib(self.pid) + sum(peak_rss_kib(child) for child in _descendants(self.pid))
+
+    def cpu_seconds(self) -> float:
+        """CPU time the worker (and any process it forked) has used so far, in seconds."""
+        if not self.alive:
+            return 0.0
+        return cpu_seconds(self.pid) + sum(cpu_seconds(child) for child in _descendants(self.pid))
 
     def kill(self) -> None:
         """kill -9: the worker (and its process group) stop at once, mid-whatever."""
