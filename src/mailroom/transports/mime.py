@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 import secrets
 import uuid
@@ -181,6 +182,12 @@ def format_addresses(addresses: Sequence[str]) -> str:
     return ", ".join(out)
 
 
+@functools.lru_cache(maxsize=256)
+def _from_line(from_addr: str) -> str:
+    # Every message of a campaign has the same sender: its encoded display name is made once, not per message.
+    return _fold("From", format_addresses([from_addr]))
+
+
 def _date(date: datetime | float) -> str:
     if not isinstance(date, datetime):
         return format_datetime(datetime.fromtimestamp(date, UTC))
@@ -287,7 +294,7 @@ def build_segments(
     ``bcc`` writes a Bcc header, only for a mailbox API that reads its recipients from the message
     and strips the header itself (Gmail); relays take Bcc from the envelope alone.
     """
-    head = [_fold("From", format_addresses([from_addr]))]
+    head = [_from_line(from_addr)]
     to_line = format_addresses(to)
     if to_line:
         head.append(_fold("To", to_line))
