@@ -14,8 +14,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.config import Settings
+from mailroom.crm.notices import SIGN_IN
 from mailroom.web.guard import SESSION_COOKIE
-from mailroom.web.sign_in import session_hash
+from mailroom.web.sign_in import new_link, session_hash
 from tests.support.campaigns import campaign
 from tests.support.keys import TEST_SECRET_KEY
 from tests.support.sender import first_mail_over_smtp
@@ -96,6 +97,35 @@ async def test_an_expired_link_is_refused(world: World, app: FastAPI, session: A
     assert await count(session, "SELECT count(*) FROM web_sessions") == 0
 
 
+async def test_a_link_whose_sealed_token_has_expired_is_refused(world: World, app: FastAPI) -> None:
+    ann = await world.brand_admin()
+    async with app.state.sessionmaker() as session, session.begin():
+        link = await new_link(session, ann.user)
+    # The row would still take it; the token itself says it is past its 15 minutes.
+    token = app.state.secret_box.seal(SIGN_IN, {"link": str(link)}, ttl=-1)
+    async with browser(app) as web:
+        assert (await web.get(f"/app/sign-in/{token}")).status_code == 400
+        form = await web.get("/app/sign-in")
+        refused = await web.post(f"/app/sign-in/{token}", data={"csrf": csrf_of(form)})
+    assert refused.status_code == 400 and SESSION_COOKIE not in refused.cookies
+
+
+async def test_a_deleted_user_is_signed_out_and_their_links_stop_working(
+    world: World, app: FastAPI, session: AsyncSession
+) -> None:
+    ann = await world.brand_admin()
+    unused = await printed_link(app, ann.user)
+    async with browser(app) as web:
+        await signed_in(web, app, ann.user)
+        page = f"/app/brands/{ann.brand}/campaigns"
+        assert (await web.get(page)).status_code == 200
+        await session.execute(text("UPDATE users SET deleted_at = now() WHERE id = :id"), {"id": ann.user})
+        await session.commit()
+        assert (await web.get(page)).headers.get("location") == "/app/sign-in"
+    async with browser(app) as web:
+        assert (await follow_link(web, unused)).status_code == 400
+
+
 async def test_a_forged_link_is_refused(app: FastAPI) -> None:
     async with browser(app) as web:
         assert (await web.get("/app/sign-in/not-a-token")).status_code == 400
@@ -124,6 +154,11 @@ async def test_forms_posted_without_their_csrf_token_are_refused_and_change_noth
         assert (await web.post("/app/sign-out", data={"csrf": "forged"})).status_code == 403
         assert await count(session, "SELECT count(*) FROM web_sessions") == 1
         # A token made for the sign-in form (before the session) is no token for the session's forms.
+        session_id = web.cookies[SESSION_COOKIE]
+        web.cookies.delete(SESSION_COOKIE)
+        pre_session = csrf_of(await web.get("/app/sign-in"))
+        web.cookies.set(SESSION_COOKIE, session_id, domain="mailroom.test")
+        assert (await web.post("/app/sign-out", data={"csrf": pre_session})).status_code == 403
         signed_out = await web.post("/app/sign-out", data={"csrf": csrf_of(page)})
         assert signed_out.status_code == 303 and signed_out.headers["location"] == "/app/sign-in"
         assert await count(session, "SELECT count(*) FROM web_sessions") == 0
@@ -145,6 +180,12 @@ async def test_a_session_idle_for_14_days_has_ended(world: World, app: FastAPI, 
     async with browser(app) as web:
         await signed_in(web, app, ann.user)
         page = f"/app/brands/{ann.brand}/campaigns"
+        # A visit within a minute of the last writes nothing: last_seen_at is kept to the minute.
+        await session.execute(text("UPDATE web_sessions SET last_seen_at = now() - interval '30 seconds'"))
+        await session.commit()
+        assert (await web.get(page)).status_code == 200
+        recent = "SELECT count(*) FROM web_sessions WHERE last_seen_at > now() - interval '20 seconds'"
+        assert await count(session, recent) == 0
         await session.execute(text("UPDATE web_sessions SET last_seen_at = now() - interval '13 days 23 hours'"))
         await session.commit()
         assert (await web.get(page)).status_code == 200
