@@ -97,17 +97,22 @@ async def test_an_expired_link_is_refused(world: World, app: FastAPI, session: A
     assert await count(session, "SELECT count(*) FROM web_sessions") == 0
 
 
+async def assert_refused(app: FastAPI, token: str) -> None:
+    """The link's page and its button both refuse the token, and no browser is signed in."""
+    async with browser(app) as web:
+        assert (await web.get(f"/app/sign-in/{token}")).status_code == 400
+        form = await web.get("/app/sign-in")
+        refused = await web.post(f"/app/sign-in/{token}", data={"csrf": csrf_of(form)})
+    assert refused.status_code == 400 and SESSION_COOKIE not in refused.cookies
+
+
 async def test_a_link_whose_sealed_token_has_expired_is_refused(world: World, app: FastAPI) -> None:
     ann = await world.brand_admin()
     async with app.state.sessionmaker() as session, session.begin():
         link = await new_link(session, ann.user)
     # The row would still take it; the token itself says it is past its 15 minutes.
     token = app.state.secret_box.seal(SIGN_IN, {"link": str(link)}, ttl=-1)
-    async with browser(app) as web:
-        assert (await web.get(f"/app/sign-in/{token}")).status_code == 400
-        form = await web.get("/app/sign-in")
-        refused = await web.post(f"/app/sign-in/{token}", data={"csrf": csrf_of(form)})
-    assert refused.status_code == 400 and SESSION_COOKIE not in refused.cookies
+    await assert_refused(app, token)
 
 
 async def test_a_deleted_user_is_signed_out_and_their_links_stop_working(
@@ -127,11 +132,8 @@ async def test_a_deleted_user_is_signed_out_and_their_links_stop_working(
 
 
 async def test_a_forged_link_is_refused(app: FastAPI) -> None:
-    async with browser(app) as web:
-        assert (await web.get("/app/sign-in/not-a-token")).status_code == 400
-        form = await web.get("/app/sign-in")
-        posted = await web.post("/app/sign-in/not-a-token", data={"csrf": csrf_of(form)})
-    assert posted.status_code == 400 and SESSION_COOKIE not in posted.cookies
+    await assert_refused(app, "not-a-token")
+    await assert_refused(app, app.state.secret_box.seal("email-confirmation", {"link": str(uuid.uuid4())}, ttl=60))
 
 
 async def test_forms_posted_without_their_csrf_token_are_refused_and_change_nothing(
