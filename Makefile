@@ -55,7 +55,7 @@ bench: $(DEV)
 # chromium-driver; the browser test skips without them, and then this fails).
 SCREENSHOTS := docs/screenshots
 screenshots: $(DEV)
-	rm -f $(SCREENSHOTS)/campaigns.png
+	rm -f $(SCREENSHOTS)/campaigns.png $(SCREENSHOTS)/campaigns-phone.png
 	MAILROOM_SCREENSHOTS=$(CURDIR)/$(SCREENSHOTS) $(BIN)/pytest -p no:cacheprovider -n 0 -rs tests/web/test_browser.py
 	@test -f $(SCREENSHOTS)/campaigns.png || { echo "mailroom: no screenshot was taken (see the skip reason above)" >&2; exit 1; }
 

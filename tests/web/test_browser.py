@@ -67,6 +67,8 @@ async def seed(session: AsyncSession, world: World) -> tuple[Any, str]:
     ann = await world.brand_admin(brand_name="Bay Realty", first="Ann", last="Agent")
     await session.execute(text("UPDATE users SET display_name = 'Ann Agent' WHERE id = :id"), {"id": ann.user})
     await session.commit()
+    # A team under the brand: the switcher offers both.
+    ann.data(await ann.post("/brands", {"name": "Bay Realty Downtown", "parent": str(ann.brand)}))
     for subject in SUBJECTS:
         ann.data(await ann.post("/emails", campaign(**{"from": str(ann.user), "subject": subject, "due_at": None})))
     ann.data(await ann.post("/emails", campaign(**{"from": str(ann.user), "subject": "Open house this Sunday"})))
@@ -141,9 +143,15 @@ async def test_a_person_signs_in_with_the_mailed_link_and_sees_the_campaigns(
         shown = {row.find_element(By.TAG_NAME, "th").text: row.text for row in rows}
         assert list(shown) == ["Open house this Sunday", *reversed(SUBJECTS)]
         assert "Sent" in shown["October market report"] and "99.4%" in shown["October market report"]
+        switcher = chrome.find_elements(By.CSS_SELECTOR, "#brand option")
+        assert [option.text for option in switcher] == ["Bay Realty", "Bay Realty Downtown"]
         assert "Ann Agent" in chrome.find_element(By.CLASS_NAME, "topbar").text
         # The page's own stylesheet applied: nothing the policy allows came from elsewhere, nothing was blocked.
         assert chrome.find_element(By.CLASS_NAME, "topbar").value_of_css_property("display") == "flex"
         save_screenshot(chrome, "campaigns.png")
+        # At a phone's width each campaign is a card and nothing scrolls sideways.
+        chrome.set_window_size(390, 844)
+        assert chrome.execute_script("return document.documentElement.scrollWidth") <= 390
+        save_screenshot(chrome, "campaigns-phone.png")
         press_and_wait(".topbar button[type=submit]", "Sign in")
         assert chrome.current_url == url + "/app/sign-in"
