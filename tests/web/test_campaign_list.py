@@ -149,7 +149,9 @@ async def test_every_page_has_a_strict_policy_and_loads_nothing_from_another_ori
             await web.get(f"/app/brands/{ann.brand}/campaigns"),
             await web.get(f"/app/brands/{uuid.uuid4()}/campaigns"),
         ]
-        pages += [await web.get("/app/", follow_redirects=False), await web.get("/app/static/app.css")]
+        pages += [await web.get("/app/", follow_redirects=False), await web.get("/app/no/such/page")]
+        pages += [await web.get("/app/static/app.css")]
+        assert pages[-2].status_code == 404 and "Not found" in pages[-2].text
         assert SESSION_COOKIE in web.cookies
     for page in pages:
         policy = page.headers["content-security-policy"]

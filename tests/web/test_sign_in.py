@@ -177,6 +177,20 @@ async def test_only_a_hash_of_the_session_id_is_stored(world: World, app: FastAP
     assert stored == session_hash(session_id) and session_id.encode() not in stored
 
 
+async def test_signing_in_again_ends_the_browsers_earlier_session(
+    world: World, app: FastAPI, session: AsyncSession
+) -> None:
+    ann = await world.brand_admin()
+    bob = await world.brand_admin()
+    async with browser(app) as web:
+        await signed_in(web, app, ann.user)
+        await signed_in(web, app, bob.user)
+        assert (await web.get(f"/app/brands/{bob.brand}/campaigns")).status_code == 200
+        assert (await web.get(f"/app/brands/{ann.brand}/campaigns")).status_code == 404
+    (user,) = (await session.execute(text('SELECT "user" FROM web_sessions'))).scalars()
+    assert user == bob.user
+
+
 async def test_a_session_idle_for_14_days_has_ended(world: World, app: FastAPI, session: AsyncSession) -> None:
     ann = await world.brand_admin()
     async with browser(app) as web:

@@ -121,12 +121,12 @@ async def switch_brand(brand: uuid.UUID) -> Response:
     return _redirect(f"/app/brands/{brand}/campaigns")
 
 
-@router.get(SIGN_IN_PAGE.removeprefix("/app"))
+@router.get("/sign-in")
 async def sign_in_form(request: Request, app: App) -> Response:
     return _form_page(request, app, "sign_in.html")
 
 
-@router.post(SIGN_IN_PAGE.removeprefix("/app"))
+@router.post("/sign-in")
 async def ask_for_link(request: Request, app: App, session: Session) -> Response:
     fields = await _form_with_csrf(request, app)
     if fields is None:
@@ -139,7 +139,7 @@ async def ask_for_link(request: Request, app: App, session: Session) -> Response
     return _form_page(request, app, "link_sent.html", email=email, outbox=outbox)
 
 
-@router.get(SIGN_IN_PAGE.removeprefix("/app") + "/{token}")
+@router.get("/sign-in/{token}")
 async def confirm_form(request: Request, app: App, token: str) -> Response:
     """The link's page asks for a click: mail scanners that fetch every link in a message do not sign in."""
     try:
@@ -149,7 +149,7 @@ async def confirm_form(request: Request, app: App, token: str) -> Response:
     return _form_page(request, app, "confirm.html", token=token)
 
 
-@router.post(SIGN_IN_PAGE.removeprefix("/app") + "/{token}")
+@router.post("/sign-in/{token}")
 async def confirm(request: Request, app: App, session: Session, token: str) -> Response:
     if await _form_with_csrf(request, app) is None:
         return _refused(request, app)
@@ -159,6 +159,10 @@ async def confirm(request: Request, app: App, session: Session, token: str) -> R
         user = None
     if user is None:
         return _form_page(request, app, "link_refused.html", status=400)
+    # A browser signed in as someone else before: that session ends here rather than linger unseen.
+    earlier = request.cookies.get(SESSION_COOKIE)
+    if earlier:
+        await sign_in.end_session(session, earlier)
     session_id = await sign_in.start_session(session, user)
     response = _redirect("/app/")
     set_cookie(response, app.settings, SESSION_COOKIE, session_id, max_age=sign_in.IDLE_DAYS * 86400)
@@ -228,6 +232,12 @@ async def static_file(name: str) -> Response:
     if media_type is None:
         return guarded(Response("no such file", status_code=404, media_type="text/plain"))
     return guarded(FileResponse(STATIC / name, media_type=media_type))
+
+
+# Last: any other path under /app/ is a page that does not exist, answered as a page, with the page headers.
+@router.get("/{path:path}")
+async def no_such_page(request: Request, app: App, path: str) -> Response:
+    return _not_found(request, app)
 
 
 async def _me(session: AsyncSession, user: uuid.UUID) -> User | None:
