@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.config import Settings
 from mailroom.crm.notices import SIGN_IN
+from mailroom.links import redact_path
 from mailroom.web.guard import SESSION_COOKIE
 from mailroom.web.sign_in import new_link, session_hash
 from tests.support.campaigns import campaign
@@ -44,7 +45,7 @@ async def test_a_mailed_link_signs_in_and_shows_the_brands_campaigns(
         assert (await web.get("/app/campaigns/elsewhere")).status_code == 404
         assert (await web.get("/app/", follow_redirects=False)).headers["location"] == "/app/sign-in"
         form = await web.get("/app/sign-in")
-        assert form.status_code == 200 and 'for="email"' in form.text
+        assert form.status_code == 200 and 'for="email"' in form.text and str(settings.data_dir / "outbox") in form.text
         sent = await web.post("/app/sign-in", data={"email": email.upper(), "csrf": csrf_of(form)})
         assert sent.status_code == 200 and "outbox" in sent.text and str(settings.data_dir / "outbox") in sent.text
         server = await first_mail_over_smtp(settings)
@@ -74,6 +75,30 @@ async def test_an_address_without_an_account_gets_the_same_answer_and_no_mail(
     assert [a.status_code for a in answers] == [200, 200]
     assert answers[0].text.replace(email, "X") == answers[1].text.replace("nobody@example.com", "X")
     assert await count(session, "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'mailroom.send_notice'") == 1
+
+
+async def test_the_form_mails_at_most_three_live_links_to_one_address(
+    world: World, app: FastAPI, session: AsyncSession
+) -> None:
+    ann = await world.brand_admin()
+    email = await email_of(session, ann.user)
+    async with browser(app) as web:
+        form = await web.get("/app/sign-in")
+        for _ in range(5):
+            assert (await web.post("/app/sign-in", data={"email": email, "csrf": csrf_of(form)})).status_code == 200
+        jobs = "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'mailroom.send_notice'"
+        assert await count(session, jobs) == 3
+        # Once one expires (or is used), the form mails another.
+        oldest = "SELECT id FROM sign_in_links ORDER BY created_at LIMIT 1"
+        await session.execute(text(f"UPDATE sign_in_links SET expires_at = now() WHERE id = ({oldest})"))
+        await session.commit()
+        await web.post("/app/sign-in", data={"email": email, "csrf": csrf_of(await web.get("/app/sign-in"))})
+    assert await count(session, jobs) == 4
+
+
+def test_sign_in_links_are_kept_out_of_the_access_log() -> None:
+    assert redact_path("/app/sign-in/abc-DEF_123") == "/app/sign-in/<redacted>"
+    assert redact_path("/app/sign-in") == "/app/sign-in"
 
 
 async def test_a_used_link_is_refused(world: World, app: FastAPI) -> None:

@@ -121,9 +121,14 @@ async def switch_brand(brand: uuid.UUID) -> Response:
     return _redirect(f"/app/brands/{brand}/campaigns")
 
 
+def _outbox(settings: Settings) -> Path | None:
+    """The folder the service's mail goes to when it goes to the outbox (the default), else None."""
+    return outbox_folder(settings).resolve() if transport_name(settings) == "outbox" else None
+
+
 @router.get("/sign-in")
 async def sign_in_form(request: Request, app: App) -> Response:
-    return _form_page(request, app, "sign_in.html")
+    return _form_page(request, app, "sign_in.html", outbox=_outbox(app.settings))
 
 
 @router.post("/sign-in")
@@ -135,8 +140,7 @@ async def ask_for_link(request: Request, app: App, session: Session) -> Response
     if email:
         await sign_in.mail_link(session, email)
     # The same answer whether or not the address has an account.
-    outbox = outbox_folder(app.settings).resolve() if transport_name(app.settings) == "outbox" else None
-    return _form_page(request, app, "link_sent.html", email=email, outbox=outbox)
+    return _form_page(request, app, "link_sent.html", email=email, outbox=_outbox(app.settings))
 
 
 @router.get("/sign-in/{token}")

@@ -26,6 +26,10 @@ TOUCH_EVERY = timedelta(minutes=1)
 # Session ids are 43 characters; a longer cookie is not one and is not looked up.
 MAX_SESSION_ID_LENGTH = 100
 
+# Live links a user may have at once: enough for a mail that is slow to arrive and a second try, too few for
+# anyone to flood an inbox through the sign-in form (which answers the same either way).
+MAX_LIVE_LINKS = 3
+LIVE_LINKS = text('SELECT count(*) FROM sign_in_links WHERE "user" = :user AND used_at IS NULL AND expires_at > now()')
 NEW_LINK = text(
     'INSERT INTO sign_in_links ("user", expires_at) VALUES (:user, now() + make_interval(secs => :ttl)) RETURNING id'
 )
@@ -59,11 +63,13 @@ async def new_link(session: AsyncSession, user: uuid.UUID) -> uuid.UUID:
 
 
 async def mail_link(session: AsyncSession, email: str) -> None:
-    """Mail a sign-in link to the address if a user has it, once the transaction commits; nothing otherwise
-    (the caller answers the same either way, so nobody learns which addresses have accounts)."""
+    """Mail a sign-in link to the address if a user has it and has fewer than MAX_LIVE_LINKS unused ones, once
+    the transaction commits; nothing otherwise (the caller answers the same either way, so nobody learns which
+    addresses have accounts)."""
     user = await find_user(session, email)
-    if user is not None:
-        await queue_sign_in(session, user=user.id, link=await new_link(session, user.id))
+    if user is None or (await session.execute(LIVE_LINKS, {"user": user.id})).scalar_one() >= MAX_LIVE_LINKS:
+        return
+    await queue_sign_in(session, user=user.id, link=await new_link(session, user.id))
 
 
 async def consume_link(session: AsyncSession, link: uuid.UUID) -> uuid.UUID | None:
