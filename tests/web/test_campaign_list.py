@@ -161,3 +161,15 @@ async def test_every_page_has_a_strict_policy_and_loads_nothing_from_another_ori
             assert reference.startswith(("/", "?")) and not reference.startswith("//"), reference
         assert "style=" not in page.text and "<script" not in page.text
     assert pages[-1].headers["content-type"].startswith("text/css")
+
+
+async def test_a_page_number_search_or_file_out_of_bounds_is_refused(world: World, app: FastAPI) -> None:
+    ann = await world.brand_admin()
+    async with browser(app) as web:
+        await signed_in(web, app, ann.user)
+        base = f"/app/brands/{ann.brand}/campaigns"
+        for params in ({"page": 0}, {"page": "x"}, {"q": "x" * 201}):
+            assert (await web.get(base, params=params)).status_code == 400, params
+        assert (await web.get(base, params={"q": "x" * 200, "page": 3})).status_code == 200
+        for name in ("nope.css", "..%2Fpages.py", "__init__.py"):
+            assert (await web.get(f"/app/static/{name}")).status_code == 404, name
