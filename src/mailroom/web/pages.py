@@ -104,6 +104,7 @@ async def _form_with_csrf(request: Request, app: Page) -> dict[str, Any] | None:
     return fields if csrf_valid(app.box, request, fields.get(CSRF_FIELD)) else None
 
 
+@router.get("", name="workspace-bare")
 @router.get("/", name="workspace")
 async def workspace(request: Request, app: App, session: Session) -> Response:
     user = await sign_in.session_user(session, request.cookies.get(SESSION_COOKIE))
