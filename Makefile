@@ -12,7 +12,7 @@ SERVE_ARGS ?=
 # Test processes for `make test`, each with its own database; `make test TEST_PROCESSES=0` runs in one.
 TEST_PROCESSES ?= 3
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench screenshots clean
 
 $(BIN)/python:
 	@echo "mailroom: creating the virtualenv $(VENV) with $(PYTHON)"
@@ -50,6 +50,14 @@ bench: $(DEV)
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/mime.py
 	$(BIN)/python bench/events.py
+
+# The workspace's pages as headless Chromium shows them, for the README (needs Debian's chromium and
+# chromium-driver; the browser test skips without them, and then this fails).
+SCREENSHOTS := docs/screenshots
+screenshots: $(DEV)
+	rm -f $(SCREENSHOTS)/campaigns.png $(SCREENSHOTS)/campaigns-phone.png
+	MAILROOM_SCREENSHOTS=$(CURDIR)/$(SCREENSHOTS) $(BIN)/pytest -p no:cacheprovider -n 0 -rs tests/web/test_browser.py
+	@test -f $(SCREENSHOTS)/campaigns.png || { echo "mailroom: no screenshot was taken (see the skip reason above)" >&2; exit 1; }
 
 clean:
 	rm -rf $(VENV) var

@@ -14,7 +14,6 @@ from sqlalchemy import text
 from starlette.types import Receive, Scope, Send
 from typing_extensions import TypedDict
 
-from mailroom.api.browser import NoSignIn
 from mailroom.api.campaigns import router as campaigns_router
 from mailroom.api.crm import router as crm_router
 from mailroom.api.docs import router as docs_router
@@ -47,6 +46,8 @@ from mailroom.files.storage import storage_from_settings
 from mailroom.links import install_access_log_filter
 from mailroom.serialize import closed
 from mailroom.templating.renderer import RenderLimits, RenderPool
+from mailroom.web.pages import WebSessions
+from mailroom.web.pages import router as workspace_router
 
 
 @closed
@@ -84,8 +85,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.token_check = TokenCheck(app.state.read_pool.connection)
     app.state.renderer = renderer
     app.state.secret_box = SecretBox(settings.resolved_secret_key())
-    # Pages a browser reaches without an API token act for the user its web session names: none yet.
-    app.state.browser_sessions = NoSignIn()
+    # Pages a browser reaches without an API token act for the user its workspace session names.
+    app.state.browser_sessions = WebSessions()
     install_tracking(app.state, app.state.secret_box)
     app.state.storage = storage_from_settings(settings, app.state.secret_box)
     install_error_handlers(app)
@@ -135,6 +136,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(notifications_router)
     app.include_router(metrics_router)
     app.include_router(docs_router)
+    app.include_router(workspace_router)
     included = list(app.router.routes)
     app.router.routes[:] = [RoutesBySegment(flatten(included))]
 

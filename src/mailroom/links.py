@@ -22,12 +22,16 @@ UNSUBSCRIBE = "unsubscribe"
 OAUTH_CALLBACKS = ("/users/self/google/callback", "/users/self/microsoft/callback")
 # Stored files are fetched through links signed for one path until a moment (see files.storage).
 LINK_ONLY_PREFIXES = ("/unsubscribe/", "/users/confirm/", "/t/", "/emails/view/", "/files/", *OAUTH_CALLBACKS)
+# The workspace's pages: a browser posts their forms with a session cookie and a CSRF token, not an API token.
+WORKSPACE_PREFIX = "/app/"
+# A workspace sign-in link: the path's last segment signs a person in (once, within minutes).
+SIGN_IN_PREFIX = "/app/sign-in/"
 # Called by a provider, signed inside the body (no API token); their bodies are small too.
 PROVIDER_WEBHOOKS = ("/emails/events",)
 # Paths whose next segment (and anything after it) is a bearer token. A path is matched anywhere so
 # a service mounted under a prefix (root_path) is covered too. For the OAuth callbacks that is the
 # query string: its code and state redeem a mailbox connection.
-PUBLIC_TOKEN_PREFIXES = (*LINK_ONLY_PREFIXES, "/invitations/")
+PUBLIC_TOKEN_PREFIXES = (*LINK_ONLY_PREFIXES, "/invitations/", SIGN_IN_PREFIX)
 REDACTED = "<redacted>"
 _TOKEN_PATH = re.compile("(" + "|".join(re.escape(prefix) for prefix in PUBLIC_TOKEN_PREFIXES) + ").+")
 

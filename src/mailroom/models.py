@@ -7,7 +7,8 @@ from mailroom.files import models as files
 from mailroom.orm import Base
 from mailroom.sending import models as sending
 from mailroom.tracking import models as tracking
+from mailroom.web import models as web
 
 metadata = Base.metadata
 
-__all__ = ["campaigns", "crm", "domains", "files", "metadata", "sending", "tracking"]
+__all__ = ["campaigns", "crm", "domains", "files", "metadata", "sending", "tracking", "web"]

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.support.oauth_connect import auth_url, come_back, consent, finish, grant_code, pending_states, stored
 from tests.support.oauth_server import FakeOAuth
+from tests.support.workspace import browser, signed_in
 from tests.support.world import World
 
 KINDS = pytest.mark.parametrize("kind", ["google", "microsoft"])
@@ -226,3 +227,24 @@ async def test_the_redirect_address_can_be_the_apps_own_page(
     (token_request,) = provider.requests
     assert token_request.form["redirect_uri"] == own_page
     assert len(await stored(session, kind)) == 1
+
+
+async def test_a_browser_signed_in_to_the_workspace_finishes_the_connection_it_asked_for(
+    mailroom: World, provider: FakeOAuth, oauth_app: FastAPI, session: AsyncSession
+) -> None:
+    initiator = await mailroom.brand_admin()
+    stranger = await mailroom.brand_admin()
+    query = await auth_url(initiator, "google")
+    code = grant_code(provider, "google", query, ["profile", "mail.send"], "ann@example.com")
+    async with browser(oauth_app) as web:
+        await signed_in(web, oauth_app, stranger.user)
+        refused = await come_back(web, "google", code=code, state=query["state"])
+    assert refused.status_code == 400 and await stored(session, "google") == []
+    query = await auth_url(initiator, "google")
+    code = grant_code(provider, "google", query, ["profile", "mail.send"], "ann@example.com")
+    async with browser(oauth_app) as web:
+        await signed_in(web, oauth_app, initiator.user)
+        connected = await come_back(web, "google", code=code, state=query["state"])
+    assert connected.status_code == 200 and "is connected" in connected.text
+    (row,) = await stored(session, "google")
+    assert row.user == initiator.user

@@ -23,7 +23,7 @@ import orjson
 
 from mailroom.api.auth import bearer_token
 from mailroom.api.envelope import error_body
-from mailroom.links import LINK_ONLY_PREFIXES, PROVIDER_WEBHOOKS
+from mailroom.links import LINK_ONLY_PREFIXES, PROVIDER_WEBHOOKS, WORKSPACE_PREFIX
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -33,9 +33,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # Whether a bearer token is live (checked before a body is read).
 Authenticate = Callable[[str], Awaitable[bool]]
 
-# Links opened from an email carry their own signed token instead of an API token; their bodies are tiny.
+# Links opened from an email carry their own signed token instead of an API token; their bodies are tiny. So
+# are the workspace's forms, which its pages check against the browser's session and CSRF token.
 PUBLIC_BODY_LIMIT = 64 * 1024
-PUBLIC_PATHS = (*LINK_ONLY_PREFIXES, *PROVIDER_WEBHOOKS)
+PUBLIC_PATHS = (*LINK_ONLY_PREFIXES, *PROVIDER_WEBHOOKS, WORKSPACE_PREFIX)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from mailroom.errors import BadRequest
 from mailroom.validation import BLANK
@@ -41,3 +41,27 @@ def status_sql(status: Status | None, alias: str) -> str:
     if status == "any":
         return ""
     return f" AND {alias}.due_at IS NOT NULL"
+
+
+Progress = Literal["draft", "scheduled", "sending", "sent", "failed"]
+
+
+def progress(campaign: Any) -> Progress:
+    """Where a campaign stands, in a person's words, from a campaign row (as brand_campaigns reads it).
+
+    Sending ends when every recipient was sent or refused: the counters the sender settles then add up to
+    the recipients counted when it began."""
+    if campaign.failed_at is not None:
+        return "failed"
+    if campaign.due_at is None:
+        return "draft"
+    if campaign.executed_at is None:
+        return "scheduled"
+    if campaign.recipients_count is None or campaign.sent + campaign.failed < campaign.recipients_count:
+        return "sending"
+    return "sent"
+
+
+def rate(part: int, whole: int | None) -> float | None:
+    """``part`` of ``whole`` as a fraction; None when there is no whole to take it of."""
+    return part / whole if whole else None

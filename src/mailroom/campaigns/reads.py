@@ -172,10 +172,16 @@ async def brand_campaigns(
     start: int,
     limit: int,
     order: str | None,
+    subject_contains: str | None = None,
 ) -> tuple[list[Any], int]:
     """A page of the brand's live campaigns and how many match in all, in one statement: the caller's
-    role (403 without one) comes first, and the total rides along as a window count."""
+    role (403 without one) comes first, and the total rides along as a window count. ``subject_contains``
+    keeps those whose subject holds it, in any case."""
     where = f"c.brand = %(brand)s AND c.deleted_at IS NULL{status_sql(status, 'c')}"
+    params: dict[str, Any] = {"brand": brand, "user": user, "start": start, "limit": limit}
+    if subject_contains:
+        where += r" AND c.subject ILIKE %(subject)s ESCAPE '\'"
+        params["subject"] = "%" + like_escaped(subject_contains) + "%"
     sql = f"""
         WITH caller AS (SELECT ({ROLE_IN_BRAND.format(brand="%(brand)s", user="%(user)s")}) AS caller_role),
         page AS (
@@ -186,12 +192,17 @@ async def brand_campaigns(
         )
         SELECT caller.caller_role, page.* FROM caller LEFT JOIN page ON true
     """
-    rows = await fetch(conn, sql, {"brand": brand, "user": user, "start": start, "limit": limit})
+    rows = await fetch(conn, sql, params)
     required(rows[0].caller_role)
     if rows[0].id is not None:
         return rows, int(rows[0].total_matches)
-    counted = await fetch(conn, f"SELECT count(*) AS n FROM email_campaigns c WHERE {where}", {"brand": brand})
+    counted = await fetch(conn, f"SELECT count(*) AS n FROM email_campaigns c WHERE {where}", params)
     return [], int(counted[0].n)
+
+
+def like_escaped(text: str) -> str:
+    """``text`` matched literally by LIKE ... ESCAPE '\\': its % and _ are no wildcards."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 async def recipients(conn: AsyncConnection[Any], ids: Sequence[uuid.UUID]) -> list[Any]:

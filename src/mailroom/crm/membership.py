@@ -58,3 +58,23 @@ async def is_direct_member(session: AsyncSession, user: uuid.UUID, brand: uuid.U
         text('SELECT true FROM brand_members WHERE brand = :brand AND "user" = :user'), {"brand": brand, "user": user}
     )
     return bool(found)
+
+
+# Every brand the user reaches: those they are a member of and, below them, their teams (the brands whose
+# ROLE_IN_BRAND finds them), each once, by name. The depth bound is ROLE_IN_BRAND's.
+USER_BRANDS = text(
+    """
+    WITH RECURSIVE reach(id, depth) AS (
+        SELECT m.brand, 0 FROM brand_members m WHERE m.user = :user
+        UNION
+        SELECT b.id, r.depth + 1 FROM reach r JOIN brands b ON b.parent = r.id WHERE r.depth < 32
+    )
+    SELECT DISTINCT b.id, b.name FROM reach r JOIN brands b ON b.id = r.id AND b.deleted_at IS NULL
+    ORDER BY b.name, b.id
+    """
+)
+
+
+async def user_brands(session: AsyncSession, user: uuid.UUID) -> list[tuple[uuid.UUID, str]]:
+    """The brands the user may act in (as members or through a parent brand), by name."""
+    return [(row.id, row.name) for row in await session.execute(USER_BRANDS, {"user": user})]

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.addresses import normalize
 from mailroom.crypto import SecretBox
+from mailroom.links import SIGN_IN_PREFIX
 from mailroom.queue import defer_jobs, defer_statement
 from mailroom.transports.base import OutgoingMessage, PermanentSendError, Transport, send_one
 from mailroom.transports.mime import build_message, sender_message_id
@@ -27,6 +28,9 @@ CONFIRMATION = "email-confirmation"
 CONFIRMATION_TTL = 3 * 24 * 3600
 INVITATION = "invitation"
 INVITATION_TTL = 7 * 24 * 3600
+SIGN_IN = "sign-in"
+# A sign-in link is a key to the account: short-lived, and one-use where it is consumed (mailroom.web).
+SIGN_IN_TTL = 15 * 60
 
 DEFER_NOTICE = defer_statement("SELECT CAST(:args AS jsonb)")
 
@@ -53,6 +57,22 @@ async def queue_invitation(
     """Mail an existing user an invitation to join ``brand``, once this transaction commits."""
     args = json.dumps({"kind": INVITATION, "user": str(user), "brand": str(brand), "role": role, "by": str(inviter)})
     await defer_jobs(session, DEFER_NOTICE, NOTICE_TASK, args=args)
+
+
+async def queue_sign_in(session: AsyncSession, *, user: uuid.UUID, link: uuid.UUID) -> None:
+    """Mail the user the sign-in link ``link`` names, once this transaction commits."""
+    args = json.dumps({"kind": SIGN_IN, "user": str(user), "link": str(link)})
+    await defer_jobs(session, DEFER_NOTICE, NOTICE_TASK, args=args)
+
+
+def sign_in_url(box: SecretBox, public_url: str, link: uuid.UUID) -> str:
+    """The address of a sign-in link: a sealed token naming the link's row, which says whether it was used."""
+    return public_url.rstrip("/") + SIGN_IN_PREFIX + box.seal(SIGN_IN, {"link": str(link)}, ttl=SIGN_IN_TTL)
+
+
+def read_sign_in(box: SecretBox, token: str) -> uuid.UUID:
+    """The sign-in link a token names; InvalidToken (or ValueError) otherwise."""
+    return uuid.UUID(str(box.unseal(SIGN_IN, token)["link"]))
 
 
 def invitation_token(box: SecretBox, *, brand: uuid.UUID, email: str, role: str, inviter: uuid.UUID) -> str:
@@ -85,6 +105,7 @@ async def send_notice(
     brand: uuid.UUID | None = None,
     role: str | None = None,
     by: uuid.UUID | None = None,
+    link: uuid.UUID | None = None,
 ) -> None:
     row = (await session.execute(USER, {"id": user})).first()
     if row is None:
@@ -101,6 +122,8 @@ async def send_notice(
         token = invitation_token(box, brand=brand, email=row.email, role=role, inviter=by)
         subject = f"You are invited to {found.brand_name} on mailroom"
         body = _invitation_body(found.inviter_name, found.brand_name, role, f"{base}/invitations/{token}/accept")
+    elif kind == SIGN_IN and link is not None:
+        subject, body = "Sign in to mailroom", _sign_in_body(sign_in_url(box, base, link))
     else:
         raise PermanentSendError(f"unknown notice {kind!r}")
     message = build_message(
@@ -136,4 +159,13 @@ def _invitation_body(inviter: str, brand: str, role: str, accept_url: str) -> st
         "To join, accept the invitation with your own API token:\n\n"
         f"curl -X POST '{accept_url}' -H 'Authorization: Bearer <your token>'\n\n"
         f"The invitation works for {INVITATION_TTL // 86400} days. If you did not expect it, ignore this message.\n"
+    )
+
+
+def _sign_in_body(url: str) -> str:
+    return (
+        "Someone, probably you, asked to sign in to mailroom with this address.\n\n"
+        f"To sign in, open:\n\n{url}\n\n"
+        f"The link works once, for {SIGN_IN_TTL // 60} minutes. If this was not you, ignore this message: "
+        "nobody can sign in without it.\n"
     )

@@ -172,7 +172,12 @@ def build_job_app(conninfo: str, ctx: SendContext) -> procrastinate.App:
 
     @app.task(name=NOTICE_TASK, queue=QUEUE, retry=SEND_RETRY)
     async def send_notice_job(
-        kind: str, user: str, brand: str | None = None, role: str | None = None, by: str | None = None
+        kind: str,
+        user: str,
+        brand: str | None = None,
+        role: str | None = None,
+        by: str | None = None,
+        link: str | None = None,
     ) -> None:
         async with ctx.sessionmaker() as session:
             await send_notice(
@@ -187,6 +192,7 @@ def build_job_app(conninfo: str, ctx: SendContext) -> procrastinate.App:
                 brand=uuid.UUID(brand) if brand else None,
                 role=role,
                 by=uuid.UUID(by) if by else None,
+                link=uuid.UUID(link) if link else None,
             )
 
     @app.task(name=TEST_TASK, queue=QUEUE, pass_context=True, retry=TEST_RETRY)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from mailroom.config import Settings
@@ -86,7 +87,7 @@ REGISTRY: dict[str, Registered] = {
             "outbox",
             OutboxTransport.capabilities,
             configured=lambda settings: True,
-            build=lambda settings: OutboxTransport(settings.data_dir / "outbox"),
+            build=lambda settings: OutboxTransport(outbox_folder(settings)),
         ),
         Registered(
             "smtp", SmtpTransport.capabilities, configured=lambda settings: bool(settings.smtp_url), build=_smtp
@@ -105,6 +106,11 @@ REGISTRY: dict[str, Registered] = {
         ),
     )
 }
+
+
+def outbox_folder(settings: Settings) -> Path:
+    """Where the outbox transport writes each message, one file per message."""
+    return settings.data_dir / "outbox"
 
 
 def transport_name(settings: Settings) -> str:

@@ -1,0 +1,157 @@
+"""The workspace in a real browser: Debian's headless Chromium, driven through chromedriver by Selenium.
+
+Nothing here downloads a browser or a driver: without /usr/bin/chromium and /usr/bin/chromedriver (Debian's
+chromium and chromium-driver packages) the test skips and says so. With MAILROOM_SCREENSHOTS set to a
+folder (`make screenshots`) it also saves the pages it saw there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailroom.app import create_app
+from mailroom.config import Settings
+from mailroom.transports.registry import outbox_folder
+from tests.support.campaigns import campaign
+from tests.support.http_server import serve_app
+from tests.support.sender import running_worker
+from tests.support.workspace import link_path
+from tests.support.world import World
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+MISSING = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+SCREENSHOTS = os.environ.get("MAILROOM_SCREENSHOTS")
+# Drafts first made, oldest first; then one scheduled, the newest.
+SUBJECTS = ("Holiday hours", "October market report", "Price drop on Elm Street", "Spring listings are here")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        bool(MISSING), reason=f"no {' or '.join(MISSING)}: install Debian's chromium and chromium-driver packages"
+    ),
+]
+
+
+@pytest.fixture
+def chrome() -> Iterator[Any]:
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,860"):
+        options.add_argument(argument)
+    # Selenium Manager would fetch a browser or driver it thinks is missing; offline it only uses these.
+    os.environ["SE_OFFLINE"] = "true"
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+async def seed(session: AsyncSession, world: World) -> tuple[Any, str]:
+    """A brand with campaigns in each state a list shows; its Admin and their address."""
+    ann = await world.brand_admin(brand_name="Bay Realty", first="Ann", last="Agent")
+    await session.execute(text("UPDATE users SET display_name = 'Ann Agent' WHERE id = :id"), {"id": ann.user})
+    await session.commit()
+    # A team under the brand: the switcher offers both.
+    ann.data(await ann.post("/brands", {"name": "Bay Realty Downtown", "parent": str(ann.brand)}))
+    for subject in SUBJECTS:
+        ann.data(await ann.post("/emails", campaign(**{"from": str(ann.user), "subject": subject, "due_at": None})))
+    ann.data(await ann.post("/emails", campaign(**{"from": str(ann.user), "subject": "Open house this Sunday"})))
+    executed = (
+        "UPDATE email_campaigns SET due_at = now() - make_interval(days => :days), "
+        "executed_at = now() - make_interval(days => :days), recipients_count = :n, sent = :sent, failed = :failed, "
+        "delivered = :delivered, opened = :opened, clicked = :clicked, failed_at = :failed_at WHERE subject = :s"
+    )
+    stories = (
+        ("Holiday hours", 9, 380, 0, 0, 0, 0, 0, "now()"),
+        ("October market report", 6, 1240, 1236, 4, 1228, 611, 143, None),
+        ("Price drop on Elm Street", 0, 860, 512, 0, 497, 88, 12, None),
+    )
+    for s, days, n, sent, failed, delivered, opened, clicked, failed_at in stories:
+        params = dict(s=s, days=days, n=n, sent=sent, failed=failed, delivered=delivered, opened=opened)
+        params.update(clicked=clicked, failed_at=datetime.now(UTC) if failed_at else None)
+        await session.execute(text(executed), params)
+    await session.commit()
+    email = (await session.execute(text("SELECT email FROM users WHERE id = :id"), {"id": ann.user})).scalar_one()
+    return ann, str(email)
+
+
+def first_mail_in(folder: Path) -> str | None:
+    found = sorted(folder.glob("*.eml")) if folder.is_dir() else []
+    return found[0].read_text() if found else None
+
+
+async def wait_for_mail(folder: Path, *, within: float = 20.0) -> str:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        mail = first_mail_in(folder)
+        if mail is not None:
+            return mail
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no mail in {folder} after {within}s")
+
+
+def save_screenshot(chrome: Any, name: str) -> None:
+    """For `make screenshots` only: the page as the browser shows it, in MAILROOM_SCREENSHOTS."""
+    if SCREENSHOTS:
+        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        chrome.save_screenshot(str(Path(SCREENSHOTS) / name))
+
+
+async def test_a_person_signs_in_with_the_mailed_link_and_sees_the_campaigns(
+    chrome: Any, world: World, session: AsyncSession, settings: Settings, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.expected_conditions import title_contains
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    def press_and_wait(button: str, title: str) -> None:
+        chrome.find_element(By.CSS_SELECTOR, button).click()
+        WebDriverWait(chrome, 10).until(title_contains(title))
+
+    ann, email = await seed(session, world)
+    # A data folder of its own: the outbox holds only this test's mail.
+    local = settings.model_copy(update={"data_dir": tmp_path})
+    app: FastAPI = create_app(local)
+    with serve_app(app, name="mailroom") as url:
+        chrome.get(url + "/app/")
+        assert chrome.current_url == url + "/app/sign-in"
+        chrome.find_element(By.ID, "email").send_keys(email)
+        press_and_wait("form button[type=submit]", "Check your mail")
+        assert str(outbox_folder(local)) in chrome.page_source
+        async with running_worker(local, transport="outbox", public_url=url):
+            mail = await wait_for_mail(outbox_folder(local))
+        chrome.get(url + link_path(mail))
+        press_and_wait("form button[type=submit]", "Campaigns")
+        assert chrome.current_url == f"{url}/app/brands/{ann.brand}/campaigns"
+        rows = chrome.find_elements(By.CSS_SELECTOR, "tbody tr")
+        shown = {row.find_element(By.TAG_NAME, "th").text: row.text for row in rows}
+        assert list(shown) == ["Open house this Sunday", *reversed(SUBJECTS)]
+        assert "Sent" in shown["October market report"] and "99.4%" in shown["October market report"]
+        switcher = chrome.find_elements(By.CSS_SELECTOR, "#brand option")
+        assert [option.text for option in switcher] == ["Bay Realty", "Bay Realty Downtown"]
+        assert "Ann Agent" in chrome.find_element(By.CLASS_NAME, "topbar").text
+        # The page's own stylesheet applied: nothing the policy allows came from elsewhere, nothing was blocked.
+        assert chrome.find_element(By.CLASS_NAME, "topbar").value_of_css_property("display") == "flex"
+        save_screenshot(chrome, "campaigns.png")
+        # At a phone's width each campaign is a card and nothing scrolls sideways.
+        chrome.set_window_size(390, 844)
+        assert chrome.execute_script("return document.documentElement.scrollWidth") <= 390
+        save_screenshot(chrome, "campaigns-phone.png")
+        press_and_wait(".topbar button[type=submit]", "Sign in")
+        assert chrome.current_url == url + "/app/sign-in"
