@@ -50,6 +50,15 @@ LIVE_SESSION = text(
 )
 TOUCH_SESSION = text("UPDATE web_sessions SET last_seen_at = now() WHERE id_hash = :hash")
 END_SESSION = text("DELETE FROM web_sessions WHERE id_hash = :hash")
+USER_SESSIONS = text(
+    """
+    SELECT id_hash, created_at, last_seen_at FROM web_sessions
+    WHERE "user" = :user AND last_seen_at > now() - make_interval(days => :idle_days)
+    ORDER BY last_seen_at DESC
+    """
+)
+# Only the user's own: a handle of another user's session ends nothing.
+END_OWN_SESSION = text('DELETE FROM web_sessions WHERE id_hash = :hash AND "user" = :user')
 
 
 def session_hash(session_id: str) -> bytes:
@@ -101,3 +110,24 @@ async def session_user(session: AsyncSession, session_id: str | None) -> uuid.UU
 
 async def end_session(session: AsyncSession, session_id: str) -> None:
     await session.execute(END_SESSION, {"hash": session_hash(session_id)})
+
+
+async def user_sessions(session: AsyncSession, user: uuid.UUID) -> list[tuple[str, datetime, datetime]]:
+    """The user's live sessions, most recently seen first: (handle, started, last seen). A handle is the hex
+    of the stored hash, which names a session without being able to sign anyone in."""
+    rows = await session.execute(USER_SESSIONS, {"user": user, "idle_days": IDLE_DAYS})
+    return [(row.id_hash.hex(), row.created_at, row.last_seen_at) for row in rows]
+
+
+def session_handle(session_id: str) -> str:
+    return session_hash(session_id).hex()
+
+
+async def end_user_session(session: AsyncSession, user: uuid.UUID, handle: str) -> bool:
+    """End one of the user's sessions by its handle; False when the user has no such session."""
+    try:
+        key = bytes.fromhex(handle)
+    except ValueError:
+        return False
+    ended = await session.execute(END_OWN_SESSION, {"hash": key, "user": user})
+    return bool(getattr(ended, "rowcount", 0))
