@@ -1,0 +1,81 @@
+"""The workspace's suppression list: the addresses a brand no longer mails, which an Admin can mail again.
+
+The same rules as `/brands/{brand}/suppressions`: any member may read the list, only an Admin lifts an
+address (once the person has consented again), and a brand the user does not reach answers 404.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from mailroom.api.deps import Session
+from mailroom.api.strict_query import StrictQueryRoute
+from mailroom.crm.membership import member_role, user_brands
+from mailroom.errors import NotFound
+from mailroom.tracking.suppressions import lift_suppression, list_suppressions
+from mailroom.web import sign_in
+from mailroom.web.guard import SESSION_COOKIE, csrf_anchor
+from mailroom.web.pages import SIGN_IN_PAGE, App, _form_with_csrf, _me, _not_found, _redirect, _refused
+from mailroom.web.render import render
+
+PAGE_SIZE = 50
+
+router = APIRouter(prefix="/app", include_in_schema=False, route_class=StrictQueryRoute)
+
+
+@router.get("/brands/{brand}/suppressions")
+async def suppressions(
+    request: Request,
+    app: App,
+    session: Session,
+    brand: uuid.UUID,
+    q: Annotated[str, Query(max_length=254)] = "",
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> Response:
+    user = await sign_in.session_user(session, request.cookies.get(SESSION_COOKIE))
+    if user is None:
+        return _redirect(SIGN_IN_PAGE)
+    me = await _me(session, user)
+    role = await member_role(session, user, brand)
+    if role is None:
+        return _not_found(request, app, user=me)
+    rows, total = await list_suppressions(
+        session, brand=brand, start=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, q=q.strip() or None
+    )
+    brands = await user_brands(session, user)
+    return render(
+        "suppressions.html",
+        app.box,
+        csrf_anchor(request),
+        user=me,
+        brand=brand,
+        brand_name=next((name for id_, name in brands if id_ == brand), ""),
+        admin=role == "Admin",
+        rows=rows,
+        total=total,
+        q=q,
+        page=page,
+        pages=max(1, -(-total // PAGE_SIZE)),
+    )
+
+
+@router.post("/brands/{brand}/suppressions/lift")
+async def lift(request: Request, app: App, session: Session, brand: uuid.UUID) -> Response:
+    user = await sign_in.session_user(session, request.cookies.get(SESSION_COOKIE))
+    if user is None:
+        return _redirect(SIGN_IN_PAGE)
+    fields = await _form_with_csrf(request, app)
+    role = await member_role(session, user, brand)
+    if role is None:
+        return _not_found(request, app, user=await _me(session, user))
+    if fields is None or role != "Admin":
+        return _refused(request, app)
+    try:
+        await lift_suppression(session, brand=brand, address=fields.get("address", ""))
+    except NotFound:
+        return _not_found(request, app, user=await _me(session, user))
+    return _redirect(f"/app/brands/{brand}/suppressions")
