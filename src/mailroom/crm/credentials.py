@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Literal, cast
 
-from sqlalchemy import func, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.crm.models import GoogleCredential, MicrosoftCredential
@@ -51,6 +51,21 @@ async def create_credential(
     await session.flush()
     await session.refresh(credential)
     return credential
+
+
+async def user_credentials(
+    session: AsyncSession, *, user: uuid.UUID, brand: uuid.UUID
+) -> list[tuple[Kind, Credential]]:
+    """The user's live mailboxes connected for the brand, Google's then Microsoft's, newest first."""
+    found: list[tuple[Kind, Credential]] = []
+    for kind, model in MODELS.items():
+        rows = await session.scalars(
+            select(model)
+            .where(model.user == user, model.brand == brand, model.deleted_at.is_(None))
+            .order_by(model.created_at.desc())
+        )
+        found += [(kind, cast(Credential, row)) for row in rows]
+    return found
 
 
 async def revoke_credential(
