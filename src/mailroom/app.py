@@ -46,6 +46,7 @@ from mailroom.files.storage import storage_from_settings
 from mailroom.links import install_access_log_filter
 from mailroom.serialize import closed
 from mailroom.templating.renderer import RenderLimits, RenderPool
+from mailroom.web.compose import router as compose_router
 from mailroom.web.pages import WebSessions
 from mailroom.web.pages import router as workspace_router
 
@@ -136,6 +137,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(notifications_router)
     app.include_router(metrics_router)
     app.include_router(docs_router)
+    # Before the workspace's own routes, whose last one answers any other /app/ path as a missing page.
+    app.include_router(compose_router)
     app.include_router(workspace_router)
     included = list(app.router.routes)
     app.router.routes[:] = [RoutesBySegment(flatten(included))]
