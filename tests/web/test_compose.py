@@ -215,6 +215,8 @@ async def test_editing_keeps_the_form_and_a_sent_campaign_is_refused(
         edit = f"/app/brands/{ann.brand}/campaigns/{draft['id']}/edit"
         page = (await web.get(edit)).text
         assert 'value="Before"' in page and "jane@example.com" in page
+        # The text the service made from the html shows as what was typed: nothing, so it follows the html.
+        assert 'name="text" rows="4"></textarea>' in page
         saved = await post_form(web, edit, subject="After")
         assert saved.status_code == 303
         refused = await web.get(f"/app/brands/{ann.brand}/campaigns/{sent['id']}/edit")

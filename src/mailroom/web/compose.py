@@ -126,7 +126,9 @@ async def _page(
         form=form,
         errors=errors or {},
         choices=offered,
-        preview_contacts=await contact_options(session, brand, [*form.contacts, form.preview_contact]),
+        # Those found or ticked, and the one chosen before (found by an earlier search).
+        preview_contacts=offered.contacts
+        + [c for c in await contact_options(session, brand, [form.preview_contact]) if c not in offered.contacts],
         **context,
     )
 
@@ -272,8 +274,22 @@ async def edit_form(
         return campaign
     form = ComposeForm.from_campaign(campaign, await _recipients(session, campaign.id))
     form.preview_contact = contact
+    if await _text_made_from_html(request, campaign):
+        # Shown empty, as it was typed: saved so, it is made again from the html as that changes.
+        form.text = ""
     shown = await _preview(request, session, brand, campaign.id, user, contact) if preview else None
     return await _page(request, app, session, brand, user, form, campaign=campaign.id, preview=shown, tested=tested)
+
+
+async def _text_made_from_html(request: Request, campaign: EmailCampaign) -> bool:
+    """Whether the stored text is the one the service made from the html (the form left it empty)."""
+    if not campaign.html or not campaign.text:
+        return False
+    try:
+        _, derived = await service.check_templates(campaign.subject, campaign.html, None, request.app.state.renderer)
+    except MailroomError:
+        return False
+    return derived == campaign.text
 
 
 @router.post("/{campaign_id}/edit")
