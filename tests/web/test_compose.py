@@ -294,3 +294,80 @@ async def test_markup_in_subjects_and_contact_names_is_shown_as_text(world: Worl
     for shown in (page.text, preview.text):
         assert "<script" not in shown and "<img" not in shown and "&lt;script&gt;alert(1)&lt;/script&gt;" in shown
     assert "onerror=alert(2)&gt;" in page.text
+
+
+async def test_junk_in_any_field_is_answered_with_the_form_never_a_500(
+    world: World, app: FastAPI, session: AsyncSession
+) -> None:
+    ann = await world.brand_admin()
+    before = await row_counts(session)
+    junk: list[dict[str, str]] = [
+        {"contacts": "not-an-id"},
+        {"lists": str(uuid.uuid4())},
+        {"sender": "nobody"},
+        {"mailbox": "google:nope"},
+        # Not addressed to each recipient by name, so it is one shared message and the mailbox is checked.
+        {"mailbox": f"microsoft:{uuid.uuid4()}", "subject": "Plain", "html": "<p>Plain</p>"},
+        {"subject": "nul \x00 inside"},
+        {"schedule": "at", "send_at": "2031-13-45T99:99"},
+        {"tags": "x" * 300},
+        {"addresses": "a@b.c, @@@"},
+    ]
+    async with browser(app) as web:
+        await signed_in(web, app, ann.user)
+        for fields in junk:
+            response = await post_form(web, new_page(ann), **fields)
+            assert response.status_code == 400 and "was not saved" in response.text, (fields, response.text)
+        odd = await post_form(web, new_page(ann), action="nothing-like-it", preview_contact="garbage")
+        assert odd.status_code == 200
+        edit = f"/app/brands/{ann.brand}/campaigns/{uuid.uuid4()}/edit"
+        assert (await web.get(edit, params={"contact": "x" * 37})).status_code == 400
+    assert await row_counts(session) == before
+
+
+async def test_compose_pages_keep_the_workspace_policy_and_load_nothing_from_elsewhere(
+    world: World, app: FastAPI
+) -> None:
+    ann = await world.brand_admin()
+    async with browser(app) as web:
+        await signed_in(web, app, ann.user)
+        pages = [await web.get(new_page(ann)), await post_form(web, new_page(ann), addresses="")]
+        pressed = await post_form(web, new_page(ann), action="preview")
+        pages.append(await web.get(pressed.headers["location"]))
+        scheduled = await post_form(web, new_page(ann), schedule="now")
+        pages.append(await web.get(scheduled.headers["location"]))
+    for page in pages:
+        policy = page.headers["content-security-policy"]
+        assert "default-src 'self'" in policy and "unsafe-inline" not in policy and "frame-ancestors 'none'" in policy
+        for reference in re.findall(r'\b(?:src|href|action)="([^"]*)"', page.text):
+            assert reference.startswith("/") and not reference.startswith("//"), reference
+        assert "style=" not in page.text and "<script" not in page.text
+
+
+async def test_a_connected_mailbox_is_offered_and_sends_the_campaign(
+    world: World, app: FastAPI, session: AsyncSession
+) -> None:
+    ann = await world.brand_admin()
+    gmail = await world.google_credential(ann)
+    await world.microsoft_credential(ann, revoked=True)
+    async with browser(app) as web:
+        await signed_in(web, app, ann.user)
+        page = (await web.get(new_page(ann))).text
+        mailboxes = page.split('id="mailbox"')[1].split("</select>")[0]
+        assert re.findall(r'<option value="([^"]*)"', mailboxes) == ["", f"google:{gmail}"]
+        plain = {"subject": "Plain", "html": "<p>Plain</p>", "mailbox": f"google:{gmail}"}
+        assert (await post_form(web, new_page(ann), **plain)).status_code == 303
+    ((campaign_id, _, _),) = await stored(session)
+    assert ann.data(await ann.get(f"/emails/{campaign_id}"))["google_credential"] == gmail
+
+
+async def test_tests_beyond_the_allowance_are_refused_with_the_wait(world: World, app: FastAPI) -> None:
+    ann = await world.brand_admin()
+    async with browser(app) as web:
+        await signed_in(web, app, ann.user)
+        first = await post_form(web, new_page(ann), action="test")
+        edit = first.headers["location"].split("?")[0]
+        for _ in range(9):
+            assert (await post_form(web, edit, action="test")).status_code == 303
+        refused = await post_form(web, edit, action="test")
+    assert refused.status_code == 200 and "The test was not sent" in refused.text and "minutes" in refused.text
