@@ -371,3 +371,14 @@ async def test_tests_beyond_the_allowance_are_refused_with_the_wait(world: World
             assert (await post_form(web, edit, action="test")).status_code == 303
         refused = await post_form(web, edit, action="test")
     assert refused.status_code == 200 and "The test was not sent" in refused.text and "minutes" in refused.text
+
+
+async def test_a_campaign_with_parts_the_form_cannot_show_is_not_edited_here(world: World, app: FastAPI) -> None:
+    ann = await world.brand_admin()
+    copied = campaign(**{"due_at": None, "cc": [{"recipient_type": "Email", "email": "boss@example.com"}]})
+    with_cc = ann.data(await ann.post("/emails", copied))
+    async with browser(app) as web:
+        await signed_in(web, app, ann.user)
+        page = await web.get(f"/app/brands/{ann.brand}/campaigns/{with_cc['id']}/edit")
+    assert page.status_code == 409 and "through the API" in page.text
+    assert ann.data(await ann.get(f"/emails/{with_cc['id']}"))["subject"] == "Open house"

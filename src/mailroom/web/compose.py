@@ -69,16 +69,20 @@ def _why_not_editable(campaign: EmailCampaign) -> str | None:
     return None
 
 
-async def _unshown_parts(session: AsyncSession, campaign: uuid.UUID) -> bool:
-    """Whether the campaign holds what this form cannot show (Cc, Bcc, MLS agents, attachments), which saving
-    the form would drop."""
-    odd = select(EmailCampaignRecipient.id).where(
-        EmailCampaignRecipient.campaign == campaign,
-        EmailCampaignRecipient.deleted_at.is_(None),
-        (EmailCampaignRecipient.send_type != "To") | (EmailCampaignRecipient.recipient_type == "Agent"),
+async def _unshown_parts(session: AsyncSession, campaign: EmailCampaign) -> bool:
+    """Whether the campaign holds what this form cannot show (Cc, Bcc, MLS agents, another brand's agents, an
+    address tied to a contact, attachments), which saving the form would drop or change."""
+    item = EmailCampaignRecipient
+    odd = select(item.id).where(
+        item.campaign == campaign.id,
+        item.deleted_at.is_(None),
+        (item.send_type != "To")
+        | (item.recipient_type == "Agent")
+        | ((item.recipient_type == "Brand") & (item.brand != campaign.brand))
+        | ((item.recipient_type == "Email") & item.contact.is_not(None)),
     )
     attached = select(EmailCampaignAttachment.id).where(
-        EmailCampaignAttachment.campaign == campaign, EmailCampaignAttachment.deleted_at.is_(None)
+        EmailCampaignAttachment.campaign == campaign.id, EmailCampaignAttachment.deleted_at.is_(None)
     )
     return (await session.scalar(odd.limit(1))) is not None or (await session.scalar(attached.limit(1))) is not None
 
@@ -236,7 +240,7 @@ async def _editable(
     except NotFound:
         return _not_found(request, app, user=await _me(session, user))
     reason = _why_not_editable(campaign)
-    if reason is None and await _unshown_parts(session, campaign.id):
+    if reason is None and await _unshown_parts(session, campaign):
         reason = (
             "It has Cc or Bcc recipients, MLS agents or attachments, which this page cannot show yet: "
             "change it through the API."
@@ -382,6 +386,8 @@ async def confirm_form(
         schedule=schedule,
         send_at=send_at,
         due=None if schedule == "now" else due,
+        # A time already past is taken as the API takes it: the campaign goes out at once.
+        past=schedule == "at" and due is not None and due < datetime.now(UTC),
     )
 
 
