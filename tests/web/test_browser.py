@@ -158,12 +158,15 @@ async def test_a_person_signs_in_with_the_mailed_link_and_sees_the_campaigns(
 
 
 def pressed(chrome: Any, button: str, title: str) -> None:
-    """Press the button (a CSS selector) and wait for the page whose title holds ``title``."""
+    """Press the button (a CSS selector) and wait for the next page, whose title holds ``title``: first for the
+    pressed one to go, since the next may have the same title (a search answers with the form again)."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.expected_conditions import title_contains
+    from selenium.webdriver.support.expected_conditions import staleness_of, title_contains
     from selenium.webdriver.support.wait import WebDriverWait
 
-    chrome.find_element(By.CSS_SELECTOR, button).click()
+    element = chrome.find_element(By.CSS_SELECTOR, button)
+    element.click()
+    WebDriverWait(chrome, 10).until(staleness_of(element))
     WebDriverWait(chrome, 10).until(title_contains(title))
 
 
