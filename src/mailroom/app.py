@@ -47,6 +47,7 @@ from mailroom.links import install_access_log_filter
 from mailroom.serialize import closed
 from mailroom.templating.renderer import RenderLimits, RenderPool
 from mailroom.web.account import router as account_router
+from mailroom.web.compose import router as compose_router
 from mailroom.web.mailboxes import router as mailboxes_page_router
 from mailroom.web.notifications import router as notifications_page_router
 from mailroom.web.pages import WebSessions
@@ -142,6 +143,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(docs_router)
     # Before the workspace's own router, whose last route answers every other /app/ path as not found.
     app.include_router(account_router)
+    app.include_router(compose_router)
     app.include_router(mailboxes_page_router)
     app.include_router(notifications_page_router)
     app.include_router(suppressions_page_router)

@@ -157,3 +157,13 @@ async def executed_this_month(session: AsyncSession, user: uuid.UUID, now: datet
     start, end = month_bounds(now)
     params = {"user": user, "start": start, "end": end}
     return int((await session.execute(EXECUTED_IN_MONTH, params)).scalar_one() or 0)
+
+
+# How many addresses a stored campaign goes to, expanded exactly as the sender will expand it.
+AUDIENCE_COUNT = text(f"WITH {EXPANSION_CTE} SELECT count(*) FROM expanded")
+
+
+async def audience_count(session: AsyncSession, campaign: uuid.UUID) -> int:
+    """The number of distinct addresses the campaign would go to if it were sent now (suppressions and
+    unsubscribed contacts left out), for a person to confirm before scheduling it."""
+    return int((await session.execute(AUDIENCE_COUNT, {"campaigns": [campaign]})).scalar_one())
