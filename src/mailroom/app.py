@@ -48,6 +48,7 @@ from mailroom.serialize import closed
 from mailroom.templating.renderer import RenderLimits, RenderPool
 from mailroom.web.pages import WebSessions
 from mailroom.web.pages import router as workspace_router
+from mailroom.web.report import router as report_router
 
 
 @closed
@@ -136,6 +137,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(notifications_router)
     app.include_router(metrics_router)
     app.include_router(docs_router)
+    # Before the workspace's router: its last route answers every other path under /app/ as not found.
+    app.include_router(report_router)
     app.include_router(workspace_router)
     included = list(app.router.routes)
     app.router.routes[:] = [RoutesBySegment(flatten(included))]
