@@ -50,6 +50,7 @@ bench: $(DEV)
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/mime.py
 	$(BIN)/python bench/events.py
+	$(BIN)/python bench/report.py
 
 # The workspace's pages as headless Chromium shows them, for the README (needs Debian's chromium and
 # chromium-driver; the browser test skips without them, and then this fails).

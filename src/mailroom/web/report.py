@@ -132,7 +132,14 @@ async def campaign_report(
     figures = await stats.campaign_stats(conn, campaign, user)
     search = q.strip() or None
     people, matching = await reads.campaign_emails_page(
-        conn, campaign, frozenset(), order=sort, start=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, search=search
+        conn,
+        campaign,
+        frozenset(),
+        order=sort,
+        start=(page - 1) * PAGE_SIZE,
+        limit=PAGE_SIZE,
+        search=search,
+        count_apart=True,
     )
     pages = max(1, -(-matching // PAGE_SIZE))
     if page > pages:
