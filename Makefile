@@ -56,9 +56,9 @@ bench: $(DEV)
 # chromium-driver; the browser test skips without them, and then this fails).
 SCREENSHOTS := docs/screenshots
 screenshots: $(DEV)
-	rm -f $(SCREENSHOTS)/campaigns.png $(SCREENSHOTS)/campaigns-phone.png
+	rm -f $(SCREENSHOTS)/campaigns.png $(SCREENSHOTS)/campaigns-phone.png $(SCREENSHOTS)/report.png $(SCREENSHOTS)/report-phone.png
 	MAILROOM_SCREENSHOTS=$(CURDIR)/$(SCREENSHOTS) $(BIN)/pytest -p no:cacheprovider -n 0 -rs tests/web/test_browser.py
-	@test -f $(SCREENSHOTS)/campaigns.png || { echo "mailroom: no screenshot was taken (see the skip reason above)" >&2; exit 1; }
+	@test -f $(SCREENSHOTS)/campaigns.png && test -f $(SCREENSHOTS)/report.png || { echo "mailroom: no screenshot was taken (see the skip reason above)" >&2; exit 1; }
 
 clean:
 	rm -rf $(VENV) var

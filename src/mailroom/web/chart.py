@@ -12,6 +12,8 @@ from typing import Any
 HOURLY_SPAN = 48
 WIDTH, HEIGHT = 800, 240
 LEFT, RIGHT, TOP, BOTTOM = 44, 8, 12, 34
+# Room for an x-axis label such as 'day 12' at the chart's size, in its own units.
+MIN_TICK_GAP = 48
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,11 +102,13 @@ def chart(series: list[Bucket]) -> Chart | None:
                 Bar(round(x + offset, 2), round(baseline - height, 2), round(bar, 2), round(height, 2), kind, title)
             )
     grid = [(round(baseline - plot_height * k / 4, 2), f"{top * k / 4:g}") for k in range(5)]
-    # A label every sixth hour, and every day after the hourly span; at most about a dozen in all.
-    every = max(1, len(series) // 12)
-    ticks = [
-        (round(LEFT + n * slot + slot / 2, 2), b.label)
-        for n, b in enumerate(series)
-        if n % every == 0 and (not b.label.endswith("h") or int(b.label[1:-1]) % 6 == 0)
-    ]
+    # A label every twelfth hour (every sixth when the hours are all there is) and on each day, leaving
+    # out any that would touch the one before it.
+    hours_apart = 6 if len(series) <= 24 else 12
+    ticks: list[tuple[float, str]] = []
+    for n, b in enumerate(series):
+        x = round(LEFT + n * slot + slot / 2, 2)
+        wanted = not b.label.endswith("h") or int(b.label[1:-1]) % hours_apart == 0
+        if wanted and (not ticks or x - ticks[-1][0] >= MIN_TICK_GAP):
+            ticks.append((x, b.label))
     return Chart(WIDTH, HEIGHT, bars, grid, ticks, baseline, LEFT, WIDTH - RIGHT)
