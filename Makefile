@@ -50,14 +50,15 @@ bench: $(DEV)
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/mime.py
 	$(BIN)/python bench/events.py
+	$(BIN)/python bench/report.py
 
 # The workspace's pages as headless Chromium shows them, for the README (needs Debian's chromium and
 # chromium-driver; the browser test skips without them, and then this fails).
 SCREENSHOTS := docs/screenshots
 screenshots: $(DEV)
-	rm -f $(SCREENSHOTS)/campaigns.png $(SCREENSHOTS)/campaigns-phone.png $(SCREENSHOTS)/compose.png $(SCREENSHOTS)/compose-phone.png
+	rm -f $(SCREENSHOTS)/campaigns.png $(SCREENSHOTS)/campaigns-phone.png $(SCREENSHOTS)/compose.png $(SCREENSHOTS)/compose-phone.png $(SCREENSHOTS)/report.png $(SCREENSHOTS)/report-phone.png
 	MAILROOM_SCREENSHOTS=$(CURDIR)/$(SCREENSHOTS) $(BIN)/pytest -p no:cacheprovider -n 0 -rs tests/web/test_browser.py
-	@test -f $(SCREENSHOTS)/campaigns.png -a -f $(SCREENSHOTS)/compose.png || { echo "mailroom: no screenshot was taken (see the skip reason above)" >&2; exit 1; }
+	@test -f $(SCREENSHOTS)/campaigns.png -a -f $(SCREENSHOTS)/compose.png -a -f $(SCREENSHOTS)/report.png || { echo "mailroom: no screenshot was taken (see the skip reason above)" >&2; exit 1; }
 
 clean:
 	rm -rf $(VENV) var

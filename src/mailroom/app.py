@@ -52,6 +52,7 @@ from mailroom.web.mailboxes import router as mailboxes_page_router
 from mailroom.web.notifications import router as notifications_page_router
 from mailroom.web.pages import WebSessions
 from mailroom.web.pages import router as workspace_router
+from mailroom.web.report import router as report_router
 from mailroom.web.suppressions import router as suppressions_page_router
 
 
@@ -147,6 +148,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(mailboxes_page_router)
     app.include_router(notifications_page_router)
     app.include_router(suppressions_page_router)
+    app.include_router(report_router)
     app.include_router(workspace_router)
     included = list(app.router.routes)
     app.router.routes[:] = [RoutesBySegment(flatten(included))]

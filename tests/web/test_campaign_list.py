@@ -37,7 +37,8 @@ async def add_campaigns(
 
 
 def subjects_on(page: str) -> list[str]:
-    return re.findall(r'<th scope="row" class="subject">(.*?)</th>', page)
+    # Each subject is the link to its campaign's report.
+    return re.findall(r'<th scope="row" class="subject"><a href="[^"]+">(.*?)</a></th>', page)
 
 
 async def test_another_brands_list_answers_404_and_a_signed_out_browser_goes_to_sign_in(

@@ -45,6 +45,7 @@ def campaign_rows(rows: Iterable[Any]) -> list[dict[str, Any]]:
     """What the campaign list shows of each campaign row ``reads.brand_campaigns`` returns."""
     return [
         {
+            "id": row.id,
             "subject": row.subject,
             "status": progress(row),
             "due_at": row.due_at,
