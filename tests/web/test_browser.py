@@ -122,6 +122,15 @@ async def wait_for_mail(folder: Path, *, within: float = 20.0) -> str:
     raise AssertionError(f"no mail in {folder} after {within}s")
 
 
+def resized(chrome: Any, width: int, height: int) -> None:
+    """The window at ``width`` x ``height``, once the page's viewport has taken the width: on a busy machine the
+    resize lands after set_window_size returns, and a page measured before it is measured at the old width."""
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    chrome.set_window_size(width, height)
+    WebDriverWait(chrome, 10).until(lambda driver: driver.execute_script("return window.innerWidth") <= width)
+
+
 def save_screenshot(chrome: Any, name: str) -> None:
     """For `make screenshots` only: the page as the browser shows it, in MAILROOM_SCREENSHOTS."""
     if SCREENSHOTS:
@@ -166,7 +175,7 @@ async def test_a_person_signs_in_with_the_mailed_link_and_sees_the_campaigns(
         assert chrome.find_element(By.CLASS_NAME, "topbar").value_of_css_property("display") == "flex"
         save_screenshot(chrome, "campaigns.png")
         # At a phone's width each campaign is a card and nothing scrolls sideways.
-        chrome.set_window_size(390, 844)
+        resized(chrome, 390, 844)
         assert chrome.execute_script("return document.documentElement.scrollWidth") <= 390
         save_screenshot(chrome, "campaigns-phone.png")
         chrome.set_window_size(1280, 860)
@@ -182,7 +191,7 @@ async def test_a_person_signs_in_with_the_mailed_link_and_sees_the_campaigns(
         assert len(chrome.find_elements(By.CSS_SELECTOR, "#people tbody tr")) == 50
         chrome.set_window_size(1280, 2400)
         save_screenshot(chrome, "report.png")
-        chrome.set_window_size(390, 2000)
+        resized(chrome, 390, 2000)
         assert chrome.execute_script("return document.documentElement.scrollWidth") <= 390
         save_screenshot(chrome, "report-phone.png")
         press_and_wait(".topbar button[type=submit]", "Sign in")
@@ -243,7 +252,7 @@ async def test_a_person_composes_previews_and_schedules_a_campaign(
         chrome.switch_to.default_content()
         chrome.set_window_size(1280, 1500)
         save_screenshot(chrome, "compose.png")
-        chrome.set_window_size(390, 844)
+        resized(chrome, 390, 844)
         # What sticks out, named in the failure.
         wide = chrome.execute_script(
             "return [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 390)"
