@@ -106,3 +106,36 @@ async def test_database_restart_mid_campaign(own_postgres: tuple[str, Any], tmp_
     assert (final.sent_rows, final.error_rows, final.sent) == (RECIPIENTS, 0, RECIPIENTS)
     rows = await faults.recipient_rows(url, campaign)
     assert len({email for _, email, *_ in rows}) == RECIPIENTS, "each row sent once"
+
+
+@pytest.mark.slow
+async def test_a_waiting_worker_outlives_a_database_restart_and_sends_after_it(
+    own_postgres: tuple[str, Any], tmp_path: Path
+) -> None:
+    """With nothing to do, the worker's listener is the first to see PostgreSQL go, and its reconnect meets a
+    server that is not back yet: the worker must not end with it."""
+    url, server = own_postgres
+    with faults.fleet(url, tmp_path) as workers, smtp_server() as smtp:
+        settings = Settings(
+            database_url=url, data_dir=tmp_path / "data", secret_key=TEST_SECRET_KEY, public_url="http://mailroom.test"
+        )
+        (worker,) = await faults.start_ready(workers, url, transport="smtp", smtp_url=smtp.url)
+        await asyncio.to_thread(restart, server, DOWN_FOR)
+        await asyncio.sleep(2 * DOWN_FOR)
+        assert worker.alive, f"the worker ended with the database\n{workers.logs()}"
+
+        app = create_app(settings)
+        try:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://mailroom.test") as client:
+                admin = await World(client=client, sessionmaker=app.state.sessionmaker).brand_admin()
+                expected = await faults.seed_contacts(url, admin.brand, 50)
+                campaign = await faults.schedule_to_all_contacts(admin)
+        finally:
+            await dispose(app)
+        final = await faults.wait_finished(url, campaign, workers, within=60)
+        assert worker.alive, "the same worker sent the campaign"
+        received = sorted(address.lower() for m in smtp.messages for address in m.rcpt_tos)
+
+    assert received == sorted(expected)
+    assert (final.sent_rows, final.error_rows) == (50, 0)

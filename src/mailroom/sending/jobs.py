@@ -18,6 +18,7 @@ import procrastinate
 import psycopg
 import sqlalchemy.exc
 from procrastinate import RetryStrategy
+from procrastinate.exceptions import ConnectorException
 from procrastinate.jobs import Job
 from procrastinate.retry import RetryDecision
 from sqlalchemy import text
@@ -57,6 +58,8 @@ CHANNEL = "mailroom_campaign_due"
 # Retry-After, a backoff) is only found by polling. procrastinate polls every 5 s, so a 1 s pause
 # cost up to 5 s; one cheap query a second keeps retries near the time they were asked for.
 RETRY_POLL = 1.0
+# Between procrastinate's worker stopping by itself (its database gone) and starting it again.
+WORKER_RESTART_DELAY = 1.0
 HEARTBEAT = 2.0
 STALLED_AFTER = 8.0
 # The longest a watcher sleeps without a NOTIFY: a safety net, not the mechanism.
@@ -220,6 +223,30 @@ def build_job_app(conninfo: str, ctx: SendContext) -> procrastinate.App:
     return app
 
 
+async def _run_job_worker(app: procrastinate.App, concurrency: int) -> None:
+    """procrastinate's worker, started again whenever it stops by itself.
+
+    It stops when a side task fails or a job fetch raises, as when its listener cannot reconnect while
+    PostgreSQL restarts; the jobs it was running finish first (they wait for the database to record what
+    they sent). Only cancelling this coroutine (the process stopping) ends it.
+    """
+    while True:
+        try:
+            await app.run_worker_async(
+                queues=[QUEUE],
+                concurrency=concurrency,
+                install_signal_handlers=False,
+                update_heartbeat_interval=HEARTBEAT,
+                fetch_job_polling_interval=RETRY_POLL,
+                stalled_worker_timeout=STALLED_AFTER,
+                delete_jobs="successful",
+            )
+            log.warning("the job worker stopped by itself; starting it again in %.0f s", WORKER_RESTART_DELAY)
+        except (ConnectorException, psycopg.OperationalError) as exc:
+            log.warning("the job worker lost the database (%s); starting it again in %.0f s", exc, WORKER_RESTART_DELAY)
+        await asyncio.sleep(WORKER_RESTART_DELAY)
+
+
 async def run_worker(settings: Settings, *, concurrency: int = 8) -> None:
     url = resolve_database_url(settings)
     conninfo = libpq_url(url)
@@ -257,15 +284,7 @@ async def run_worker(settings: Settings, *, concurrency: int = 8) -> None:
                 asyncio.create_task(recover_stalled_jobs(app)),
             ]
             try:
-                await app.run_worker_async(
-                    queues=[QUEUE],
-                    concurrency=concurrency,
-                    install_signal_handlers=False,
-                    update_heartbeat_interval=HEARTBEAT,
-                    fetch_job_polling_interval=RETRY_POLL,
-                    stalled_worker_timeout=STALLED_AFTER,
-                    delete_jobs="successful",
-                )
+                await _run_job_worker(app, concurrency)
             finally:
                 for task in tasks:
                     task.cancel()
