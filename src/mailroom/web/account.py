@@ -22,7 +22,7 @@ from mailroom.crm.tokens import MAX_TOKEN_DAYS
 from mailroom.errors import NotFound
 from mailroom.web import sign_in
 from mailroom.web.guard import SESSION_COOKIE, csrf_anchor
-from mailroom.web.pages import SIGN_IN_PAGE, App, _form_with_csrf, _me, _not_found, _redirect, _refused
+from mailroom.web.pages import SIGN_IN_PAGE, App, form_with_csrf, not_found, redirect, refused, signed_in, user_row
 from mailroom.web.render import render
 
 ACCOUNT_PAGE = "/app/account"
@@ -42,7 +42,7 @@ async def _page(
         app.box,
         csrf_anchor(request),
         status=status,
-        user=await _me(session, user),
+        user=await user_row(session, user),
         sessions=await sign_in.user_sessions(session, user),
         this_session=sign_in.session_handle(current) if current else "",
         tokens=await tokens.list_tokens(session, user=user),
@@ -54,23 +54,23 @@ async def _page(
 
 @router.get("/account")
 async def account(request: Request, app: App, session: Session) -> Response:
-    user = await sign_in.session_user(session, request.cookies.get(SESSION_COOKIE))
+    user = await signed_in(request, session)
     if user is None:
-        return _redirect(SIGN_IN_PAGE)
+        return redirect(SIGN_IN_PAGE)
     return await _page(request, app, session, user)
 
 
 @router.post("/account/sessions/end")
 async def end_session(request: Request, app: App, session: Session) -> Response:
-    user = await sign_in.session_user(session, request.cookies.get(SESSION_COOKIE))
+    user = await signed_in(request, session)
     if user is None:
-        return _redirect(SIGN_IN_PAGE)
-    fields = await _form_with_csrf(request, app)
+        return redirect(SIGN_IN_PAGE)
+    fields = await form_with_csrf(request, app)
     if fields is None:
-        return _refused(request, app)
+        return refused(request, app)
     if not await sign_in.end_user_session(session, user, fields.get("session", "")):
-        return _not_found(request, app, user=await _me(session, user))
-    return _redirect(ACCOUNT_PAGE)
+        return not_found(request, app, user=await user_row(session, user))
+    return redirect(ACCOUNT_PAGE)
 
 
 def _token_request(fields: dict[str, Any]) -> TokenIn | str:
@@ -88,12 +88,12 @@ def _token_request(fields: dict[str, Any]) -> TokenIn | str:
 
 @router.post("/account/tokens")
 async def create_token(request: Request, app: App, session: Session) -> Response:
-    user = await sign_in.session_user(session, request.cookies.get(SESSION_COOKIE))
+    user = await signed_in(request, session)
     if user is None:
-        return _redirect(SIGN_IN_PAGE)
-    fields = await _form_with_csrf(request, app)
+        return redirect(SIGN_IN_PAGE)
+    fields = await form_with_csrf(request, app)
     if fields is None:
-        return _refused(request, app)
+        return refused(request, app)
     body = _token_request(fields)
     if isinstance(body, str):
         return await _page(request, app, session, user, status=400, error=body, form=fields)
@@ -104,14 +104,14 @@ async def create_token(request: Request, app: App, session: Session) -> Response
 
 @router.post("/account/tokens/{token_id}/revoke")
 async def revoke_token(request: Request, app: App, session: Session, token_id: uuid.UUID) -> Response:
-    user = await sign_in.session_user(session, request.cookies.get(SESSION_COOKIE))
+    user = await signed_in(request, session)
     if user is None:
-        return _redirect(SIGN_IN_PAGE)
-    if await _form_with_csrf(request, app) is None:
-        return _refused(request, app)
+        return redirect(SIGN_IN_PAGE)
+    if await form_with_csrf(request, app) is None:
+        return refused(request, app)
     try:
         await tokens.revoke_token(session, token_id=token_id, user=user)
     except NotFound:
-        return _not_found(request, app, user=await _me(session, user))
+        return not_found(request, app, user=await user_row(session, user))
     request.app.state.token_check.forget(token_id)
-    return _redirect(ACCOUNT_PAGE)
+    return redirect(ACCOUNT_PAGE)

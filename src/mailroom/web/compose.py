@@ -28,11 +28,10 @@ from mailroom.campaigns.preview import PreviewIn
 from mailroom.crm.membership import user_brands
 from mailroom.errors import Forbidden, MailroomError, NotFound
 from mailroom.sending import testmail
-from mailroom.web import sign_in
 from mailroom.web.compose_choices import choices, contact_options
 from mailroom.web.compose_form import ComposeForm, FormErrors, campaign_body, due_at, kept_fields, service_errors
-from mailroom.web.guard import CSRF_FIELD, SESSION_COOKIE, csrf_anchor, csrf_valid
-from mailroom.web.pages import SIGN_IN_PAGE, App, _me, _not_found, _redirect, _refused
+from mailroom.web.guard import CSRF_FIELD, csrf_anchor, csrf_valid
+from mailroom.web.pages import SIGN_IN_PAGE, App, brand_name, not_found, redirect, refused, signed_in, user_row
 from mailroom.web.render import render
 
 router = APIRouter(prefix="/app/brands/{brand}/campaigns", include_in_schema=False, route_class=StrictQueryRoute)
@@ -49,10 +48,6 @@ PREVIEW_HEADERS = {
     "Cache-Control": "no-store",
 }
 Contact = Annotated[str, Query(max_length=36)]
-
-
-async def _user(request: Request, session: AsyncSession) -> uuid.UUID | None:
-    return await sign_in.session_user(session, request.cookies.get(SESSION_COOKIE))
 
 
 async def _campaign(session: AsyncSession, brand: uuid.UUID, campaign_id: uuid.UUID, user: uuid.UUID) -> EmailCampaign:
@@ -123,9 +118,9 @@ async def _page(
         app.box,
         csrf_anchor(request),
         status=status,
-        user=await _me(session, user),
+        user=await user_row(session, user),
         brand=brand,
-        brand_name=next((name for id_, name in brands if id_ == brand), ""),
+        brand_name=brand_name(brands, brand),
         campaign=campaign,
         form=form,
         errors=errors or {},
@@ -180,7 +175,7 @@ async def _submitted(
     """One press of the form's buttons: search contacts, save, preview or test."""
     posted = await request.form()
     if not csrf_valid(app.box, request, posted.get(CSRF_FIELD)):
-        return _refused(request, app)
+        return refused(request, app)
     form = ComposeForm.from_post(posted)
     action = posted.get("action")
     campaign_id = campaign.id if campaign else None
@@ -190,44 +185,44 @@ async def _submitted(
         due = due_at(form, datetime.now(UTC)) if action == "save" else None
         # Sending goes through the confirmation: until it is confirmed the campaign waits as a draft.
         saved = await _save(request, app, session, conn, brand, user, form, campaign=campaign, due=None)
-    except FormErrors as refused:
+    except FormErrors as rejected:
         return await _page(
-            request, app, session, brand, user, form, campaign=campaign_id, errors=refused.errors, status=400
+            request, app, session, brand, user, form, campaign=campaign_id, errors=rejected.errors, status=400
         )
     if action == "preview":
-        return _redirect(_edit_url(brand, saved, preview="1", contact=form.preview_contact))
+        return redirect(_edit_url(brand, saved, preview="1", contact=form.preview_contact))
     if action == "test":
         try:
             queued = await testmail.queue_test(session, request.app.state.renderer, saved, user)
         except MailroomError as exc:
             reason = exc.message.removeprefix(f"{exc.field}: ") if exc.field else exc.message
             return await _page(request, app, session, brand, user, form, campaign=saved, test_error=reason)
-        return _redirect(_edit_url(brand, saved, tested=queued["to"]))
+        return redirect(_edit_url(brand, saved, tested=queued["to"]))
     if due is None:
-        return _redirect(f"/app/brands/{brand}/campaigns")
+        return redirect(f"/app/brands/{brand}/campaigns")
     when = {"schedule": form.schedule, "send_at": form.send_at} if form.schedule == "at" else {"schedule": "now"}
-    return _redirect(f"/app/brands/{brand}/campaigns/{saved}/confirm?{urlencode(when)}")
+    return redirect(f"/app/brands/{brand}/campaigns/{saved}/confirm?{urlencode(when)}")
 
 
 @router.get("/new")
 async def new_form(request: Request, app: App, session: Session, brand: uuid.UUID) -> Response:
-    user = await _user(request, session)
+    user = await signed_in(request, session)
     if user is None:
-        return _redirect(SIGN_IN_PAGE)
+        return redirect(SIGN_IN_PAGE)
     if not any(id_ == brand for id_, _ in await user_brands(session, user)):
-        return _not_found(request, app, user=await _me(session, user))
+        return not_found(request, app, user=await user_row(session, user))
     return await _page(request, app, session, brand, user, ComposeForm(sender=str(user)))
 
 
 @router.post("/new")
 async def create(request: Request, app: App, session: Session, conn: ReadConnection, brand: uuid.UUID) -> Response:
-    user = await _user(request, session)
+    user = await signed_in(request, session)
     if user is None:
-        return _redirect(SIGN_IN_PAGE)
+        return redirect(SIGN_IN_PAGE)
     try:
         await reads.require_member(conn, user, brand)
     except (Forbidden, NotFound):
-        return _not_found(request, app, user=await _me(session, user))
+        return not_found(request, app, user=await user_row(session, user))
     return await _submitted(request, app, session, conn, brand, user, None)
 
 
@@ -238,7 +233,7 @@ async def _editable(
     try:
         campaign = await _campaign(session, brand, campaign_id, user)
     except NotFound:
-        return _not_found(request, app, user=await _me(session, user))
+        return not_found(request, app, user=await user_row(session, user))
     reason = _why_not_editable(campaign)
     if reason is None and await _unshown_parts(session, campaign):
         reason = (
@@ -251,7 +246,7 @@ async def _editable(
             app.box,
             csrf_anchor(request),
             status=409,
-            user=await _me(session, user),
+            user=await user_row(session, user),
             brand=brand,
             subject=campaign.subject,
             reason=reason,
@@ -270,9 +265,9 @@ async def edit_form(
     contact: Contact = "",
     tested: Annotated[str, Query(max_length=320)] = "",
 ) -> Response:
-    user = await _user(request, session)
+    user = await signed_in(request, session)
     if user is None:
-        return _redirect(SIGN_IN_PAGE)
+        return redirect(SIGN_IN_PAGE)
     campaign = await _editable(request, app, session, brand, campaign_id, user)
     if isinstance(campaign, Response):
         return campaign
@@ -300,9 +295,9 @@ async def _text_made_from_html(request: Request, campaign: EmailCampaign) -> boo
 async def edit(
     request: Request, app: App, session: Session, conn: ReadConnection, brand: uuid.UUID, campaign_id: uuid.UUID
 ) -> Response:
-    user = await _user(request, session)
+    user = await signed_in(request, session)
     if user is None:
-        return _redirect(SIGN_IN_PAGE)
+        return redirect(SIGN_IN_PAGE)
     campaign = await _editable(request, app, session, brand, campaign_id, user)
     if isinstance(campaign, Response):
         return campaign
@@ -338,7 +333,7 @@ async def preview_document(
     request: Request, session: Session, brand: uuid.UUID, campaign_id: uuid.UUID, contact: Contact = ""
 ) -> Response:
     """The rendered html alone, under a policy of its own, for the compose page's sandboxed iframes."""
-    user = await _user(request, session)
+    user = await signed_in(request, session)
     missing = Response("not found", status_code=404, media_type="text/plain", headers=PREVIEW_HEADERS)
     if user is None:
         return missing
@@ -364,9 +359,9 @@ async def confirm_form(
     schedule: Annotated[str, Query(pattern="^(now|at)$")] = "now",
     send_at: Annotated[str, Query(max_length=40)] = "",
 ) -> Response:
-    user = await _user(request, session)
+    user = await signed_in(request, session)
     if user is None:
-        return _redirect(SIGN_IN_PAGE)
+        return redirect(SIGN_IN_PAGE)
     campaign = await _editable(request, app, session, brand, campaign_id, user)
     if isinstance(campaign, Response):
         return campaign
@@ -374,12 +369,12 @@ async def confirm_form(
     try:
         due = due_at(form, datetime.now(UTC))
     except FormErrors:
-        return _redirect(_edit_url(brand, campaign.id))
+        return redirect(_edit_url(brand, campaign.id))
     return render(
         "compose_confirm.html",
         app.box,
         csrf_anchor(request),
-        user=await _me(session, user),
+        user=await user_row(session, user),
         brand=brand,
         campaign=campaign,
         recipients=await audience_count(session, campaign.id),
@@ -396,12 +391,12 @@ async def confirm(
     request: Request, app: App, session: Session, conn: ReadConnection, brand: uuid.UUID, campaign_id: uuid.UUID
 ) -> Response:
     """Schedule the stored campaign as it is, for the time confirmed (now: the moment of the press)."""
-    user = await _user(request, session)
+    user = await signed_in(request, session)
     if user is None:
-        return _redirect(SIGN_IN_PAGE)
+        return redirect(SIGN_IN_PAGE)
     posted = await request.form()
     if not csrf_valid(app.box, request, posted.get(CSRF_FIELD)):
-        return _refused(request, app)
+        return refused(request, app)
     campaign = await _editable(request, app, session, brand, campaign_id, user)
     if isinstance(campaign, Response):
         return campaign
@@ -412,8 +407,8 @@ async def confirm(
         await _save(
             request, app, session, conn, brand, user, form, campaign=campaign, due=due_at(form, datetime.now(UTC))
         )
-    except FormErrors as refused:
+    except FormErrors as rejected:
         return await _page(
-            request, app, session, brand, user, form, campaign=campaign.id, errors=refused.errors, status=400
+            request, app, session, brand, user, form, campaign=campaign.id, errors=rejected.errors, status=400
         )
-    return _redirect(f"/app/brands/{brand}/campaigns")
+    return redirect(f"/app/brands/{brand}/campaigns")

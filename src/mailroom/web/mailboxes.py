@@ -21,9 +21,18 @@ from mailroom.crm import credentials, oauth
 from mailroom.crm.membership import member_role, user_brands
 from mailroom.errors import BadRequest, NotFound
 from mailroom.transports.oauth import LABELS
-from mailroom.web import sign_in
-from mailroom.web.guard import SESSION_COOKIE, csrf_anchor
-from mailroom.web.pages import SIGN_IN_PAGE, App, _form_with_csrf, _me, _not_found, _redirect, _refused
+from mailroom.web.guard import csrf_anchor
+from mailroom.web.pages import (
+    SIGN_IN_PAGE,
+    App,
+    brand_name,
+    form_with_csrf,
+    not_found,
+    redirect,
+    refused,
+    signed_in,
+    user_row,
+)
 from mailroom.web.render import render
 
 # What a connected mailbox is used for here: sending campaigns as the user.
@@ -41,9 +50,9 @@ async def _page(
         app.box,
         csrf_anchor(request),
         status=400 if error else 200,
-        user=await _me(session, user),
+        user=await user_row(session, user),
         brand=brand,
-        brand_name=next((name for id_, name in brands if id_ == brand), ""),
+        brand_name=brand_name(brands, brand),
         mailboxes=await credentials.user_credentials(session, user=user, brand=brand),
         labels=LABELS,
         error=error,
@@ -52,11 +61,11 @@ async def _page(
 
 @router.get("/brands/{brand}/mailboxes")
 async def mailboxes(request: Request, app: App, session: Session, brand: uuid.UUID) -> Response:
-    user = await sign_in.session_user(session, request.cookies.get(SESSION_COOKIE))
+    user = await signed_in(request, session)
     if user is None:
-        return _redirect(SIGN_IN_PAGE)
+        return redirect(SIGN_IN_PAGE)
     if await member_role(session, user, brand) is None:
-        return _not_found(request, app, user=await _me(session, user))
+        return not_found(request, app, user=await user_row(session, user))
     return await _page(request, app, session, user, brand)
 
 
@@ -64,18 +73,18 @@ async def mailboxes(request: Request, app: App, session: Session, brand: uuid.UU
 async def connect(
     request: Request, app: App, session: Session, brand: uuid.UUID, kind: Literal["google", "microsoft"]
 ) -> Response:
-    user = await sign_in.session_user(session, request.cookies.get(SESSION_COOKIE))
+    user = await signed_in(request, session)
     if user is None:
-        return _redirect(SIGN_IN_PAGE)
+        return redirect(SIGN_IN_PAGE)
     if await member_role(session, user, brand) is None:
-        return _not_found(request, app, user=await _me(session, user))
+        return not_found(request, app, user=await user_row(session, user))
     try:
         url = await oauth.start_connect(
             session, app.box, app.settings, user=user, brand=brand, kind=kind, scopes=SCOPES
         )
     except BadRequest as exc:  # the provider's client is not configured on this service
         return await _page(request, app, session, user, brand, error=exc.message)
-    return _redirect(url)
+    return redirect(url)
 
 
 @router.post("/brands/{brand}/mailboxes/{kind}/{credential}/disconnect")
@@ -87,13 +96,13 @@ async def disconnect(
     kind: Literal["google", "microsoft"],
     credential: uuid.UUID,
 ) -> Response:
-    user = await sign_in.session_user(session, request.cookies.get(SESSION_COOKIE))
+    user = await signed_in(request, session)
     if user is None:
-        return _redirect(SIGN_IN_PAGE)
-    if await _form_with_csrf(request, app) is None:
-        return _refused(request, app)
+        return redirect(SIGN_IN_PAGE)
+    if await form_with_csrf(request, app) is None:
+        return refused(request, app)
     try:
         await credentials.delete_credential(session, kind=kind, user=user, credential_id=credential)
     except NotFound:
-        return _not_found(request, app, user=await _me(session, user))
-    return _redirect(f"/app/brands/{brand}/mailboxes")
+        return not_found(request, app, user=await user_row(session, user))
+    return redirect(f"/app/brands/{brand}/mailboxes")

@@ -17,9 +17,8 @@ from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.db import driver_connection
 from mailroom.errors import NotFound
 from mailroom.tracking.notifications import list_notifications, mark_seen
-from mailroom.web import sign_in
-from mailroom.web.guard import SESSION_COOKIE, csrf_anchor
-from mailroom.web.pages import SIGN_IN_PAGE, App, _form_with_csrf, _me, _not_found, _redirect, _refused
+from mailroom.web.guard import csrf_anchor
+from mailroom.web.pages import SIGN_IN_PAGE, App, form_with_csrf, not_found, redirect, refused, signed_in, user_row
 from mailroom.web.render import render
 
 PAGE_SIZE = 50
@@ -32,9 +31,9 @@ router = APIRouter(prefix="/app", include_in_schema=False, route_class=StrictQue
 async def notifications(
     request: Request, app: App, session: Session, page: Annotated[int, Query(ge=1, le=100_000)] = 1
 ) -> Response:
-    user = await sign_in.session_user(session, request.cookies.get(SESSION_COOKIE))
+    user = await signed_in(request, session)
     if user is None:
-        return _redirect(SIGN_IN_PAGE)
+        return redirect(SIGN_IN_PAGE)
     rows, total = await list_notifications(
         await driver_connection(session), user=user, start=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE
     )
@@ -42,7 +41,7 @@ async def notifications(
         "notifications.html",
         app.box,
         csrf_anchor(request),
-        user=await _me(session, user),
+        user=await user_row(session, user),
         rows=rows,
         total=total,
         q="",
@@ -53,13 +52,13 @@ async def notifications(
 
 @router.post("/notifications/{notification}/seen")
 async def seen(request: Request, app: App, session: Session, notification: uuid.UUID) -> Response:
-    user = await sign_in.session_user(session, request.cookies.get(SESSION_COOKIE))
+    user = await signed_in(request, session)
     if user is None:
-        return _redirect(SIGN_IN_PAGE)
-    if await _form_with_csrf(request, app) is None:
-        return _refused(request, app)
+        return redirect(SIGN_IN_PAGE)
+    if await form_with_csrf(request, app) is None:
+        return refused(request, app)
     try:
         await mark_seen(session, user=user, notification=notification)
     except NotFound:
-        return _not_found(request, app, user=await _me(session, user))
-    return _redirect(NOTIFICATIONS_PAGE)
+        return not_found(request, app, user=await user_row(session, user))
+    return redirect(NOTIFICATIONS_PAGE)

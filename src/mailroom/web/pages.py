@@ -70,10 +70,20 @@ class WebSessions:
     (``app.state.browser_sessions``)."""
 
     async def user_of(self, request: Request, session: AsyncSession) -> uuid.UUID | None:
-        return await sign_in.session_user(session, request.cookies.get(SESSION_COOKIE))
+        return await signed_in(request, session)
 
 
-def _redirect(url: str) -> Response:
+async def signed_in(request: Request, session: AsyncSession) -> uuid.UUID | None:
+    """The user the browser's session names, or None: a page then sends the browser to sign in."""
+    return await sign_in.session_user(session, request.cookies.get(SESSION_COOKIE))
+
+
+def brand_name(brands: list[tuple[uuid.UUID, str]], brand: uuid.UUID) -> str:
+    """The name of ``brand`` among the user's ``brands`` (crm.membership.user_brands); empty if not there."""
+    return next((name for id_, name in brands if id_ == brand), "")
+
+
+def redirect(url: str) -> Response:
     return guarded(RedirectResponse(url, status_code=303))
 
 
@@ -89,15 +99,15 @@ def _form_page(request: Request, app: Page, template: str, status: int = 200, **
     return response
 
 
-def _refused(request: Request, app: Page) -> Response:
+def refused(request: Request, app: Page) -> Response:
     return render("refused.html", app.box, csrf_anchor(request), status=403)
 
 
-def _not_found(request: Request, app: Page, user: Any = None) -> Response:
+def not_found(request: Request, app: Page, user: Any = None) -> Response:
     return render("not_found.html", app.box, csrf_anchor(request), status=404, user=user)
 
 
-async def _form_with_csrf(request: Request, app: Page) -> dict[str, Any] | None:
+async def form_with_csrf(request: Request, app: Page) -> dict[str, Any] | None:
     """The posted form's fields, or None when it does not carry the right CSRF token."""
     form = await request.form()
     fields = {key: value for key, value in form.items() if isinstance(value, str)}
@@ -107,19 +117,19 @@ async def _form_with_csrf(request: Request, app: Page) -> dict[str, Any] | None:
 @router.get("", name="workspace-bare")
 @router.get("/", name="workspace")
 async def workspace(request: Request, app: App, session: Session) -> Response:
-    user = await sign_in.session_user(session, request.cookies.get(SESSION_COOKIE))
+    user = await signed_in(request, session)
     if user is None:
-        return _redirect(SIGN_IN_PAGE)
+        return redirect(SIGN_IN_PAGE)
     brands = await user_brands(session, user)
     if not brands:
-        return render("no_brands.html", app.box, csrf_anchor(request), user=await _me(session, user))
-    return _redirect(f"/app/brands/{brands[0][0]}/campaigns")
+        return render("no_brands.html", app.box, csrf_anchor(request), user=await user_row(session, user))
+    return redirect(f"/app/brands/{brands[0][0]}/campaigns")
 
 
 @router.get("/brands")
 async def switch_brand(brand: uuid.UUID) -> Response:
     """The brand switcher's form, which works without JavaScript: a GET naming the brand to show."""
-    return _redirect(f"/app/brands/{brand}/campaigns")
+    return redirect(f"/app/brands/{brand}/campaigns")
 
 
 def _outbox(settings: Settings) -> Path | None:
@@ -134,9 +144,9 @@ async def sign_in_form(request: Request, app: App) -> Response:
 
 @router.post("/sign-in")
 async def ask_for_link(request: Request, app: App, session: Session) -> Response:
-    fields = await _form_with_csrf(request, app)
+    fields = await form_with_csrf(request, app)
     if fields is None:
-        return _refused(request, app)
+        return refused(request, app)
     email = fields.get("email", "").strip()
     if email:
         await sign_in.mail_link(session, email)
@@ -156,8 +166,8 @@ async def confirm_form(request: Request, app: App, token: str) -> Response:
 
 @router.post("/sign-in/{token}")
 async def confirm(request: Request, app: App, session: Session, token: str) -> Response:
-    if await _form_with_csrf(request, app) is None:
-        return _refused(request, app)
+    if await form_with_csrf(request, app) is None:
+        return refused(request, app)
     try:
         user = await sign_in.consume_link(session, read_sign_in(app.box, token))
     except (InvalidToken, ValueError):
@@ -169,7 +179,7 @@ async def confirm(request: Request, app: App, session: Session, token: str) -> R
     if earlier:
         await sign_in.end_session(session, earlier)
     session_id = await sign_in.start_session(session, user)
-    response = _redirect("/app/")
+    response = redirect("/app/")
     set_cookie(response, app.settings, SESSION_COOKIE, session_id, max_age=sign_in.IDLE_DAYS * 86400)
     clear_cookie(response, app.settings, FORM_COOKIE)
     return response
@@ -177,12 +187,12 @@ async def confirm(request: Request, app: App, session: Session, token: str) -> R
 
 @router.post("/sign-out")
 async def sign_out(request: Request, app: App, session: Session) -> Response:
-    if await _form_with_csrf(request, app) is None:
-        return _refused(request, app)
+    if await form_with_csrf(request, app) is None:
+        return refused(request, app)
     session_id = request.cookies.get(SESSION_COOKIE)
     if session_id:
         await sign_in.end_session(session, session_id)
-    response = _redirect(SIGN_IN_PAGE)
+    response = redirect(SIGN_IN_PAGE)
     clear_cookie(response, app.settings, SESSION_COOKIE)
     return response
 
@@ -196,10 +206,10 @@ async def campaigns(
     q: Annotated[str, Query(max_length=200)] = "",
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> Response:
-    user = await sign_in.session_user(session, request.cookies.get(SESSION_COOKIE))
+    user = await signed_in(request, session)
     if user is None:
-        return _redirect(SIGN_IN_PAGE)
-    me = await _me(session, user)
+        return redirect(SIGN_IN_PAGE)
+    me = await user_row(session, user)
     brands = await user_brands(session, user)
     try:
         rows, total = await reads.brand_campaigns(
@@ -213,8 +223,8 @@ async def campaigns(
             subject_contains=q.strip() or None,
         )
     except Forbidden:
-        return _not_found(request, app, user=me)
-    current = next((name for id_, name in brands if id_ == brand), "")
+        return not_found(request, app, user=me)
+    current = brand_name(brands, brand)
     return render(
         "campaigns.html",
         app.box,
@@ -242,8 +252,8 @@ async def static_file(name: str) -> Response:
 # Last: any other path under /app/ is a page that does not exist, answered as a page, with the page headers.
 @router.get("/{path:path}")
 async def no_such_page(request: Request, app: App, path: str) -> Response:
-    return _not_found(request, app)
+    return not_found(request, app)
 
 
-async def _me(session: AsyncSession, user: uuid.UUID) -> User | None:
+async def user_row(session: AsyncSession, user: uuid.UUID) -> User | None:
     return await session.get(User, user)

@@ -23,12 +23,12 @@ from mailroom.campaigns.listing import progress, rate
 from mailroom.db import driver_connection
 from mailroom.errors import BadRequest, NotFound
 from mailroom.event_types import EVENT_TYPES
+from mailroom.serialize import full_name
 from mailroom.tracking import report, stats
 from mailroom.tracking.settle import ECHO_SECONDS
-from mailroom.web import sign_in
 from mailroom.web.chart import buckets, chart
-from mailroom.web.guard import SESSION_COOKIE, csrf_anchor, guarded
-from mailroom.web.pages import PAGE_SIZE, SIGN_IN_PAGE, App, _me, _not_found, _redirect
+from mailroom.web.guard import csrf_anchor, guarded
+from mailroom.web.pages import PAGE_SIZE, SIGN_IN_PAGE, App, not_found, redirect, signed_in, user_row
 from mailroom.web.render import render
 
 # The table's orders, people who clicked first by default; each is one of the API's own.
@@ -59,16 +59,10 @@ def recipient_status(row: Any) -> str:
     return "pending" if row.email is None else "sent"
 
 
-def full_name(contact: Any | None) -> str:
-    if contact is None:
-        return ""
-    return " ".join(part for part in (contact.first_name, contact.last_name) if part)
-
-
 def _person(row: Any, contact: Any | None, activity: report.Activity | None) -> dict[str, Any]:
     """One line of the recipients table (and of its CSV)."""
     return {
-        "name": full_name(contact),
+        "name": (full_name(contact.first_name, contact.last_name) if contact else None) or "",
         "address": row.email_address,
         "status": recipient_status(row),
         "opened": activity.opens if activity else 0,
@@ -86,7 +80,7 @@ def spreadsheet_safe(value: object) -> str:
 async def _campaign_for(request: Request, session: Any, brand: uuid.UUID, campaign: uuid.UUID) -> tuple[Any, Any]:
     """The signed-in user and the campaign, if it is live, of this brand and the user's; the user is None
     without a session, and NotFound is raised as the API raises it."""
-    user = await sign_in.session_user(session, request.cookies.get(SESSION_COOKIE))
+    user = await signed_in(request, session)
     if user is None:
         return None, None
     row = await reads.visible_campaign(await driver_connection(session), campaign, user)
@@ -125,9 +119,9 @@ async def campaign_report(
     try:
         user, row = await _campaign_for(request, session, brand, campaign)
     except NotFound:
-        return _not_found(request, app, user=await _me_or_none(request, session))
+        return not_found(request, app, user=await _me_or_none(request, session))
     if user is None:
-        return _redirect(SIGN_IN_PAGE)
+        return redirect(SIGN_IN_PAGE)
     conn = await driver_connection(session)
     figures = await stats.campaign_stats(conn, campaign, user)
     search = q.strip() or None
@@ -152,7 +146,7 @@ async def campaign_report(
         "report.html",
         app.box,
         csrf_anchor(request),
-        user=await _me(session, user),
+        user=await user_row(session, user),
         brand=brand,
         campaign=row,
         campaign_status=progress(row),
@@ -174,8 +168,8 @@ async def campaign_report(
 
 
 async def _me_or_none(request: Request, session: Any) -> Any:
-    user = await sign_in.session_user(session, request.cookies.get(SESSION_COOKIE))
-    return None if user is None else await _me(session, user)
+    user = await signed_in(request, session)
+    return None if user is None else await user_row(session, user)
 
 
 @router.get("/brands/{brand}/campaigns/{campaign}/recipients.csv")
@@ -191,9 +185,9 @@ async def recipients_csv(
     try:
         user, _ = await _campaign_for(request, session, brand, campaign)
     except NotFound:
-        return _not_found(request, app, user=await _me_or_none(request, session))
+        return not_found(request, app, user=await _me_or_none(request, session))
     if user is None:
-        return _redirect(SIGN_IN_PAGE)
+        return redirect(SIGN_IN_PAGE)
     pool = request.app.state.read_pool
     search = q.strip() or None
 

@@ -17,9 +17,18 @@ from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.crm.membership import member_role, user_brands
 from mailroom.errors import NotFound
 from mailroom.tracking.suppressions import lift_suppression, list_suppressions
-from mailroom.web import sign_in
-from mailroom.web.guard import SESSION_COOKIE, csrf_anchor
-from mailroom.web.pages import SIGN_IN_PAGE, App, _form_with_csrf, _me, _not_found, _redirect, _refused
+from mailroom.web.guard import csrf_anchor
+from mailroom.web.pages import (
+    SIGN_IN_PAGE,
+    App,
+    brand_name,
+    form_with_csrf,
+    not_found,
+    redirect,
+    refused,
+    signed_in,
+    user_row,
+)
 from mailroom.web.render import render
 
 PAGE_SIZE = 50
@@ -36,13 +45,13 @@ async def suppressions(
     q: Annotated[str, Query(max_length=254)] = "",
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> Response:
-    user = await sign_in.session_user(session, request.cookies.get(SESSION_COOKIE))
+    user = await signed_in(request, session)
     if user is None:
-        return _redirect(SIGN_IN_PAGE)
-    me = await _me(session, user)
+        return redirect(SIGN_IN_PAGE)
+    me = await user_row(session, user)
     role = await member_role(session, user, brand)
     if role is None:
-        return _not_found(request, app, user=me)
+        return not_found(request, app, user=me)
     rows, total = await list_suppressions(
         session, brand=brand, start=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, q=q.strip() or None
     )
@@ -53,7 +62,7 @@ async def suppressions(
         csrf_anchor(request),
         user=me,
         brand=brand,
-        brand_name=next((name for id_, name in brands if id_ == brand), ""),
+        brand_name=brand_name(brands, brand),
         admin=role == "Admin",
         rows=rows,
         total=total,
@@ -65,17 +74,17 @@ async def suppressions(
 
 @router.post("/brands/{brand}/suppressions/lift")
 async def lift(request: Request, app: App, session: Session, brand: uuid.UUID) -> Response:
-    user = await sign_in.session_user(session, request.cookies.get(SESSION_COOKIE))
+    user = await signed_in(request, session)
     if user is None:
-        return _redirect(SIGN_IN_PAGE)
-    fields = await _form_with_csrf(request, app)
+        return redirect(SIGN_IN_PAGE)
+    fields = await form_with_csrf(request, app)
     role = await member_role(session, user, brand)
     if role is None:
-        return _not_found(request, app, user=await _me(session, user))
+        return not_found(request, app, user=await user_row(session, user))
     if fields is None or role != "Admin":
-        return _refused(request, app)
+        return refused(request, app)
     try:
         await lift_suppression(session, brand=brand, address=fields.get("address", ""))
     except NotFound:
-        return _not_found(request, app, user=await _me(session, user))
-    return _redirect(f"/app/brands/{brand}/suppressions")
+        return not_found(request, app, user=await user_row(session, user))
+    return redirect(f"/app/brands/{brand}/suppressions")
