@@ -184,6 +184,11 @@ async def test_the_recipients_table_puts_clickers_first_and_is_searched_sorted_a
         assert len(rows_of(first, "people")) == 50 and "Page 1 of 3" in first and 'rel="next"' in first
         assert len(rows_of(third, "people")) == 25 and 'rel="prev"' in third
         assert (await web.get(base, params={"page": 4})).status_code == 400
+        # Searched, the pages are those of the rows found: counted with the page, and apart past the last.
+        found = (await web.get(base, params={"q": "MORE", "page": 3})).text
+        assert len(rows_of(found, "people")) == 20 and "Page 3 of 3" in found
+        past = await web.get(base, params={"q": "more", "page": 4})
+        assert past.status_code == 400 and "there are 3 pages" in past.text
 
 
 async def test_the_csv_export_streams_every_recipient_and_neutralises_formulas(

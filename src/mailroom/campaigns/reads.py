@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections import namedtuple
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from psycopg import AsyncConnection
@@ -235,26 +235,30 @@ async def named_by_recipients(
     return {row["recipient"] if by_key else row.recipient: row for row in rows}
 
 
-def _campaign_emails_sql(
-    associations: frozenset[str], *, order: str | None, first: int | None, paged: bool, search: str | None
-) -> tuple[str, dict[str, Any], list[str]]:
-    """The statement of ``campaign_emails`` (and of its streamed form), its parameters besides the
-    campaign ids, and the email fields it reads."""
+async def campaign_emails(
+    conn: AsyncConnection[Any],
+    ids: Sequence[uuid.UUID],
+    associations: frozenset[str],
+    *,
+    order: str | None = None,
+    first: int | None = None,
+    start: int = 0,
+    limit: int | None = None,
+) -> list[tuple[Any, ...]]:
+    """Recipient rows with their contact and, when asked for, their email (None when there is none): a
+    page of one campaign's (``start``, ``limit``, ``order``; then with the number of all its rows last),
+    or the ``first`` rows of each of several, in position order."""
     email_fields = _email_fields(associations)
     columns = columns_of(EmailCampaignEmail, "ce") + _CONTACT_COLUMNS + [_EMAIL_COLUMNS[n] for n in email_fields]
-    if paged:
+    if limit is not None:
         # A page carries the number of all rows as a window count: no second statement to count them.
         columns.append("count(*) OVER () AS total")
     join = "LEFT JOIN emails m ON m.id = ce.email " if email_fields else ""
     sql = CAMPAIGN_EMAILS.format(columns=", ".join(columns), join=join)
-    params: dict[str, Any] = {}
+    params: dict[str, Any] = {"ids": list(ids)}
     if first is not None:
         sql += " AND ce.seq <= %(first)s"
         params["first"] = first
-    if search:
-        found = r"ILIKE %(search)s ESCAPE '\'"
-        sql += f" AND (ce.email_address {found} OR {EMAIL_ORDER['full_name']} {found})"
-        params["search"] = "%" + like_escaped(search) + "%"
     ordering = []
     if order:
         column = EMAIL_ORDER.get(order.lstrip("+-"))
@@ -262,11 +266,12 @@ def _campaign_emails_sql(
             raise BadRequest(f"must be one of {', '.join(EMAIL_ORDER)}, optionally with -", field="order")
         ordering.append(f"{column} {'DESC' if order.startswith('-') else 'ASC'} NULLS LAST")
     sql += " ORDER BY " + ", ".join([*ordering, "ce.campaign", "ce.seq"])
-    return sql, params, email_fields
-
-
-def _decoded(raw: Sequence[tuple[Any, ...]], email_fields: list[str], *, paged: bool) -> list[tuple[Any, ...]]:
-    """Plain rows as (recipient row, contact or None, email or None[, number of all rows])."""
+    if limit is not None:
+        sql += " OFFSET %(start)s LIMIT %(limit)s"
+        params.update(start=start, limit=limit)
+    async with conn.cursor(row_factory=tuple_row) as cursor:
+        await cursor.execute(sql, params)
+        raw = await cursor.fetchall()
     email_row: Any = namedtuple("email_row", email_fields) if email_fields else None
     a = len(_ROW._fields)
     b = a + len(_CONTACT._fields)
@@ -280,57 +285,8 @@ def _decoded(raw: Sequence[tuple[Any, ...]], email_fields: list[str], *, paged: 
             contact if contact.id else None,
             email if email is not None and email.id else None,
         )
-        out.append((*found, int(values[c])) if paged else found)
+        out.append((*found, int(values[c])) if limit is not None else found)
     return out
-
-
-async def campaign_emails(
-    conn: AsyncConnection[Any],
-    ids: Sequence[uuid.UUID],
-    associations: frozenset[str],
-    *,
-    order: str | None = None,
-    first: int | None = None,
-    start: int = 0,
-    limit: int | None = None,
-    search: str | None = None,
-    window_count: bool = True,
-) -> list[tuple[Any, ...]]:
-    """Recipient rows with their contact and, when asked for, their email (None when there is none): a
-    page of one campaign's (``start``, ``limit``, ``order``; then with the number of all its rows last),
-    or the ``first`` rows of each of several, in position order. ``search`` keeps the rows whose address
-    or contact's name holds it, in any case. Without ``window_count`` a page does not carry the number of
-    all rows (its last field is 0)."""
-    paged = limit is not None and window_count
-    sql, params, email_fields = _campaign_emails_sql(associations, order=order, first=first, paged=paged, search=search)
-    params["ids"] = list(ids)
-    if limit is not None:
-        sql += " OFFSET %(start)s LIMIT %(limit)s"
-        params.update(start=start, limit=limit)
-    async with conn.cursor(row_factory=tuple_row) as cursor:
-        await cursor.execute(sql, params)
-        raw = await cursor.fetchall()
-    found = _decoded(raw, email_fields, paged=paged)
-    return found if paged or limit is None else [(*row, 0) for row in found]
-
-
-async def campaign_emails_batches(
-    conn: AsyncConnection[Any],
-    campaign: uuid.UUID,
-    *,
-    order: str | None,
-    search: str | None = None,
-    batch: int = 2000,
-) -> AsyncIterator[list[tuple[Any, Any | None, Any | None]]]:
-    """Every recipient row of a campaign, as ``campaign_emails`` reads them, ``batch`` rows at a time
-    through a server-side cursor: an export of 100,000 rows holds one batch in memory, not all of them."""
-    sql, params, email_fields = _campaign_emails_sql(frozenset(), order=order, first=None, paged=False, search=search)
-    params["ids"] = [campaign]
-    # A named (server-side) cursor lives in a transaction; the read pool's connections are autocommit.
-    async with conn.transaction(), conn.cursor("campaign_emails_export", row_factory=tuple_row) as cursor:
-        await cursor.execute(sql, params)
-        while raw := await cursor.fetchmany(batch):
-            yield [(row, contact, email) for row, contact, email in _decoded(raw, email_fields, paged=False)]
 
 
 async def campaign_emails_page(
@@ -341,35 +297,13 @@ async def campaign_emails_page(
     order: str | None,
     start: int,
     limit: int,
-    search: str | None = None,
-    count_apart: bool = False,
 ) -> tuple[list[tuple[Any, Any | None, Any | None]], int]:
-    """A page of one campaign's recipient rows and the number of all of them (of those ``search`` finds).
-
-    ``count_apart`` counts them in a statement of their own: a window count reads every row (and its
-    contact) before the page can be cut, which on a campaign of 100,000 rows costs far more than the
-    second round trip does."""
-    page = await campaign_emails(
-        conn,
-        [campaign],
-        associations,
-        order=order,
-        start=start,
-        limit=limit,
-        search=search,
-        window_count=not count_apart,
-    )
-    if page and not count_apart:
+    """A page of one campaign's recipient rows and the number of all of them."""
+    page = await campaign_emails(conn, [campaign], associations, order=order, start=start, limit=limit)
+    if page:
         return [(row, contact, email) for row, contact, email, _ in page], page[0][3]
-    rows = [(row, contact, email) for row, contact, email, _ in page]
-    if search:
-        sql, params, _ = _campaign_emails_sql(frozenset(), order=None, first=None, paged=False, search=search)
-        counted = await fetch(conn, f"SELECT count(*) AS n FROM ({sql}) found", {**params, "ids": [campaign]})
-        return rows, int(counted[0].n)
-    counted = await fetch(
-        conn, "SELECT count(*) AS n FROM email_campaign_emails WHERE campaign = %(c)s", {"c": campaign}
-    )
-    return rows, int(counted[0].n)
+    rows = await fetch(conn, "SELECT count(*) AS n FROM email_campaign_emails WHERE campaign = %(c)s", {"c": campaign})
+    return [], int(rows[0].n)
 
 
 # One pass over campaigns, not over their per-recipient rows: the per-campaign counters are kept by
