@@ -7,7 +7,6 @@ exactly one file in it; anything else (too large, cut short, two files) leaves n
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -25,7 +24,6 @@ from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.crm.membership import require_member
 from mailroom.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from mailroom.files import service
-from mailroom.files.sniff import SNIFF_BYTES, extension, sniff
 from mailroom.files.storage import FileMissing, Storage, TooLarge, disposition, link_is_valid
 from mailroom.transports.base import ESP_SIZE_LIMIT
 from mailroom.transports.gmail import GmailTransport
@@ -160,24 +158,6 @@ class _Upload:
         raise _Truncated  # pragma: no cover - _Parts raises first
 
 
-async def _head(upload: _Upload) -> tuple[bytes, AsyncIterator[bytes]]:
-    """The first bytes of the file (enough to tell its type) and an iterator of all of them."""
-    rest = upload.data()
-    head = bytearray()
-    async for chunk in rest:
-        head += chunk
-        if len(head) >= SNIFF_BYTES:
-            break
-
-    async def whole() -> AsyncIterator[bytes]:
-        yield bytes(head)
-        if len(head) >= SNIFF_BYTES:
-            async for chunk in rest:
-                yield chunk
-
-    return bytes(head), whole()
-
-
 @router.post(
     "/emails/attachments",
     response_model=Ok[service.FileOut],
@@ -228,36 +208,29 @@ async def upload_attachment(
     try:
         if not await upload.next_file():
             raise BadRequest("is required: one file part", field=FILE_FIELD)
-        name = service.clean_name(upload.name)
-        head, chunks = await _head(upload)
-        if not head:
-            raise BadRequest("is empty", field=FILE_FIELD)
-        mime = sniff(head, name)
-        path = service.stored_path(user, extension(mime))
-        size = await storage.write_stream(path, chunks, limit=limit)
+        stored = await service.store(storage, user, upload.name, upload.data(), limit=limit)
+        path = stored.path
         while await upload.next_file():
             async for _ in upload.data():
                 pass  # a second file is not kept; the body is read to its end all the same
         if upload.files > 1:
             raise BadRequest("must be exactly one file part", field=FILE_FIELD)
         async with request.app.state.sessionmaker() as session, session.begin():
-            file = await service.record(session, user=user, brand=brand, path=path, name=name, mime=mime, size=size)
+            file = await service.record(
+                session, user=user, brand=brand, path=path, name=stored.name, mime=stored.mime, size=stored.size
+            )
             answer = service.view(file, storage)
     except TooLarge as exc:
         raise PayloadTooLarge(f"must be at most {exc.limit} bytes", field=FILE_FIELD) from None
+    except service.EmptyFile:
+        raise BadRequest("is empty", field=FILE_FIELD) from None
     except (_Truncated, ClientDisconnect):
-        await _forget(storage, path)
+        await service.forget(storage, path)
         raise BadRequest("ended before the upload was complete", field="body") from None
     except BaseException:
-        await _forget(storage, path)
+        await service.forget(storage, path)
         raise
     return ok(answer)
-
-
-async def _forget(storage: Storage, path: str | None) -> None:
-    if path is not None:
-        with contextlib.suppress(OSError, FileMissing):  # not stored yet, or already gone
-            await storage.delete(path)
 
 
 def _optional_brand(request: Request) -> uuid.UUID | None:

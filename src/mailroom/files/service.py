@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import unicodedata
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import Field
@@ -12,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from typing_extensions import TypedDict
 
 from mailroom.files.models import File
-from mailroom.files.storage import Storage
+from mailroom.files.sniff import SNIFF_BYTES, extension, sniff
+from mailroom.files.storage import FileMissing, Storage
 from mailroom.serialize import Epoch, EpochSet, closed, epoch
 
 MAX_NAME = 200
@@ -36,6 +40,52 @@ def clean_name(raw: str | None) -> str:
 
 def stored_path(user: uuid.UUID, ext: str) -> str:
     return f"{user}/{uuid.uuid4()}.{ext}"
+
+
+class EmptyFile(Exception):
+    """The upload held no byte: there is nothing to attach."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    path: str
+    name: str
+    mime: str
+    size: int
+
+
+async def store(
+    storage: Storage, user: uuid.UUID, raw_name: str | None, chunks: AsyncIterator[bytes], *, limit: int
+) -> Stored:
+    """An uploaded file's bytes written to storage under a fresh path of the user's, its type told from its
+    first bytes (not from what the client said) and its name cleaned. Raises EmptyFile, or the storage's
+    TooLarge past ``limit`` bytes; either way nothing is left stored."""
+    name = clean_name(raw_name)
+    head = bytearray()
+    async for chunk in chunks:
+        head += chunk
+        if len(head) >= SNIFF_BYTES:
+            break
+    if not head:
+        raise EmptyFile
+
+    async def whole() -> AsyncIterator[bytes]:
+        yield bytes(head)
+        if len(head) >= SNIFF_BYTES:
+            async for chunk in chunks:
+                yield chunk
+
+    mime = sniff(bytes(head), name)
+    path = stored_path(user, extension(mime))
+    size = await storage.write_stream(path, whole(), limit=limit)
+    return Stored(path, name, mime, size)
+
+
+async def forget(storage: Storage, path: str | None) -> None:
+    """Remove a file stored for an upload that then failed."""
+    if path is not None:
+        with contextlib.suppress(OSError, FileMissing):  # not stored yet, or already gone
+            await storage.delete(path)
 
 
 async def record(
