@@ -48,6 +48,7 @@ from mailroom.serialize import closed
 from mailroom.templating.renderer import RenderLimits, RenderPool
 from mailroom.web.account import router as account_router
 from mailroom.web.compose import router as compose_router
+from mailroom.web.compose_files import COMPOSE_BODY_LIMIT, COMPOSE_PATHS
 from mailroom.web.mailboxes import router as mailboxes_page_router
 from mailroom.web.notifications import router as notifications_page_router
 from mailroom.web.pages import WebSessions
@@ -104,8 +105,12 @@ def create_app(settings: Settings) -> FastAPI:
             default=settings.max_body,
             larger=((re.compile(r"/brands/[^/]+/contacts/import\Z"), import_limit),),
             deadline=settings.body_timeout,
-            # Uploads are written to storage as they arrive, never buffered whole.
-            streamed=((re.compile(r"/emails/attachments\Z"), UPLOAD_BODY_LIMIT),),
+            # Uploads, and the workspace's compose form which carries files, are written to storage as they
+            # arrive, never buffered whole.
+            streamed=(
+                (re.compile(r"/emails/attachments\Z"), UPLOAD_BODY_LIMIT),
+                (COMPOSE_PATHS, COMPOSE_BODY_LIMIT),
+            ),
             streamed_deadline=settings.upload_timeout,
         ),
         authenticate=app.state.token_check.is_live,

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from mailroom.crm.notices import sign_in_url
 from mailroom.web.sign_in import new_link
+from tests.support.world import Actor
 
 BASE = "http://mailroom.test"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -25,6 +26,23 @@ async def browser(app: FastAPI, base_url: str = BASE) -> AsyncIterator[httpx.Asy
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
         yield client
+
+
+# The compose form filled in as a person would, saved as a draft.
+COMPOSE_FORM = {
+    "subject": "Open house on {{ recipient.first_name }}'s street",
+    "html": "<p>Hello {{ recipient.first_name }}</p>",
+    "text": "",
+    "addresses": "jane@example.com, joe@example.com",
+    "schedule": "draft",
+    "tracking_shown": "1",
+    "tracking": "1",
+}
+
+
+def new_page(actor: Actor) -> str:
+    """The compose page of a new campaign in the actor's brand."""
+    return f"/app/brands/{actor.brand}/campaigns/new"
 
 
 def csrf_of(page: httpx.Response) -> str:

@@ -30,6 +30,7 @@ from tests.support.campaigns import campaign
 from tests.support.http_server import serve_app
 from tests.support.report_seed import seed_sent_campaign
 from tests.support.sender import running_worker
+from tests.support.uploads import PDF
 from tests.support.workspace import link_path
 from tests.support.world import World
 
@@ -244,8 +245,16 @@ async def test_a_person_composes_previews_and_schedules_a_campaign(
         Select(chrome.find_element(By.ID, "preview_contact")).select_by_visible_text(
             "Maria Lopez (maria.lopez@example.com)"
         )
+        # A file chosen in the form is stored when the form is sent, whichever button sends it.
+        flyer = tmp_path / "open-house-flyer.pdf"
+        flyer.write_bytes(PDF)
+        chrome.find_element(By.ID, "upload").send_keys(str(flyer))
         pressed(chrome, "button[value=preview]", "Edit campaign")
         assert chrome.find_element(By.CLASS_NAME, "preview-subject").text == "Maria, open house this Sunday"
+        attached = chrome.find_element(By.CSS_SELECTOR, ".attachments input[name=attachments]")
+        assert (
+            attached.is_selected() and "open-house-flyer.pdf" in chrome.find_element(By.CLASS_NAME, "attachments").text
+        )
         frame = chrome.find_element(By.CSS_SELECTOR, ".frame-desktop iframe")
         chrome.switch_to.frame(frame)
         assert "Hi Maria, come by 12 Elm Street" in chrome.find_element(By.TAG_NAME, "body").text
@@ -270,3 +279,9 @@ async def test_a_person_composes_previews_and_schedules_a_campaign(
         pressed(chrome, "main form button[type=submit]", "Campaigns")
         row = chrome.find_element(By.CSS_SELECTOR, "tbody tr")
         assert "open house this Sunday" in row.text and "Scheduled" in row.text and "2031-05-01 15:00 UTC" in row.text
+    files = (
+        await session.execute(
+            text("SELECT f.name, f.mime FROM email_campaign_attachments a JOIN files f ON f.id = a.file")
+        )
+    ).all()
+    assert [tuple(f) for f in files] == [("open-house-flyer.pdf", "application/pdf")]

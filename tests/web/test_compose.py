@@ -13,22 +13,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.support.campaigns import campaign, row_counts
-from tests.support.workspace import browser, csrf_of, signed_in
-from tests.support.world import Actor, World
-
-FORM = {
-    "subject": "Open house on {{ recipient.first_name }}'s street",
-    "html": "<p>Hello {{ recipient.first_name }}</p>",
-    "text": "",
-    "addresses": "jane@example.com, joe@example.com",
-    "schedule": "draft",
-    "tracking_shown": "1",
-    "tracking": "1",
-}
-
-
-def new_page(actor: Actor) -> str:
-    return f"/app/brands/{actor.brand}/campaigns/new"
+from tests.support.workspace import COMPOSE_FORM as FORM
+from tests.support.workspace import browser, csrf_of, new_page, signed_in
+from tests.support.world import World
 
 
 async def post_form(web: httpx.AsyncClient, path: str, **fields: Any) -> httpx.Response:

@@ -51,9 +51,13 @@ class BodyLimits:
     streamed_deadline: float | None = None
 
     def for_path(self, path: str) -> int:
+        # Streamed first: the workspace's compose form is public (its page checks the session) and takes files.
+        for pattern, limit in self.streamed:
+            if pattern.match(path):
+                return limit
         if path.startswith(PUBLIC_PATHS):
             return PUBLIC_BODY_LIMIT
-        for pattern, limit in self.streamed + self.larger:
+        for pattern, limit in self.larger:
             if pattern.match(path):
                 return limit
         return self.default

@@ -29,6 +29,14 @@ from mailroom.crm.membership import user_brands
 from mailroom.errors import Forbidden, MailroomError, NotFound
 from mailroom.sending import testmail
 from mailroom.web.compose_choices import choices, contact_options
+from mailroom.web.compose_files import (
+    MAX_FIELD_BYTES,
+    MAX_UPLOADS,
+    attached_files,
+    chosen_files,
+    size_limit,
+    store_uploads,
+)
 from mailroom.web.compose_form import ComposeForm, FormErrors, campaign_body, due_at, kept_fields, service_errors
 from mailroom.web.guard import CSRF_FIELD, csrf_anchor, csrf_valid
 from mailroom.web.pages import SIGN_IN_PAGE, App, brand_name, not_found, redirect, refused, signed_in, user_row
@@ -66,7 +74,8 @@ def _why_not_editable(campaign: EmailCampaign) -> str | None:
 
 async def _unshown_parts(session: AsyncSession, campaign: EmailCampaign) -> bool:
     """Whether the campaign holds what this form cannot show (Cc, Bcc, MLS agents, another brand's agents, an
-    address tied to a contact, attachments), which saving the form would drop or change."""
+    address tied to a contact, attachments fetched from a URL or shown inline), which saving the form would
+    drop or change."""
     item = EmailCampaignRecipient
     odd = select(item.id).where(
         item.campaign == campaign.id,
@@ -76,19 +85,29 @@ async def _unshown_parts(session: AsyncSession, campaign: EmailCampaign) -> bool
         | ((item.recipient_type == "Brand") & (item.brand != campaign.brand))
         | ((item.recipient_type == "Email") & item.contact.is_not(None)),
     )
-    attached = select(EmailCampaignAttachment.id).where(
-        EmailCampaignAttachment.campaign == campaign.id, EmailCampaignAttachment.deleted_at.is_(None)
+    attachment = EmailCampaignAttachment
+    attached = select(attachment.id).where(
+        attachment.campaign == campaign.id,
+        attachment.deleted_at.is_(None),
+        attachment.url.is_not(None) | attachment.is_inline,
     )
     return (await session.scalar(odd.limit(1))) is not None or (await session.scalar(attached.limit(1))) is not None
 
 
-async def _recipients(session: AsyncSession, campaign: uuid.UUID) -> list[Any]:
-    rows = await session.scalars(
-        select(EmailCampaignRecipient)
-        .where(EmailCampaignRecipient.campaign == campaign, EmailCampaignRecipient.deleted_at.is_(None))
-        .order_by(EmailCampaignRecipient.created_at, EmailCampaignRecipient.id)
+async def _stored_form(session: AsyncSession, campaign: EmailCampaign) -> ComposeForm:
+    """The form as it shows the stored campaign, with its recipients and attachments."""
+    recipient, attachment = EmailCampaignRecipient, EmailCampaignAttachment
+    recipients = await session.scalars(
+        select(recipient)
+        .where(recipient.campaign == campaign.id, recipient.deleted_at.is_(None))
+        .order_by(recipient.created_at, recipient.id)
     )
-    return list(rows)
+    attachments = await session.scalars(
+        select(attachment)
+        .where(attachment.campaign == campaign.id, attachment.deleted_at.is_(None))
+        .order_by(attachment.created_at, attachment.id)
+    )
+    return ComposeForm.from_campaign(campaign, list(recipients), list(attachments))
 
 
 async def _page(
@@ -128,6 +147,8 @@ async def _page(
         # Those found or ticked, and the one chosen before (found by an earlier search).
         preview_contacts=offered.contacts
         + [c for c in await contact_options(session, brand, [form.preview_contact]) if c not in offered.contacts],
+        attachments=await attached_files(session, brand, user, form.attachments),
+        attachment_limit=size_limit(form.mailbox),
         **context,
     )
 
@@ -172,13 +193,24 @@ async def _submitted(
     user: uuid.UUID,
     campaign: EmailCampaign | None,
 ) -> Response:
-    """One press of the form's buttons: search contacts, save, preview or test."""
-    posted = await request.form()
-    if not csrf_valid(app.box, request, posted.get(CSRF_FIELD)):
-        return refused(request, app)
-    form = ComposeForm.from_post(posted)
-    action = posted.get("action")
-    campaign_id = campaign.id if campaign else None
+    """One press of the form's buttons: search contacts, save, preview or test. Files chosen are stored and
+    attached whichever button it was."""
+    async with request.form(max_files=MAX_UPLOADS + 1, max_part_size=MAX_FIELD_BYTES) as posted:
+        if not csrf_valid(app.box, request, posted.get(CSRF_FIELD)):
+            return refused(request, app)
+        form = ComposeForm.from_post(posted)
+        action = posted.get("action")
+        campaign_id = campaign.id if campaign else None
+        try:
+            storage = request.app.state.storage
+            limit = size_limit(form.mailbox)
+            form.attachments += await store_uploads(
+                request.app.state.sessionmaker, storage, user, brand, chosen_files(posted), limit
+            )
+        except FormErrors as rejected:
+            return await _page(
+                request, app, session, brand, user, form, campaign=campaign_id, errors=rejected.errors, status=400
+            )
     if action not in ACTIONS or action == "search":
         return await _page(request, app, session, brand, user, form, campaign=campaign_id)
     try:
@@ -271,7 +303,7 @@ async def edit_form(
     campaign = await _editable(request, app, session, brand, campaign_id, user)
     if isinstance(campaign, Response):
         return campaign
-    form = ComposeForm.from_campaign(campaign, await _recipients(session, campaign.id))
+    form = await _stored_form(session, campaign)
     form.preview_contact = contact
     if await _text_made_from_html(request, campaign):
         # Shown empty, as it was typed: saved so, it is made again from the html as that changes.
@@ -400,7 +432,7 @@ async def confirm(
     campaign = await _editable(request, app, session, brand, campaign_id, user)
     if isinstance(campaign, Response):
         return campaign
-    form = ComposeForm.from_campaign(campaign, await _recipients(session, campaign.id))
+    form = await _stored_form(session, campaign)
     form.schedule = "at" if posted.get("schedule") == "at" else "now"
     form.send_at = str(posted.get("send_at") or "")
     try:

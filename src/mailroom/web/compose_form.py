@@ -38,6 +38,8 @@ class ComposeForm:
     tags: list[str] = field(default_factory=list)
     lists: list[str] = field(default_factory=list)
     contacts: list[str] = field(default_factory=list)
+    # Ids of the uploaded files attached (ticked).
+    attachments: list[str] = field(default_factory=list)
     everyone: bool = False
     agents: bool = False
     sender: str = ""
@@ -67,6 +69,7 @@ class ComposeForm:
             tags=many("tags"),
             lists=many("lists"),
             contacts=many("contacts"),
+            attachments=many("attachments"),
             everyone=bool(one("everyone")),
             agents=bool(one("agents")),
             sender=one("sender"),
@@ -80,8 +83,8 @@ class ComposeForm:
         )
 
     @classmethod
-    def from_campaign(cls, campaign: Any, recipients: list[Any]) -> ComposeForm:
-        """The form as it shows a stored campaign (its ORM row and its recipient rows)."""
+    def from_campaign(cls, campaign: Any, recipients: list[Any], attachments: list[Any]) -> ComposeForm:
+        """The form as it shows a stored campaign (its ORM row, its recipient rows and its attachment rows)."""
         form = cls(
             subject=campaign.subject or "",
             html=campaign.html or "",
@@ -90,6 +93,7 @@ class ComposeForm:
             tracking=campaign.tracking,
             schedule="at" if campaign.due_at is not None else "draft",
             send_at=campaign.due_at.astimezone(UTC).strftime(DATETIME_LOCAL) if campaign.due_at else "",
+            attachments=[str(a.file) for a in attachments if a.file is not None],
         )
         if campaign.google_credential:
             form.mailbox = f"google:{campaign.google_credential}"
@@ -172,6 +176,7 @@ def campaign_body(
         "text": form.text or None,
         "due_at": due.isoformat() if due else None,
         "tracking": form.tracking,
+        "attachments": [{"file": f} for f in form.attachments],
     }
     if form.sender:
         body["from"] = form.sender
@@ -197,6 +202,7 @@ FORM_FIELD = {
     "cc": "recipients",
     "bcc": "recipients",
     "brand": "recipients",
+    "attachments": "attachments",
 }
 
 
