@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import uuid
 from typing import Annotated
+from urllib.parse import urlencode
 
 import httpx
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import Field, WithJsonSchema
 
 from mailroom.api.auth import CurrentCaller, brand_from_request
@@ -115,7 +116,7 @@ def _mailbox_routes(kind: credentials.Kind) -> None:
         box: Secrets,
         settings: AppSettings,
     ) -> ORJSONResponse:
-        credential = await _connect(request, session, box, settings, kind, body.code, body.state, caller.user.id)
+        credential, _ = await _connect(request, session, box, settings, kind, body.code, body.state, caller.user.id)
         return ok(credential_out(credential, kind=kind))
 
     @router.get(
@@ -127,6 +128,7 @@ def _mailbox_routes(kind: credentials.Kind) -> None:
         "app window that opened the consent screen (MAILROOM_APP_ORIGIN), which finishes with "
         f"`POST /users/self/{kind}/callback`.",
         response_class=HTMLResponse,
+        responses={303: {"description": "A consent started from the workspace: back to its mailboxes page"}},
     )
     async def callback(
         request: Request,
@@ -136,9 +138,12 @@ def _mailbox_routes(kind: credentials.Kind) -> None:
         code: CodeQuery = None,
         state: StateQuery = None,
         error: ErrorQuery = None,
-    ) -> HTMLResponse:
+    ) -> Response:
         if error is not None:
             # The user declined, or the provider refused the request: nothing to store.
+            started_in = oauth.workspace_brand(box, state)
+            if started_in is not None:
+                return RedirectResponse(workspace_page(started_in, declined=kind), status_code=303)
             message = {"error": error, "state": state}
             notice = f"{label} answered {error!r}: the mailbox was not connected."
             return handoff_page(settings, kind, message, notice, status_code=400)
@@ -149,7 +154,9 @@ def _mailbox_routes(kind: credentials.Kind) -> None:
         user = await browser_user(request, session)
         if user is None:
             return handoff_page(settings, kind, {"code": code, "state": state}, None)
-        credential = await _connect(request, session, box, settings, kind, code, state, user)
+        credential, pending = await _connect(request, session, box, settings, kind, code, state, user)
+        if pending.from_workspace:
+            return RedirectResponse(workspace_page(pending.brand, connected=kind), status_code=303)
         return handoff_page(
             settings,
             kind,
@@ -167,15 +174,21 @@ async def _connect(
     code: str,
     state: str,
     user: uuid.UUID,
-) -> credentials.Credential:
+) -> tuple[credentials.Credential, oauth.PendingConnect]:
     # The state is spent in a transaction of its own, committed before anything else is checked: refused
     # for another user, or for a code the provider turns down, it cannot be tried again.
     async with request.app.state.sessionmaker() as spending, spending.begin():
         pending = await oauth.take_state(spending, box, kind=kind, state=state)
     async with httpx.AsyncClient(timeout=PROVIDER_TIMEOUT) as http:
-        return await oauth.finish_connect(
+        credential = await oauth.finish_connect(
             session, box, settings, http, kind=kind, code=code, pending=pending, user=user
         )
+    return credential, pending
+
+
+def workspace_page(brand: uuid.UUID, **outcome: str) -> str:
+    """The workspace's mailboxes page of the brand a consent started from, told how it ended."""
+    return f"/app/brands/{brand}/mailboxes?{urlencode(outcome)}"
 
 
 _mailbox_routes("google")

@@ -97,8 +97,10 @@ async def start_connect(
     brand: uuid.UUID,
     kind: credentials.Kind,
     scopes: Sequence[str],
+    from_workspace: bool = False,
 ) -> str:
-    """The consent URL to send the user's browser to. ``scopes`` are ours, already validated."""
+    """The consent URL to send the user's browser to. ``scopes`` are ours, already validated. Started from
+    the workspace, the state says so, and the browser is brought back to the brand's mailboxes page."""
     oauth = client_for(settings, kind)
     await require_member(session, user, brand, field="X-Rechat-Brand")
     # The callback reads the mailbox's address, which needs the profile scope.
@@ -118,7 +120,11 @@ async def start_connect(
             "expires_at": datetime.now(UTC) + STATE_TTL,
         },
     )
-    state = box.seal(STATE_PURPOSE, {"n": nonce, "k": kind}, ttl=STATE_TTL.total_seconds())
+    sealed: dict[str, str] = {"n": nonce, "k": kind}
+    if from_workspace:
+        # Sealed, so no one can make an API flow's callback redirect, nor point it at another brand.
+        sealed["w"] = str(brand)
+    state = box.seal(STATE_PURPOSE, sealed, ttl=STATE_TTL.total_seconds())
     return oauth.consent_url(
         state=state, code_challenge=challenge, scopes=wanted, redirect_uri=redirect_uri(settings, kind)
     )
@@ -132,6 +138,18 @@ class PendingConnect:
     brand: uuid.UUID
     scopes: list[str]
     verifier: str
+    # Started from the workspace's mailboxes page, which the browser returns to.
+    from_workspace: bool = False
+
+
+def workspace_brand(box: SecretBox, state: str | None) -> uuid.UUID | None:
+    """The brand whose workspace page started the consent ``state`` was made for, without spending it; None
+    for a state made for the API, or one that is not ours."""
+    try:
+        sealed = box.unseal(STATE_PURPOSE, state or "")
+        return uuid.UUID(sealed["w"]) if isinstance(sealed.get("w"), str) else None
+    except (InvalidToken, ValueError):
+        return None
 
 
 async def take_state(session: AsyncSession, box: SecretBox, *, kind: credentials.Kind, state: str) -> PendingConnect:
@@ -148,7 +166,11 @@ async def take_state(session: AsyncSession, box: SecretBox, *, kind: credentials
     if row is None:
         raise BadRequest("was used already or has expired: connect the mailbox again", field="state")
     return PendingConnect(
-        user=row.user, brand=row.brand, scopes=list(row.scopes), verifier=box.decrypt(bytes(row.verifier)) or ""
+        user=row.user,
+        brand=row.brand,
+        scopes=list(row.scopes),
+        verifier=box.decrypt(bytes(row.verifier)) or "",
+        from_workspace=sealed.get("w") == str(row.brand),
     )
 
 

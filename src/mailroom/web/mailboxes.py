@@ -35,6 +35,7 @@ from mailroom.web.pages import (
 )
 from mailroom.web.render import render
 
+Provider = Literal["google", "microsoft"]
 # What a connected mailbox is used for here: sending campaigns as the user.
 SCOPES = ("mail.send",)
 
@@ -42,7 +43,14 @@ router = APIRouter(prefix="/app", include_in_schema=False, route_class=StrictQue
 
 
 async def _page(
-    request: Request, app: App, session: Session, user: uuid.UUID, brand: uuid.UUID, *, error: str | None = None
+    request: Request,
+    app: App,
+    session: Session,
+    user: uuid.UUID,
+    brand: uuid.UUID,
+    *,
+    error: str | None = None,
+    notice: str | None = None,
 ) -> Response:
     brands = await user_brands(session, user)
     return render(
@@ -56,23 +64,32 @@ async def _page(
         mailboxes=await credentials.user_credentials(session, user=user, brand=brand),
         labels=LABELS,
         error=error,
+        notice=notice,
     )
 
 
 @router.get("/brands/{brand}/mailboxes")
-async def mailboxes(request: Request, app: App, session: Session, brand: uuid.UUID) -> Response:
+async def mailboxes(
+    request: Request,
+    app: App,
+    session: Session,
+    brand: uuid.UUID,
+    connected: Provider | None = None,
+    declined: Provider | None = None,
+) -> Response:
+    """The page; ``connected`` or ``declined`` when the browser comes back from a provider's consent screen."""
     user = await signed_in(request, session)
     if user is None:
         return redirect(SIGN_IN_PAGE)
     if await member_role(session, user, brand) is None:
         return not_found(request, app, user=await user_row(session, user))
-    return await _page(request, app, session, user, brand)
+    notice = f"Your {LABELS[connected]} mailbox is connected." if connected else None
+    error = f"{LABELS[declined]} did not connect the mailbox: nothing was stored." if declined else None
+    return await _page(request, app, session, user, brand, notice=notice, error=error)
 
 
 @router.get("/brands/{brand}/mailboxes/connect/{kind}")
-async def connect(
-    request: Request, app: App, session: Session, brand: uuid.UUID, kind: Literal["google", "microsoft"]
-) -> Response:
+async def connect(request: Request, app: App, session: Session, brand: uuid.UUID, kind: Provider) -> Response:
     user = await signed_in(request, session)
     if user is None:
         return redirect(SIGN_IN_PAGE)
@@ -80,7 +97,7 @@ async def connect(
         return not_found(request, app, user=await user_row(session, user))
     try:
         url = await oauth.start_connect(
-            session, app.box, app.settings, user=user, brand=brand, kind=kind, scopes=SCOPES
+            session, app.box, app.settings, user=user, brand=brand, kind=kind, scopes=SCOPES, from_workspace=True
         )
     except BadRequest as exc:  # the provider's client is not configured on this service
         return await _page(request, app, session, user, brand, error=exc.message)
@@ -93,7 +110,7 @@ async def disconnect(
     app: App,
     session: Session,
     brand: uuid.UUID,
-    kind: Literal["google", "microsoft"],
+    kind: Provider,
     credential: uuid.UUID,
 ) -> Response:
     user = await signed_in(request, session)
