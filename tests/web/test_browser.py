@@ -8,16 +8,13 @@ folder (`make screenshots`) it also saves the pages it saw there.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,6 +24,7 @@ from mailroom.config import Settings
 from mailroom.db import libpq_url
 from mailroom.transports.registry import outbox_folder
 from tests.support.campaigns import campaign
+from tests.support.chrome import BROWSER_TESTS, pressed, resized, save_screenshot
 from tests.support.http_server import serve_app
 from tests.support.report_seed import seed_sent_campaign
 from tests.support.sender import running_worker
@@ -34,37 +32,10 @@ from tests.support.uploads import PDF
 from tests.support.workspace import link_path
 from tests.support.world import World
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-MISSING = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-SCREENSHOTS = os.environ.get("MAILROOM_SCREENSHOTS")
+pytestmark = BROWSER_TESTS
+
 # Drafts first made, oldest first; then one scheduled, the newest.
 SUBJECTS = ("Holiday hours", "October market report", "Price drop on Elm Street", "Spring listings are here")
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        bool(MISSING), reason=f"no {' or '.join(MISSING)}: install Debian's chromium and chromium-driver packages"
-    ),
-]
-
-
-@pytest.fixture
-def chrome() -> Iterator[Any]:
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,860"):
-        options.add_argument(argument)
-    # Selenium Manager would fetch a browser or driver it thinks is missing; offline it only uses these.
-    os.environ["SE_OFFLINE"] = "true"
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 async def seed(
@@ -121,22 +92,6 @@ async def wait_for_mail(folder: Path, *, within: float = 20.0) -> str:
             return mail
         await asyncio.sleep(0.1)
     raise AssertionError(f"no mail in {folder} after {within}s")
-
-
-def resized(chrome: Any, width: int, height: int) -> None:
-    """The window at ``width`` x ``height``, once the page's viewport has taken the width: on a busy machine the
-    resize lands after set_window_size returns, and a page measured before it is measured at the old width."""
-    from selenium.webdriver.support.wait import WebDriverWait
-
-    chrome.set_window_size(width, height)
-    WebDriverWait(chrome, 10).until(lambda driver: driver.execute_script("return window.innerWidth") <= width)
-
-
-def save_screenshot(chrome: Any, name: str) -> None:
-    """For `make screenshots` only: the page as the browser shows it, in MAILROOM_SCREENSHOTS."""
-    if SCREENSHOTS:
-        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
-        chrome.save_screenshot(str(Path(SCREENSHOTS) / name))
 
 
 async def test_a_person_signs_in_with_the_mailed_link_and_sees_the_campaigns(
@@ -197,19 +152,6 @@ async def test_a_person_signs_in_with_the_mailed_link_and_sees_the_campaigns(
         save_screenshot(chrome, "report-phone.png")
         press_and_wait(".topbar button[type=submit]", "Sign in")
         assert chrome.current_url == url + "/app/sign-in"
-
-
-def pressed(chrome: Any, button: str, title: str) -> None:
-    """Press the button (a CSS selector) and wait for the next page, whose title holds ``title``: first for the
-    pressed one to go, since the next may have the same title (a search answers with the form again)."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.expected_conditions import staleness_of, title_contains
-    from selenium.webdriver.support.wait import WebDriverWait
-
-    element = chrome.find_element(By.CSS_SELECTOR, button)
-    element.click()
-    WebDriverWait(chrome, 10).until(staleness_of(element))
-    WebDriverWait(chrome, 10).until(title_contains(title))
 
 
 async def test_a_person_composes_previews_and_schedules_a_campaign(

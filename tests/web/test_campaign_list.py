@@ -159,7 +159,7 @@ async def test_every_page_has_a_strict_policy_and_loads_nothing_from_another_ori
         assert "default-src 'self'" in policy and "unsafe-inline" not in policy and "unsafe-eval" not in policy
         assert page.headers["referrer-policy"] == "no-referrer"
         for reference in REFERENCES.findall(page.text):
-            assert reference.startswith(("/", "?")) and not reference.startswith("//"), reference
+            assert reference.startswith(("/", "?", "#")) and not reference.startswith("//"), reference
         assert "style=" not in page.text and "<script" not in page.text
     assert pages[-1].headers["content-type"].startswith("text/css")
 
