@@ -348,6 +348,20 @@ async def test_a_connected_mailbox_is_offered_and_sends_the_campaign(
     assert ann.data(await ann.get(f"/emails/{campaign_id}"))["google_credential"] == gmail
 
 
+async def test_a_campaign_addressing_each_recipient_is_not_saved_to_go_from_a_mailbox(
+    world: World, app: FastAPI, session: AsyncSession
+) -> None:
+    ann = await world.brand_admin()
+    gmail = await world.google_credential(ann)
+    async with browser(app) as web:
+        await signed_in(web, app, ann.user)
+        # FORM's subject names the recipient: the API would save it and quietly drop the mailbox.
+        refused = await post_form(web, new_page(ann), mailbox=f"google:{gmail}")
+    assert refused.status_code == 400 and 'id="mailbox-error"' in refused.text
+    assert "goes one message to each recipient" in refused.text
+    assert await stored(session) == []
+
+
 async def test_tests_beyond_the_allowance_are_refused_with_the_wait(world: World, app: FastAPI) -> None:
     ann = await world.brand_admin()
     async with browser(app) as web:

@@ -56,6 +56,11 @@ PREVIEW_HEADERS = {
     "Cache-Control": "no-store",
 }
 Contact = Annotated[str, Query(max_length=36)]
+PERSONAL_NOT_FROM_MAILBOX = (
+    "this campaign goes one message to each recipient (it addresses each one with recipient.*, or was made "
+    "individual), and such mail is sent through mailroom's own sending: choose that, or take recipient.* out "
+    "to send it from this mailbox"
+)
 
 
 async def _campaign(session: AsyncSession, brand: uuid.UUID, campaign_id: uuid.UUID, user: uuid.UUID) -> EmailCampaign:
@@ -170,6 +175,10 @@ async def _save(
     private = app.settings.allow_private_attachment_links
     body = campaign_body(form, brand, due=due, kept=kept_fields(campaign) if campaign else None)
     try:
+        personal = body.individual or (await service.check_templates(body.subject, body.html, body.text, renderer))[0]
+        if form.mailbox and personal:
+            # The API would save it and quietly send it through mailroom's own sending, one message each.
+            raise FormErrors({"mailbox": PERSONAL_NOT_FROM_MAILBOX})
         if campaign is None:
             actor = service.Actor(user=user, brand=brand, allow_private_links=private)
             return (await service.create_campaign(session, conn, body, actor, renderer=renderer)).id
