@@ -154,7 +154,7 @@ async def test_a_person_signs_in_with_the_mailed_link_and_sees_the_campaigns(
         assert chrome.current_url == url + "/app/sign-in"
 
 
-async def test_a_person_composes_previews_and_schedules_a_campaign(
+async def test_a_person_composes_previews_tests_schedules_and_sends_a_campaign(
     chrome: Any, world: World, session: AsyncSession, settings: Settings, tmp_path: Path, database_url: str
 ) -> None:
     from selenium.webdriver.common.by import By
@@ -167,7 +167,8 @@ async def test_a_person_composes_previews_and_schedules_a_campaign(
     await world.contact(ann, "maria.lopez@example.com", first_name="Maria", last_name="Lopez", tags=["Buyers"])
     await world.contact(ann, "sam.chen@example.com", first_name="Sam", last_name="Chen", tags=["Buyers", "Sellers"])
     await world.crm_list(ann, "Open house visitors")
-    app: FastAPI = create_app(settings.model_copy(update={"data_dir": tmp_path}))
+    local = settings.model_copy(update={"data_dir": tmp_path})
+    app: FastAPI = create_app(local)
     with serve_app(app, name="mailroom") as url:
         chrome.get(url + await printed_link(app, ann.user))
         pressed(chrome, "form button[type=submit]", "Campaigns")
@@ -221,6 +222,32 @@ async def test_a_person_composes_previews_and_schedules_a_campaign(
         pressed(chrome, "main form button[type=submit]", "Campaigns")
         row = chrome.find_element(By.CSS_SELECTOR, "tbody tr")
         assert "open house this Sunday" in row.text and "Scheduled" in row.text and "2031-05-01 15:00 UTC" in row.text
+        # A test to me first (which keeps it as a draft), then sent now: the worker mails both.
+        found = await session.execute(
+            text("SELECT id FROM email_campaigns WHERE subject LIKE '%open house this Sunday'")
+        )
+        (campaign_id,) = found.one()
+        chrome.get(f"{url}/app/brands/{ann.brand}/campaigns/{campaign_id}/edit")
+        pressed(chrome, "button[value=test]", "Edit campaign")
+        assert "A test is on its way" in chrome.find_element(By.CSS_SELECTOR, ".notice-ok").text
+        chrome.find_element(By.CSS_SELECTOR, "input[name=schedule][value=now]").click()
+        pressed(chrome, "button[value=save]", "Confirm sending")
+        assert "2 recipients" in chrome.find_element(By.TAG_NAME, "main").text
+        pressed(chrome, "main form button[type=submit]", "Campaigns")
+        async with running_worker(local, transport="outbox", public_url=url):
+            deadline = time.monotonic() + 30
+            while "Sent" not in chrome.find_element(By.CSS_SELECTOR, "tbody tr").text:
+                assert time.monotonic() < deadline, chrome.find_element(By.CSS_SELECTOR, "tbody tr").text
+                await asyncio.sleep(0.5)
+                chrome.refresh()
+    subjects = sorted(
+        line.removeprefix("Subject: ")
+        for mail in outbox_folder(local).glob("*.eml")
+        for line in mail.read_text().splitlines()
+        if line.startswith("Subject: ")
+    )
+    assert subjects[:2] == ["Maria, open house this Sunday", "Sam, open house this Sunday"]
+    assert len(subjects) == 3 and subjects[2].startswith("[Test] ")
     files = (
         await session.execute(
             text("SELECT f.name, f.mime FROM email_campaign_attachments a JOIN files f ON f.id = a.file")
