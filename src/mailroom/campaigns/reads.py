@@ -173,19 +173,24 @@ async def brand_campaigns(
     limit: int,
     order: str | None,
     subject_contains: str | None = None,
+    version: str | None = None,
 ) -> tuple[list[Any], int]:
     """A page of the brand's live campaigns and how many match in all, in one statement: the caller's
     role (403 without one) comes first, and the total rides along as a window count. ``subject_contains``
-    keeps those whose subject holds it, in any case."""
+    keeps those whose subject holds it, in any case. With ``version`` (SQL over the campaign c and its
+    sender u) a row is the campaign's id and that version only, not the campaign."""
     where = f"c.brand = %(brand)s AND c.deleted_at IS NULL{status_sql(status, 'c')}"
     params: dict[str, Any] = {"brand": brand, "user": user, "start": start, "limit": limit}
     if subject_contains:
         where += r" AND c.subject ILIKE %(subject)s ESCAPE '\'"
         params["subject"] = "%" + like_escaped(subject_contains) + "%"
+    columns = (
+        f"{CAMPAIGN_COLUMNS}, u.email_confirmed AS from_confirmed" if version is None else f"c.id, {version} AS version"
+    )
     sql = f"""
         WITH caller AS (SELECT ({ROLE_IN_BRAND.format(brand="%(brand)s", user="%(user)s")}) AS caller_role),
         page AS (
-            SELECT {CAMPAIGN_COLUMNS}, u.email_confirmed AS from_confirmed, count(*) OVER () AS total_matches
+            SELECT {columns}, count(*) OVER () AS total_matches
             FROM email_campaigns c LEFT JOIN users u ON u.id = c."from"
             WHERE {where} AND (SELECT caller_role FROM caller) IS NOT NULL
             ORDER BY {order_sql(order, "c")}, c.id OFFSET %(start)s LIMIT %(limit)s
