@@ -1,4 +1,5 @@
-"""Campaigns' answers kept as JSON, each valid for the one version of its row it was made from.
+"""Campaigns' answers (and their recipient rows') kept as JSON, each valid for the one version of its row it
+was made from.
 
 A client polling a brand's list of campaigns is sent the same 50 campaigns again and again; reading their
 40 columns and building their fields was most of a listing's CPU. The listing now reads each campaign's id
@@ -11,6 +12,9 @@ other thing a campaign's own fields show (``from_address_verified``). Reads on t
 rows only, and one committed transaction leaves one version of a row, so a version names one content.
 Nothing needs invalidating: a changed campaign has a new version, and its old entry is replaced the next
 time it is read. Entries are bounded by bytes; the oldest go first.
+
+The recipients page (GET /emails/:id/emails) is kept the same way: a recipient row's answer shows the row
+and its contact's name and picture, so its version is the row's ``xmin`` and its contact's.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import orjson
 from psycopg import AsyncConnection
 
 from mailroom.campaigns import reads
-from mailroom.campaigns.views import campaign_fields
+from mailroom.campaigns.views import campaign_email_out, campaign_fields
 
 # The version of a campaign's answer, as SQL over a campaign row c and its sender u.
 VERSION_SQL = "c.xmin::text || ':' || coalesce(u.email_confirmed::text, '')"
@@ -31,6 +35,7 @@ CAMPAIGNS_BY_ID = f"""
     SELECT {reads.CAMPAIGN_COLUMNS}, u.email_confirmed AS from_confirmed, {VERSION_SQL} AS version
     FROM email_campaigns c LEFT JOIN users u ON u.id = c."from" WHERE c.id = ANY(%(ids)s)
 """
+RECIPIENT_VERSION_SQL = "ce.xmin::text || ':' || coalesce(ct.xmin::text, '')"
 # A campaign is about 1 KB of JSON plus its html and text; 32 MB holds thousands of them.
 MAX_BYTES = 32 * 1024 * 1024
 # A campaign whose answer is larger (a long html body) is serialised every time, not kept.
@@ -87,3 +92,34 @@ async def campaigns_json(conn: AsyncConnection[Any], page: Sequence[Any], cache:
             cache.put(row.id, row.version, answer)
     # A campaign gone between the two statements (never, short of a hard delete) is left out.
     return [orjson.Fragment(found[row.id]) for row in page if row.id in found]
+
+
+async def campaign_emails_json(
+    conn: AsyncConnection[Any],
+    campaign: uuid.UUID,
+    user: uuid.UUID,
+    cache: AnswerCache,
+    *,
+    ordering: str,
+    start: int,
+    limit: int,
+) -> tuple[list[orjson.Fragment], int]:
+    """A page of the campaign's recipient rows as GET /emails/:id/emails answers them without associations,
+    and the number of all its rows; 404 unless the user may see the campaign."""
+    page, total = await reads.visible_campaign_emails(
+        conn, campaign, user, ordering=ordering, start=start, limit=limit, version=RECIPIENT_VERSION_SQL
+    )
+    found: dict[uuid.UUID, bytes] = {}
+    missing = []
+    for row in page:
+        answer = cache.get(row.id, row.version)
+        if answer is None:
+            missing.append(row.id)
+        else:
+            found[row.id] = answer
+    if missing:
+        for version, (row, contact) in await reads.campaign_emails_by_id(conn, missing, RECIPIENT_VERSION_SQL):
+            answer = orjson.dumps(campaign_email_out(row, contact, None, frozenset()), option=orjson.OPT_NON_STR_KEYS)
+            found[row.id] = answer
+            cache.put(row.id, version, answer)
+    return [orjson.Fragment(found[row.id]) for row in page if row.id in found], total

@@ -260,14 +260,76 @@ def _campaign_emails_sql(
         found = r"ILIKE %(search)s ESCAPE '\'"
         sql += f" AND (ce.email_address {found} OR {EMAIL_ORDER['full_name']} {found})"
         params["search"] = "%" + like_escaped(search) + "%"
+    ordering = email_order_sql(order)
+    if ordering is None:
+        raise BadRequest(f"must be one of {', '.join(EMAIL_ORDER)}, optionally with -", field="order")
+    return sql + ordering, params, email_fields
+
+
+def email_order_sql(order: str | None) -> str | None:
+    """The ORDER BY of recipient rows (ce, their contacts ct) for an order parameter; None for one not known."""
     ordering = []
     if order:
         column = EMAIL_ORDER.get(order.lstrip("+-"))
         if column is None:
-            raise BadRequest(f"must be one of {', '.join(EMAIL_ORDER)}, optionally with -", field="order")
+            return None
         ordering.append(f"{column} {'DESC' if order.startswith('-') else 'ASC'} NULLS LAST")
-    sql += " ORDER BY " + ", ".join([*ordering, "ce.campaign", "ce.seq"])
-    return sql, params, email_fields
+    return " ORDER BY " + ", ".join([*ordering, "ce.campaign", "ce.seq"])
+
+
+# Recipient rows by id, as ``campaign_emails`` reads them without an email, and the version of each.
+CAMPAIGN_EMAILS_BY_ID = (
+    "SELECT {columns}, {version} AS version FROM email_campaign_emails ce LEFT JOIN contacts ct ON ct.id = ce.contact "
+    "WHERE ce.id = ANY(%(ids)s)"
+)
+
+
+async def campaign_emails_by_id(
+    conn: AsyncConnection[Any], ids: Sequence[uuid.UUID], version: str
+) -> list[tuple[str, tuple[Any, Any | None]]]:
+    """The recipient rows (and their contacts) of these ids, each with its version (``version``: SQL over
+    ce and ct), in no particular order."""
+    columns = ", ".join(columns_of(EmailCampaignEmail, "ce") + _CONTACT_COLUMNS)
+    sql = CAMPAIGN_EMAILS_BY_ID.format(columns=columns, version=version)
+    async with conn.cursor(row_factory=tuple_row) as cursor:
+        await cursor.execute(sql, {"ids": list(ids)})
+        raw = await cursor.fetchall()
+    decoded = _decoded([values[:-1] for values in raw], [], paged=False)
+    return [(values[-1], (row, contact)) for values, (row, contact, _) in zip(raw, decoded, strict=True)]
+
+
+async def visible_campaign_emails(
+    conn: AsyncConnection[Any],
+    campaign: uuid.UUID,
+    user: uuid.UUID,
+    *,
+    ordering: str,
+    start: int,
+    limit: int,
+    version: str,
+) -> tuple[list[Any], int]:
+    """``require_visible`` and a page of the campaign's recipient rows, as (id, version) rows in order
+    (``ordering`` from ``email_order_sql``, ``version`` SQL over ce and ct), with the number of all its rows:
+    one statement where there were two."""
+    sql = f"""
+        WITH caller AS ({VISIBLE}),
+        page AS (
+            SELECT ce.id, {version} AS version, count(*) OVER () AS total
+            FROM email_campaign_emails ce LEFT JOIN contacts ct ON ct.id = ce.contact
+            WHERE ce.campaign = %(id)s AND (SELECT caller_role FROM caller) IS NOT NULL
+            {ordering} OFFSET %(start)s LIMIT %(limit)s
+        )
+        SELECT (SELECT caller_role FROM caller) AS caller_role, page.* FROM (SELECT) AS one LEFT JOIN page ON true
+    """
+    rows = await fetch(conn, sql, {"id": campaign, "user": user, "start": start, "limit": limit})
+    if rows[0].caller_role is None:
+        raise NotFound("no such campaign", field="id")
+    if rows[0].id is not None:
+        return rows, int(rows[0].total)
+    counted = await fetch(
+        conn, "SELECT count(*) AS n FROM email_campaign_emails WHERE campaign = %(c)s", {"c": campaign}
+    )
+    return [], int(counted[0].n)
 
 
 def _decoded(raw: Sequence[tuple[Any, ...]], email_fields: list[str], *, paged: bool) -> list[tuple[Any, ...]]:
