@@ -22,6 +22,7 @@ from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from fastapi import HTTPException, Request, params
 from fastapi._compat import ModelField
 from fastapi._compat.shared import field_annotation_is_sequence
@@ -110,11 +111,12 @@ class _Node:
         return values
 
 
-def _node(dependant: Dependant) -> _Node | None:
+def _node(dependant: Dependant, *, body: bool = False) -> _Node | None:
+    """``body``: the dependant may have one body parameter (the endpoint's, read by ``quick_solver``)."""
     unsupported = (
         dependant.header_params
         or dependant.cookie_params
-        or dependant.body_params
+        or (dependant.body_params and not body)
         or dependant.websocket_param_name
         or dependant.http_connection_param_name
         or dependant.response_param_name
@@ -159,19 +161,53 @@ def _child(dependant: Dependant) -> _Node | None:
     return _Node(node.call, node.name, generator, node.path, node.query, node.request_name, node.children)
 
 
-def quick_solver(dependant: Dependant) -> Solver | None:
+def _json_body(dependant: Dependant, embedded: bool) -> ModelField | None:
+    """The one JSON body parameter FastAPI validates the whole body with, if that is what the route has."""
+    if len(dependant.body_params) != 1 or embedded:
+        return None
+    (field,) = dependant.body_params
+    info = field.field_info
+    if type(info) is not params.Body or info.embed or info.validation_alias not in (None, field.alias):
+        return None
+    return field
+
+
+def _is_json(content_type: str | None) -> bool:
+    return content_type is not None and content_type.partition(";")[0].strip().lower() == "application/json"
+
+
+def quick_solver(dependant: Dependant, *, embedded_body: bool = False) -> Solver | None:
     """How to solve the route's parameters without FastAPI, or None when the route declares anything
-    this does not handle."""
-    root = _node(dependant)
+    this does not handle. A body is taken as one JSON value, validated whole by its one parameter, and only
+    when it comes as application/json and orjson reads it (what it reads, the standard library's parser
+    reads alike; anything it refuses, FastAPI reads as it always has)."""
+    body = _json_body(dependant, embedded_body) if dependant.body_params else None
+    root = _node(dependant, body=body is not None)
     if root is None:
         return None
 
     async def solve(request: Request, stack: AsyncExitStack) -> dict[str, Any] | None:
         try:
-            return await root.values(request, stack, {})
+            values = await root.values(request, stack, {})
+            if body is not None:
+                values[body.name] = await _body(request, body)
+            return values
         except (_Unsolved, MailroomError, HTTPException):
             # Not solved (_Unsolved) or a dependency's refusal (a bad token, an unknown association):
             # FastAPI's handler answers it, in the order and words it always has.
             return None
 
     return solve
+
+
+async def _body(request: Request, field: ModelField) -> Any:
+    if not _is_json(request.headers.get("content-type")):
+        raise _Unsolved
+    raw = await request.body()  # kept by the request: FastAPI reads the same bytes if it must answer
+    if not raw:
+        raise _Unsolved
+    try:
+        parsed = orjson.loads(raw)
+        return field._type_adapter.validate_python(parsed, from_attributes=True)
+    except (orjson.JSONDecodeError, ValidationError):
+        raise _Unsolved from None

@@ -93,8 +93,8 @@ class StrictQueryRoute(APIRoute):
         return checked
 
     def quick_handler(self, handler: Handler) -> Handler:
-        """The route's handler, trying ``quick_solve`` first on an API read (a GET whose endpoint answers
-        a Response of its own); FastAPI's handler answers whatever that leaves (see api/quick_solve.py)."""
+        """The route's handler, trying ``quick_solve`` first on an API GET or POST whose endpoint answers a
+        Response of its own; FastAPI's handler answers whatever that leaves (see api/quick_solve.py)."""
         endpoint = self.endpoint
         try:
             answers = get_type_hints(endpoint).get("return")
@@ -102,13 +102,13 @@ class StrictQueryRoute(APIRoute):
             return handler
         if not (
             self.include_in_schema
-            and self.methods == GET
+            and self.methods in (GET, POST)
             and inspect.iscoroutinefunction(endpoint)
             and isinstance(answers, type)
             and issubclass(answers, Response)
         ):
             return handler
-        self.quick = quick_solver(self.dependant)
+        self.quick = quick_solver(self.dependant, embedded_body=self._embed_body_fields)
         if self.quick is None:
             return handler
 
