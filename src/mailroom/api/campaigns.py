@@ -281,5 +281,4 @@ async def brand_campaigns(
     "`executed` past `quota` fails when it is due, sending nothing.",
 )
 async def email_quota(brand: uuid.UUID, caller: CurrentCaller, conn: ReadConnection) -> ORJSONResponse:
-    await reads.require_member(conn, caller.user.id, brand)
-    return ok(await quota.quota(conn, caller.user.id))
+    return ok(await quota.quota(conn, caller.user.id, brand))
