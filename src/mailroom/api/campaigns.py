@@ -33,6 +33,7 @@ from mailroom.campaigns.views import (
     parse_associations,
 )
 from mailroom.config import Settings
+from mailroom.crm.membership import required
 from mailroom.db import driver_connection
 from mailroom.sending import testmail
 from mailroom.sending.testmail import QueuedTestOut
@@ -90,13 +91,29 @@ async def _create(
 ) -> ORJSONResponse:
     """A new campaign is one statement (service.create_campaign), on an autocommit connection: no
     transaction around it. The checks that need other rows (rarely: named lists, contacts, files,
-    credentials, another sender) read through the session, which connects only if one does."""
+    credentials, another sender) read through the session, which connects only if one does.
+
+    The caller's membership of the brand is checked by that statement too, not in a round trip of its
+    own before the checks: a caller who is not a member is still refused with 403 whatever else is wrong
+    with the body, as the refusal of the body (or the statement's writing nothing) is answered only once
+    their membership has been read apart."""
     brand = brand_from_request(request, body.brand)
-    await reads.require_member(conn, caller.user.id, brand)
     actor = service.Actor(user=caller.user.id, brand=brand, allow_private_links=_private_links(request))
-    campaign = await service.create_campaign(
-        session, conn, body, actor, renderer=request.app.state.renderer, force_individual=individual
-    )
+    try:
+        campaign = await service.create_campaign(
+            session,
+            conn,
+            body,
+            actor,
+            renderer=request.app.state.renderer,
+            force_individual=individual,
+            members_only=True,
+        )
+    except Exception:
+        await reads.require_member(conn, caller.user.id, brand)
+        raise
+    if campaign is None:
+        required(None)  # no role in the brand: the 403 require_member answers
     return ok((await campaigns_out(conn, [campaign], associations, reader=caller.user.id))[0])
 
 
