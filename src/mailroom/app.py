@@ -38,6 +38,7 @@ from mailroom.api.suppressions import router as suppressions_router
 from mailroom.api.tracking import install as install_tracking
 from mailroom.api.tracking import router as tracking_router
 from mailroom.api.unsubscribe import router as unsubscribe_router
+from mailroom.campaigns.answers import AnswerCache
 from mailroom.config import Settings
 from mailroom.crm.tokens import TokenCheck
 from mailroom.crypto import SecretBox
@@ -90,6 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.read_pool = ReadPool(database_url)
     app.state.token_check = TokenCheck(app.state.read_pool.connection)
+    app.state.campaign_answers = AnswerCache()
     app.state.renderer = renderer
     app.state.secret_box = SecretBox(settings.resolved_secret_key())
     # Pages a browser reaches without an API token act for the user its workspace session names.

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.support.campaigns import campaign
+from tests.support.campaigns import campaign, row_counts
 from tests.support.world import Actor, World
 
 
@@ -46,6 +46,30 @@ async def test_another_brand_sees_nothing(world: World) -> None:
     ):
         assert response.status_code == 403, response.text
     assert owner.data(await owner.get(f"/emails/{cid}")) == made
+
+
+async def test_a_stranger_creating_in_a_brand_is_refused_for_that_first_and_writes_nothing(
+    world: World, session: AsyncSession
+) -> None:
+    owner, stranger = await world.brand_admin(), await world.brand_admin()
+    before = await row_counts(session)
+    in_owners = {"X-Rechat-Brand": str(owner.brand)}
+    for body in (
+        campaign(),
+        campaign(html=None),  # neither html nor text: refused, to a member
+        campaign(html="{{ recipient.first_name"),  # a template that does not compile
+        campaign(**{"from": str(owner.user)}),  # as another user
+        campaign(id=str(uuid.uuid4()), cc=[{"recipient_type": "Email", "email": "x@example.com"}]),
+    ):
+        for path in ("/emails", "/emails/individual"):
+            refused = await stranger.post(path, body, headers=in_owners)
+            assert refused.status_code == 403, refused.text
+            assert refused.json() == {"code": "Forbidden", "message": "brand: you are not a member of this brand"}
+    assert await row_counts(session) == before
+    # The same bodies from a member: written, or refused for what is wrong with them.
+    assert (await owner.post("/emails", campaign())).status_code == 200
+    assert (await owner.post("/emails", campaign(html=None))).status_code == 400
+    assert (await owner.post("/emails", campaign(html="{{ recipient.first_name"))).status_code == 400
 
 
 async def test_parent_brand_members_reach_child_brands(world: World) -> None:

@@ -11,14 +11,17 @@ and its assets, /metrics), which browsers and scrapers call, not API clients.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Coroutine
-from typing import Any
+from contextlib import AsyncExitStack
+from typing import Any, get_type_hints
 
 from fastapi import Request, Response, params
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import get_flat_params
 from fastapi.routing import APIRoute
 
+from mailroom.api.quick_solve import Solver, quick_solver
 from mailroom.errors import BadRequest
 
 GET, POST = frozenset({"GET"}), frozenset({"POST"})
@@ -66,9 +69,11 @@ class StrictQueryRoute(APIRoute):
 
     # The names this route accepts; None when it takes any.
     known_query: frozenset[str] | None = None
+    # How its parameters are solved without FastAPI's per-request work; None when FastAPI solves them.
+    quick: Solver | None = None
 
     def get_route_handler(self) -> Handler:
-        handler = super().get_route_handler()
+        handler = self.quick_handler(super().get_route_handler())
         if not self.include_in_schema or (self.methods or set()) <= OPEN_QUERY.get(self.path_format, frozenset()):
             self.known_query = None
             return handler
@@ -86,3 +91,35 @@ class StrictQueryRoute(APIRoute):
             return await handler(request)
 
         return checked
+
+    def quick_handler(self, handler: Handler) -> Handler:
+        """The route's handler, trying ``quick_solve`` first on an API GET or POST whose endpoint answers a
+        Response of its own; FastAPI's handler answers whatever that leaves (see api/quick_solve.py)."""
+        endpoint = self.endpoint
+        try:
+            answers = get_type_hints(endpoint).get("return")
+        except (NameError, TypeError):
+            return handler
+        if not (
+            self.include_in_schema
+            and self.methods in (GET, POST)
+            and inspect.iscoroutinefunction(endpoint)
+            and isinstance(answers, type)
+            and issubclass(answers, Response)
+        ):
+            return handler
+        self.quick = quick_solver(self.dependant, embedded_body=self._embed_body_fields)
+        if self.quick is None:
+            return handler
+
+        async def quickly(request: Request) -> Response:
+            solver = self.quick  # read at each request: None hands every request to FastAPI
+            if solver is not None:
+                async with AsyncExitStack() as stack:
+                    values = await solver(request, stack)
+                    if values is not None:
+                        response: Response = await endpoint(**values)
+                        return response
+            return await handler(request)
+
+        return quickly

@@ -19,6 +19,7 @@ from sqlalchemy import text
 from typing_extensions import TypedDict
 
 from mailroom.campaigns.audience import EXECUTED_IN_MONTH, EXPANSION_CTE, month_bounds, through_esp
+from mailroom.crm.membership import ROLE_IN_BRAND, required
 from mailroom.db import fetch_rows
 from mailroom.serialize import closed
 
@@ -33,11 +34,13 @@ SCHEDULED_THROUGH_ESP = text(
 )
 
 
-# The limit, what went out this month, and the unsent campaigns due by its end (overdue ones count
-# too: they are about to go out), in one statement.
+# The caller's role in the brand the request names (403 without one), the limit, what went out this month,
+# and the unsent campaigns due by its end (overdue ones count too: they are about to go out), in one
+# statement.
 QUOTA_NOW = text(
     f"""
-    SELECT (SELECT email_quota FROM users WHERE id = :user) AS quota,
+    SELECT ({ROLE_IN_BRAND.format(brand=":brand", user=":user")}) AS role,
+           (SELECT email_quota FROM users WHERE id = :user) AS quota,
            ({EXECUTED_IN_MONTH.text}) AS executed,
            ARRAY(SELECT id FROM email_campaigns
                  WHERE "from" = :user AND executed_at IS NULL AND deleted_at IS NULL
@@ -55,11 +58,13 @@ class QuotaOut(TypedDict):
     quota: Annotated[int, Field(description="Recipients a month the caller may send to through the ESP")]
 
 
-async def quota(conn: AsyncConnection[Any], user: uuid.UUID) -> QuotaOut:
+async def quota(conn: AsyncConnection[Any], user: uuid.UUID, brand: uuid.UUID) -> QuotaOut:
     """The user's monthly limit, what counted against it this calendar month (UTC), and the recipients
-    of their unsent campaigns due by its end that will go through the ESP, expanded as they will be."""
+    of their unsent campaigns due by its end that will go through the ESP, expanded as they will be; 403
+    unless the user is a member of ``brand`` (the quota is the user's, asked for in a brand)."""
     start, end = month_bounds(datetime.now(UTC))
-    (now,) = await fetch_rows(conn, QUOTA_NOW, {"user": user, "start": start, "end": end})
+    (now,) = await fetch_rows(conn, QUOTA_NOW, {"user": user, "brand": brand, "start": start, "end": end})
+    required(now.role)
     scheduled = 0
     if now.due:
         (row,) = await fetch_rows(conn, SCHEDULED_THROUGH_ESP, {"campaigns": now.due})

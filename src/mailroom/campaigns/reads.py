@@ -173,19 +173,24 @@ async def brand_campaigns(
     limit: int,
     order: str | None,
     subject_contains: str | None = None,
+    version: str | None = None,
 ) -> tuple[list[Any], int]:
     """A page of the brand's live campaigns and how many match in all, in one statement: the caller's
     role (403 without one) comes first, and the total rides along as a window count. ``subject_contains``
-    keeps those whose subject holds it, in any case."""
+    keeps those whose subject holds it, in any case. With ``version`` (SQL over the campaign c and its
+    sender u) a row is the campaign's id and that version only, not the campaign."""
     where = f"c.brand = %(brand)s AND c.deleted_at IS NULL{status_sql(status, 'c')}"
     params: dict[str, Any] = {"brand": brand, "user": user, "start": start, "limit": limit}
     if subject_contains:
         where += r" AND c.subject ILIKE %(subject)s ESCAPE '\'"
         params["subject"] = "%" + like_escaped(subject_contains) + "%"
+    columns = (
+        f"{CAMPAIGN_COLUMNS}, u.email_confirmed AS from_confirmed" if version is None else f"c.id, {version} AS version"
+    )
     sql = f"""
         WITH caller AS (SELECT ({ROLE_IN_BRAND.format(brand="%(brand)s", user="%(user)s")}) AS caller_role),
         page AS (
-            SELECT {CAMPAIGN_COLUMNS}, u.email_confirmed AS from_confirmed, count(*) OVER () AS total_matches
+            SELECT {columns}, count(*) OVER () AS total_matches
             FROM email_campaigns c LEFT JOIN users u ON u.id = c."from"
             WHERE {where} AND (SELECT caller_role FROM caller) IS NOT NULL
             ORDER BY {order_sql(order, "c")}, c.id OFFSET %(start)s LIMIT %(limit)s
@@ -259,19 +264,87 @@ async def campaign_emails(
     if first is not None:
         sql += " AND ce.seq <= %(first)s"
         params["first"] = first
-    ordering = []
-    if order:
-        column = EMAIL_ORDER.get(order.lstrip("+-"))
-        if column is None:
-            raise BadRequest(f"must be one of {', '.join(EMAIL_ORDER)}, optionally with -", field="order")
-        ordering.append(f"{column} {'DESC' if order.startswith('-') else 'ASC'} NULLS LAST")
-    sql += " ORDER BY " + ", ".join([*ordering, "ce.campaign", "ce.seq"])
+    ordering = email_order_sql(order)
+    if ordering is None:
+        raise BadRequest(f"must be one of {', '.join(EMAIL_ORDER)}, optionally with -", field="order")
+    sql += ordering
     if limit is not None:
         sql += " OFFSET %(start)s LIMIT %(limit)s"
         params.update(start=start, limit=limit)
     async with conn.cursor(row_factory=tuple_row) as cursor:
         await cursor.execute(sql, params)
         raw = await cursor.fetchall()
+    return _decoded(raw, email_fields, paged=limit is not None)
+
+
+def email_order_sql(order: str | None) -> str | None:
+    """The ORDER BY of recipient rows (ce, their contacts ct) for an order parameter; None for one not known."""
+    ordering = []
+    if order:
+        column = EMAIL_ORDER.get(order.lstrip("+-"))
+        if column is None:
+            return None
+        ordering.append(f"{column} {'DESC' if order.startswith('-') else 'ASC'} NULLS LAST")
+    return " ORDER BY " + ", ".join([*ordering, "ce.campaign", "ce.seq"])
+
+
+# Recipient rows by id, as ``campaign_emails`` reads them without an email, and the version of each.
+CAMPAIGN_EMAILS_BY_ID = (
+    "SELECT {columns}, {version} AS version FROM email_campaign_emails ce LEFT JOIN contacts ct ON ct.id = ce.contact "
+    "WHERE ce.id = ANY(%(ids)s)"
+)
+
+
+async def campaign_emails_by_id(
+    conn: AsyncConnection[Any], ids: Sequence[uuid.UUID], version: str
+) -> list[tuple[str, tuple[Any, Any | None]]]:
+    """The recipient rows (and their contacts) of these ids, each with its version (``version``: SQL over
+    ce and ct), in no particular order."""
+    columns = ", ".join(columns_of(EmailCampaignEmail, "ce") + _CONTACT_COLUMNS)
+    sql = CAMPAIGN_EMAILS_BY_ID.format(columns=columns, version=version)
+    async with conn.cursor(row_factory=tuple_row) as cursor:
+        await cursor.execute(sql, {"ids": list(ids)})
+        raw = await cursor.fetchall()
+    decoded = _decoded([values[:-1] for values in raw], [], paged=False)
+    return [(values[-1], (row, contact)) for values, (row, contact, _) in zip(raw, decoded, strict=True)]
+
+
+async def visible_campaign_emails(
+    conn: AsyncConnection[Any],
+    campaign: uuid.UUID,
+    user: uuid.UUID,
+    *,
+    ordering: str,
+    start: int,
+    limit: int,
+    version: str,
+) -> tuple[list[Any], int]:
+    """``require_visible`` and a page of the campaign's recipient rows, as (id, version) rows in order
+    (``ordering`` from ``email_order_sql``, ``version`` SQL over ce and ct), with the number of all its rows:
+    one statement where there were two."""
+    sql = f"""
+        WITH caller AS ({VISIBLE}),
+        page AS (
+            SELECT ce.id, {version} AS version, count(*) OVER () AS total
+            FROM email_campaign_emails ce LEFT JOIN contacts ct ON ct.id = ce.contact
+            WHERE ce.campaign = %(id)s AND (SELECT caller_role FROM caller) IS NOT NULL
+            {ordering} OFFSET %(start)s LIMIT %(limit)s
+        )
+        SELECT (SELECT caller_role FROM caller) AS caller_role, page.* FROM (SELECT) AS one LEFT JOIN page ON true
+    """
+    rows = await fetch(conn, sql, {"id": campaign, "user": user, "start": start, "limit": limit})
+    if rows[0].caller_role is None:
+        raise NotFound("no such campaign", field="id")
+    if rows[0].id is not None:
+        return rows, int(rows[0].total)
+    counted = await fetch(
+        conn, "SELECT count(*) AS n FROM email_campaign_emails WHERE campaign = %(c)s", {"c": campaign}
+    )
+    return [], int(counted[0].n)
+
+
+def _decoded(raw: Sequence[tuple[Any, ...]], email_fields: list[str], *, paged: bool) -> list[tuple[Any, ...]]:
+    """Plain rows as (recipient row, contact or None, email or None[, number of all rows])."""
     email_row: Any = namedtuple("email_row", email_fields) if email_fields else None
     a = len(_ROW._fields)
     b = a + len(_CONTACT._fields)
@@ -285,7 +358,7 @@ async def campaign_emails(
             contact if contact.id else None,
             email if email is not None and email.id else None,
         )
-        out.append((*found, int(values[c])) if limit is not None else found)
+        out.append((*found, int(values[c])) if paged else found)
     return out
 
 

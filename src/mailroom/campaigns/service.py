@@ -8,15 +8,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import orjson
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailroom.campaigns import reads
 from mailroom.campaigns.models import EmailCampaign, EmailCampaignAttachment, EmailCampaignRecipient
 from mailroom.campaigns.schemas import CampaignIn, field_path
-from mailroom.crm.membership import member_role
+from mailroom.crm.membership import ROLE_IN_BRAND, member_role
 from mailroom.crm.models import Agent, Contact, CrmList, GoogleCredential, MicrosoftCredential
 from mailroom.egress import link_problem
 from mailroom.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
@@ -25,6 +27,7 @@ from mailroom.templating.render import TemplateError
 from mailroom.templating.renderer import RenderPool
 from mailroom.transports.base import ESP_SIZE_LIMIT, MAILBOX_SIZE_LIMIT
 
+_DIALECT = postgresql.dialect()
 GOOGLE_SEND_SCOPES = {"mail.send"}
 MICROSOFT_SEND_SCOPES = {"mail.send", "mail.modify"}
 
@@ -254,8 +257,11 @@ async def create_campaign(
     *,
     renderer: RenderPool,
     force_individual: bool = False,
+    members_only: bool = False,
 ) -> Any:
-    """Check and write a new campaign; its row as ``reads.visible_campaign`` answers it."""
+    """Check and write a new campaign; its row as ``reads.visible_campaign`` answers it. With
+    ``members_only`` it is written only if the actor has a role in its brand, checked by the insert's own
+    statement, and None is answered when they have none."""
     if force_individual and (body.cc or body.bcc):
         raise BadRequest("individual emails cannot have cc or bcc", field="cc" if body.cc else "bcc")
     from_user = body.from_ or actor.user
@@ -270,23 +276,39 @@ async def create_campaign(
         if existing is not None:
             raise Conflict("a campaign with this id already exists", field="id")
     columns = {**values, "created_by": actor.user, **({"id": body.id} if body.id is not None else {})}
-    return await _insert(conn, columns, recipients, attachments)
+    return await _insert(conn, columns, recipients, attachments, members_only=members_only)
 
 
-@functools.cache  # one text per set of columns, so psycopg prepares it after its fifth use
-def _insert_sql(attributes: tuple[str, ...]) -> str:
-    names = ", ".join(f'"{EmailCampaign.__mapper__.columns[a].name}"' for a in attributes)
-    values = ", ".join(f"%({a})s" for a in attributes)
-    children = (
-        ("email_campaign_recipients", RECIPIENT_COLUMNS, "r_"),
-        ("email_campaign_attachments", ATTACHMENT_COLUMNS, "a_"),
-    )
+# The child tables a campaign's statement writes to: (table, its columns and their SQL types, parameter).
+CHILDREN = (
+    ("email_campaign_recipients", RECIPIENT_COLUMNS, "recipients"),
+    ("email_campaign_attachments", ATTACHMENT_COLUMNS, "attachments"),
+)
+
+
+@functools.cache  # one text per set of columns and children, so psycopg prepares it after its fifth use
+def _insert_sql(attributes: tuple[str, ...], children: tuple[str, ...], members_only: bool) -> str:
+    columns = [EmailCampaign.__mapper__.columns[a] for a in attributes]
+    names = ", ".join(f'"{column.name}"' for column in columns)
+    if members_only:
+        # Typed, as VALUES would type them by their columns: a SELECT would take an untyped NULL for text.
+        typed = ", ".join(
+            f"CAST(%({a})s AS {c.type.compile(dialect=_DIALECT)})" for a, c in zip(attributes, columns, strict=True)
+        )
+        role = ROLE_IN_BRAND.format(brand="%(brand)s", user="%(created_by)s")
+        source = f"SELECT {typed} WHERE ({role}) IS NOT NULL"
+    else:
+        source = f"VALUES ({', '.join(f'%({a})s' for a in attributes)})"
+    # Each child table's rows come as one JSON array of objects: one parameter where an array per column
+    # took psycopg longer to convert than the rest of the request's parameters.
     writes = "".join(
         f""", {table} AS (INSERT INTO {table} (campaign, {", ".join(f'"{n}"' for n in cols)})
-            SELECT c.id, x.* FROM c, unnest({", ".join(f"%({prefix}{n})s::{t}[]" for n, t in cols.items())}) AS x)"""
-        for table, cols, prefix in children
+            SELECT c.id, x.* FROM c, jsonb_to_recordset(%({param})s::jsonb)
+            AS x({", ".join(f'"{n}" {t}' for n, t in cols.items())}))"""
+        for table, cols, param in CHILDREN
+        if param in children
     )
-    return f"""WITH c AS (INSERT INTO email_campaigns ({names}) VALUES ({values}) RETURNING *){writes}
+    return f"""WITH c AS (INSERT INTO email_campaigns ({names}) {source} RETURNING *){writes}
         SELECT {reads.CAMPAIGN_COLUMNS}, u.email_confirmed AS from_confirmed FROM c LEFT JOIN users u ON u.id = c."from"
     """
 
@@ -296,14 +318,20 @@ async def _insert(
     columns: dict[str, Any],
     recipients: list[dict[str, Any]],
     attachments: list[dict[str, Any]],
-) -> Any:
+    *,
+    members_only: bool,
+) -> Any | None:
     """The campaign, its recipients and its attachments written in one statement (one round trip where
-    the ORM took three, and a fourth to read the campaign back), answered as ``reads`` reads a campaign."""
+    the ORM took three, and a fourth to read the campaign back), answered as ``reads`` reads a campaign.
+    A child table with no rows to write is left out of the statement. ``members_only``: see create_campaign."""
     params = {**columns, "headers": Jsonb(columns["headers"])}
-    for prefix, rows, cols in (("r_", recipients, RECIPIENT_COLUMNS), ("a_", attachments, ATTACHMENT_COLUMNS)):
-        params.update({f"{prefix}{n}": [row[n] for row in rows] for n in cols})
-    (row,) = await reads.fetch(conn, _insert_sql(tuple(columns)), params)
-    return row
+    given = {"recipients": recipients, "attachments": attachments}
+    for _, cols, param in CHILDREN:
+        if rows := given[param]:
+            params[param] = orjson.dumps([{n: row[n] for n in cols} for row in rows]).decode()
+    sql = _insert_sql(tuple(columns), tuple(param for _, _, param in CHILDREN if given[param]), members_only)
+    rows = await reads.fetch(conn, sql, params)
+    return rows[0] if rows else None
 
 
 async def live_campaign(session: AsyncSession, campaign_id: uuid.UUID, user: uuid.UUID) -> EmailCampaign:

@@ -16,7 +16,8 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import namedtuple_row
 
-from mailroom.campaigns.reads import EMAIL_ORDER, like_escaped
+from mailroom.campaigns.reads import EMAIL_ORDER, email_order_sql, like_escaped
+from mailroom.errors import BadRequest
 
 COUNTERS = ("delivered", "failed", "opened", "clicked", "unsubscribed", "complained")
 # A recipient row as the report shows it: its counters, its contact's name, and its opens and clicks as the
@@ -42,21 +43,20 @@ _PAGE = (
     WITH page AS (
         SELECT ce.id{matching} FROM email_campaign_emails ce {contact}
         WHERE ce.campaign = %(campaign)s{search}
-        ORDER BY {order} OFFSET %(start)s LIMIT %(limit)s
+        {order} OFFSET %(start)s LIMIT %(limit)s
     )"""
     + _ROW.format(total=", {total} AS matching", rows="page JOIN email_campaign_emails ce ON ce.id = page.id")
-    + "ORDER BY {order}"
+    + "{order}"
 )
-_EVERY = (
-    _ROW.format(total="", rows="email_campaign_emails ce") + "WHERE ce.campaign = %(campaign)s{search} ORDER BY {order}"
-)
+_EVERY = _ROW.format(total="", rows="email_campaign_emails ce") + "WHERE ce.campaign = %(campaign)s{search}{order}"
 _COUNT = "SELECT count(*) FROM email_campaign_emails ce {contact} WHERE ce.campaign = %(campaign)s{search}"
 
 
 def _filters(order: str, search: str | None) -> tuple[str, str, str, dict[str, Any]]:
     """The ORDER BY, the contact join, the search condition and its parameter, as the API orders and searches."""
-    column = EMAIL_ORDER[order.lstrip("+-")]
-    ordering = f"{column} {'DESC' if order.startswith('-') else 'ASC'} NULLS LAST, ce.seq"
+    ordering = email_order_sql(order)
+    if ordering is None:
+        raise BadRequest(f"must be one of {', '.join(EMAIL_ORDER)}, optionally with -", field="sort")
     named = search is not None or order.lstrip("+-") == "full_name"
     contact = "LEFT JOIN contacts ct ON ct.id = ce.contact" if named else ""
     if search is None:
