@@ -23,6 +23,7 @@ from mailroom.crm.models import Agent, Contact, CrmList, GoogleCredential, Micro
 from mailroom.egress import link_problem
 from mailroom.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
 from mailroom.files.models import File
+from mailroom.files.service import attachable
 from mailroom.templating.render import TemplateError
 from mailroom.templating.renderer import RenderPool
 from mailroom.transports.base import ESP_SIZE_LIMIT, MAILBOX_SIZE_LIMIT
@@ -133,7 +134,10 @@ async def _attachment_rows(session: AsyncSession, body: CampaignIn, actor: Actor
     file_ids = [r["file"] for r in rows if r["file"]]
     if file_ids:
         files = {
-            f.id: f for f in await session.scalars(select(File).where(File.id.in_(file_ids), File.deleted_at.is_(None)))
+            f.id: f
+            for f in await session.scalars(
+                select(File).where(File.id.in_(file_ids), attachable(actor.brand, actor.user))
+            )
         }
         limit = ESP_SIZE_LIMIT if on_esp else MAILBOX_SIZE_LIMIT
         total = 0
@@ -141,11 +145,7 @@ async def _attachment_rows(session: AsyncSession, body: CampaignIn, actor: Actor
             if row["file"] is None:
                 continue
             file = files.get(row["file"])
-            # A brand's files are its members' to attach; a file from before brands (none) only its uploader's.
-            readable = file is not None and (
-                file.brand == actor.brand if file.brand is not None else file.created_by == actor.user
-            )
-            if file is None or not readable:
+            if file is None:
                 raise NotFound("no such uploaded file", field=f"attachments.{index}.file")
             if file.size > limit:
                 raise PayloadTooLarge(f"is larger than the {limit} byte limit", field=f"attachments.{index}.file")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import Field
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from typing_extensions import TypedDict
 
@@ -36,6 +36,12 @@ def clean_name(raw: str | None) -> str:
         stem, dot, ext = text.rpartition(".")
         text = stem[: MAX_NAME - len(ext) - 1] + dot + ext if dot and 0 < len(ext) <= 16 else text[:MAX_NAME]
     return text or DEFAULT_NAME
+
+
+def attachable(brand: uuid.UUID, user: uuid.UUID) -> ColumnElement[bool]:
+    """The live files a user may attach in a brand: the brand's (its members'), or the user's own uploaded
+    before brands were named (none)."""
+    return File.deleted_at.is_(None) & ((File.brand == brand) | (File.brand.is_(None) & (File.created_by == user)))
 
 
 def stored_path(user: uuid.UUID, ext: str) -> str:

@@ -95,8 +95,8 @@ async def store_uploads(
 
 
 async def attached_files(session: AsyncSession, brand: uuid.UUID, user: uuid.UUID, ids: list[str]) -> list[Attached]:
-    """The files the form holds, as the campaigns service would let the user attach them in this brand (the
-    brand's, or the user's own from before brands); ids of any other file are left out."""
+    """The files the form holds that the user may attach in this brand (the campaigns service's rule); ids
+    of any other file are left out, so a tampered id never shows another brand's file name."""
     wanted = []
     for value in ids:
         try:
@@ -105,12 +105,6 @@ async def attached_files(session: AsyncSession, brand: uuid.UUID, user: uuid.UUI
             continue
     if not wanted:
         return []
-    rows = await session.scalars(
-        select(File).where(
-            File.id.in_(wanted),
-            File.deleted_at.is_(None),
-            (File.brand == brand) | (File.brand.is_(None) & (File.created_by == user)),
-        )
-    )
+    rows = await session.scalars(select(File).where(File.id.in_(wanted), service.attachable(brand, user)))
     found = {f.id: f for f in rows}
     return [Attached(f.id, f.name, f.size) for f in (found.get(i) for i in wanted) if f is not None]
