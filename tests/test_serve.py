@@ -127,7 +127,7 @@ async def test_serve_sends_through_a_worker_child_logs_json_and_stops_it(
     lines = [json.loads(line) for line in text.splitlines() if line.strip()]  # every line is one JSON object
     assert all({"timestamp", "level", "logger", "message"} <= set(line) for line in lines)
     assert SECRET_PATH_TOKEN not in text
-    access = [line for line in lines if line["logger"] == "uvicorn.access" and "/unsubscribe/" in line["message"]]
+    access = [line for line in lines if line["logger"] == "mailroom.access" and "/unsubscribe/" in line["message"]]
     assert access and "/unsubscribe/<redacted>" in access[0]["message"]
     executed = [line for line in lines if line["message"].startswith(f"campaign {made['id']} executed")]
     finished = [line for line in lines if line["message"].startswith(f"campaign {made['id']} finished")]

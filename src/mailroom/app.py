@@ -14,6 +14,7 @@ from sqlalchemy import text
 from starlette.types import Receive, Scope, Send
 from typing_extensions import TypedDict
 
+from mailroom.api.access_log import AccessLog
 from mailroom.api.campaigns import router as campaigns_router
 from mailroom.api.crm import router as crm_router
 from mailroom.api.docs import router as docs_router
@@ -44,7 +45,6 @@ from mailroom.crm.tokens import TokenCheck
 from mailroom.crypto import SecretBox
 from mailroom.db import ReadPool, make_engine, make_sessionmaker, resolve_database_url
 from mailroom.files.storage import storage_from_settings
-from mailroom.links import install_access_log_filter
 from mailroom.serialize import closed
 from mailroom.templating.renderer import RenderLimits, RenderPool
 from mailroom.web.account import router as account_router
@@ -117,10 +117,9 @@ def create_app(settings: Settings) -> FastAPI:
         ),
         authenticate=app.state.token_check.is_live,
     )
+    app.state.access_log = AccessLog() if settings.access_log else None
     # Outermost, so the time a body takes to arrive counts too.
-    app.add_middleware(RequestMetrics)
-    # Public links carry bearer tokens in their path; uvicorn's access log must not keep them.
-    install_access_log_filter()
+    app.add_middleware(RequestMetrics, access_log=app.state.access_log)
 
     # The app's own routes are built as the routers' are: refusing query parameters they do not read.
     app.router.route_class = StrictQueryRoute
@@ -174,6 +173,8 @@ def create_app(settings: Settings) -> FastAPI:
 
 async def dispose(app: FastAPI) -> None:
     """Stop what create_app started: the rendering processes and the database connections."""
+    if app.state.access_log is not None:
+        app.state.access_log.flush()
     await app.state.renderer.aclose()
     await app.state.read_pool.close()
     await app.state.engine.dispose()

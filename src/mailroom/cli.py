@@ -205,7 +205,9 @@ def serve(
             from mailroom.app import create_app
 
             # log_config=None: uvicorn's records go to our root handler, in our format (see mailroom.logs).
-            config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="info", log_config=None)
+            config = uvicorn.Config(
+                create_app(settings), host=host, port=port, log_level="info", log_config=None, access_log=False
+            )
             # The reserved socket itself: the port cannot be taken between the check and serving.
             uvicorn.Server(config).run(sockets=[reserved])
         else:
@@ -222,6 +224,7 @@ def serve(
                 workers=processes,
                 log_level="info",
                 log_config=None,
+                access_log=False,  # mailroom's own (api/access_log.py)
             )
     finally:
         reserved.close()

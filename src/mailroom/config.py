@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     metrics_token: str | None = Field(default=None, repr=False)
     # "text", or "json": every log line one JSON object.
     log_format: Literal["text", "json"] = "text"
+    # A line for each request answered (api/access_log.py). Off where a proxy in front logs them already.
+    access_log: bool = True
     # The From of mail whose user has not confirmed their address, and of the service's own mail
     # (address confirmations). Unset: no-reply@ the sending domain (see transports.registry).
     default_from: str | None = None

@@ -8,7 +8,6 @@ This module sits below the router modules so the sender can make links without i
 
 from __future__ import annotations
 
-import logging
 import re
 import uuid
 
@@ -77,32 +76,3 @@ def read_unsubscribe_token(box: SecretBox, token: str) -> tuple[uuid.UUID, str, 
 def redact_path(path: str) -> str:
     """The path with the token of a public link (and whatever follows it) replaced by <redacted>."""
     return _TOKEN_PATH.sub(lambda match: match.group(1) + REDACTED, path)
-
-
-# Tracking hits and provider webhooks come thousands a second: their successes are counted by route in
-# the request metrics, not logged one line each (15% of the API's CPU under that load); failures are logged.
-QUIET_WHEN_ANSWERED = ("/t/", *PROVIDER_WEBHOOKS)
-
-
-class RedactTokens(logging.Filter):
-    """Rewrites uvicorn access-log records, whose args are (client, method, path, http version, status),
-    and drops those of answered hits on the quiet paths."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
-            status = args[4] if len(args) >= 5 else None
-            if args[2].startswith(QUIET_WHEN_ANSWERED) and isinstance(status, int) and status < 400:
-                return False
-            redacted = redact_path(args[2])
-            if redacted != args[2]:
-                record.args = (*args[:2], redacted, *args[3:])
-        return True
-
-
-# One instance: Logger.addFilter ignores a filter it already holds, so installing twice is harmless.
-_ACCESS_LOG_FILTER = RedactTokens()
-
-
-def install_access_log_filter() -> None:
-    logging.getLogger("uvicorn.access").addFilter(_ACCESS_LOG_FILTER)

@@ -1,15 +1,17 @@
 """Log output: plain lines, or one JSON object a line (MAILROOM_LOG_FORMAT=json) for log collectors.
 
 Every process logs through the root logger; uvicorn's loggers are left without handlers of their
-own so they reach it too, in the same format, still through the filter that keeps public-link
-tokens out of the access log (a logger's filters run before any handler formats the record).
+own so they reach it too, in the same format. uvicorn's access log is off: the access log is
+mailroom's own (api/access_log.py), which hands its lines here in batches (write_lines).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
+import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any, NamedTuple
 
 import orjson
 
@@ -41,9 +43,20 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
-def configure_logging(fmt: str = "text", level: int = logging.INFO) -> None:
-    """One handler on the root logger; uvicorn's loggers hand their records to it."""
-    handler = logging.StreamHandler()
+class _Output(NamedTuple):
+    handler: logging.StreamHandler[IO[str]]
+    json: bool
+
+
+# The handler configure_logging installed, and whether it writes JSON: write_lines formats as it does.
+_output: _Output | None = None
+
+
+def configure_logging(fmt: str = "text", level: int = logging.INFO, stream: IO[str] | None = None) -> None:
+    """One handler on the root logger (writing to stderr unless ``stream`` is given); uvicorn's loggers hand
+    their records to it, except its access log, which is off."""
+    global _output
+    handler: logging.StreamHandler[IO[str]] = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -54,4 +67,60 @@ def configure_logging(fmt: str = "text", level: int = logging.INFO) -> None:
         logger = logging.getLogger(name)
         for old in list(logger.handlers):
             logger.removeHandler(old)
-        logger.propagate = True
+        # Without a handler to reach, uvicorn does not even format its access lines.
+        logger.propagate = name != "uvicorn.access"
+    _output = _Output(handler, fmt == "json")
+
+
+class Line(NamedTuple):
+    """An INFO line to write later: when it happened, its message, and its fields (apart in JSON)."""
+
+    created: float
+    message: str
+    fields: dict[str, Any]
+
+
+class _Stamps:
+    """The timestamp texts of one second, made once a second rather than once a line."""
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.local = self.utc = ""
+
+    def at(self, created: float) -> tuple[str, str, int]:
+        second = int(created)
+        if second != self.second:
+            self.second = second
+            # As logging.Formatter writes asctime (local time), and as JsonFormatter writes timestamp.
+            self.local = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+            self.utc = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return self.local, self.utc, int((created - second) * 1000)
+
+
+_stamps = _Stamps()
+
+
+def write_lines(logger: str, lines: list[Line]) -> None:
+    """INFO lines of ``logger``, formatted as configure_logging's handler formats every record, in one write.
+    Where logging was set up some other way (a test's capture), each goes through the logging module."""
+    output, log = _output, logging.getLogger(logger)
+    if not lines or not log.isEnabledFor(logging.INFO):
+        return
+    if output is None or output.handler not in logging.getLogger().handlers:
+        for line in lines:
+            log.info("%s", line.message, extra=line.fields)
+        return
+    parts = []
+    for line in lines:
+        local, utc, ms = _stamps.at(line.created)
+        if output.json:
+            head = {"timestamp": f"{utc}.{ms:03d}+00:00", "level": "INFO", "logger": logger, "message": line.message}
+            parts.append(orjson.dumps(head | line.fields, default=str).decode())
+        else:
+            parts.append(f"{local},{ms:03d} INFO {logger}: {line.message}")
+    output.handler.acquire()
+    try:
+        output.handler.stream.write("\n".join(parts) + "\n")
+        output.handler.flush()
+    finally:
+        output.handler.release()

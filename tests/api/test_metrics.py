@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
 
 import httpx
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from mailroom.api.metrics import METHODS
-from mailroom.app import create_app, dispose
 from mailroom.config import Settings
+from tests.support.apps import app_client
 from tests.support.sender import running_worker, wait_until_sent
 from tests.support.smtp_server import smtp_server
 from tests.support.world import World
-
-
-@asynccontextmanager
-async def scraper(settings: Settings, *, peer: str = "127.0.0.1", **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of an API built from ``settings`` (plus overrides), connecting from ``peer``."""
-    app = create_app(settings.model_copy(update=overrides))
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False, client=(peer, 40000))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://mailroom.test") as client:
-            yield client
-    finally:
-        await dispose(app)
 
 
 def samples(body: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -66,7 +51,7 @@ async def test_a_scrape_reports_the_campaign_the_worker_sent(
     )
     with smtp_server() as server:
         server.refuse("gone@example.com")
-        async with scraper(settings, transport="smtp", smtp_url=server.url) as ops:
+        async with app_client(settings, transport="smtp", smtp_url=server.url) as ops:
             before = (await ops.get("/metrics")).text
             async with running_worker(settings, transport="smtp", smtp_url=server.url):
                 state = await wait_until_sent(app.state.sessionmaker, made["id"])
@@ -106,7 +91,7 @@ async def test_queued_send_jobs_are_reported_waiting(world: World, app: FastAPI,
     from mailroom.sending.jobs import execute_due_campaigns
 
     assert await execute_due_campaigns(app.state.sessionmaker, slice_size=2) == 2
-    async with scraper(settings) as ops:
+    async with app_client(settings) as ops:
         body = (await ops.get("/metrics")).text
     assert value(body, "mailroom_send_jobs", state="waiting") == 2
     assert value(body, "mailroom_campaigns_executed_total") == 1
@@ -115,10 +100,10 @@ async def test_queued_send_jobs_are_reported_waiting(world: World, app: FastAPI,
 
 async def test_without_a_token_only_loopback_clients_may_scrape(settings: Settings) -> None:
     for peer in ("127.0.0.1", "127.8.9.10", "::1"):
-        async with scraper(settings, peer=peer) as ops:
+        async with app_client(settings, peer=peer) as ops:
             assert (await ops.get("/metrics")).status_code == 200, peer
     for peer in ("203.0.113.7", "10.0.0.2", "::ffff:203.0.113.7"):
-        async with scraper(settings, peer=peer) as ops:
+        async with app_client(settings, peer=peer) as ops:
             answer = await ops.get("/metrics")
         assert answer.status_code == 403, peer
         assert answer.json()["code"] == "Forbidden" and "MAILROOM_METRICS_TOKEN" in answer.json()["message"]
@@ -127,7 +112,7 @@ async def test_without_a_token_only_loopback_clients_may_scrape(settings: Settin
 async def test_with_a_token_every_client_needs_it(settings: Settings) -> None:
     token = "s3cret-metrics-token"
     for peer in ("127.0.0.1", "203.0.113.7"):
-        async with scraper(settings, peer=peer, metrics_token=token) as ops:
+        async with app_client(settings, peer=peer, metrics_token=token) as ops:
             assert (await ops.get("/metrics")).status_code == 401
             wrong = await ops.get("/metrics", headers={"Authorization": "Bearer nope"})
             assert wrong.status_code == 401 and wrong.json()["message"].startswith("Authorization:")
@@ -137,7 +122,7 @@ async def test_with_a_token_every_client_needs_it(settings: Settings) -> None:
 
 
 async def test_client_chosen_methods_and_paths_make_no_new_series(settings: Settings) -> None:
-    async with scraper(settings) as ops:
+    async with app_client(settings) as ops:
         for n in range(5):
             await ops.request(f"BREW{n}", f"/unsubscribe/secret-token-{n}")
             await ops.get(f"/no/such/path/{n}")

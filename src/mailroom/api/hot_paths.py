@@ -23,6 +23,7 @@ import orjson
 from fastapi import FastAPI
 from starlette.types import Message, Receive, Scope, Send
 
+from mailroom.api.access_log import AccessLog
 from mailroom.crypto import InvalidToken
 from mailroom.errors import MailroomError
 from mailroom.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -97,8 +98,12 @@ class HotPaths:
     async def _timed(self, scope: Scope, route: str, answer: Awaitable[int]) -> None:
         started = time.perf_counter()
         status = await answer
+        took = time.perf_counter() - started
         HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
-        HTTP_LATENCY.labels(scope["method"], route).observe(time.perf_counter() - started)
+        HTTP_LATENCY.labels(scope["method"], route).observe(took)
+        access_log: AccessLog | None = self._state.access_log
+        if access_log is not None:
+            access_log.request(scope, status, took)
 
     async def _open(self, scope: Scope, send: Send) -> int:
         await self.open_hit(scope["path"][len(OPEN_PREFIX) :], *client_of(scope))

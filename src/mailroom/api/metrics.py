@@ -22,6 +22,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from mailroom.api.access_log import AccessLog
 from mailroom.api.limits import ASGIApp, Message, Receive, Scope, Send
 from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.campaigns.reads import campaign_totals
@@ -109,10 +110,12 @@ async def metrics(request: Request) -> Response:
 
 
 class RequestMetrics:
-    """Counts and times every HTTP request under its route pattern (`/emails/{id}`), set by the router."""
+    """Counts and times every HTTP request under its route pattern (`/emails/{id}`), set by the router, and
+    notes it in the access log (None: not kept)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, access_log: AccessLog | None) -> None:
         self.app = app
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -134,5 +137,8 @@ class RequestMetrics:
             route = getattr(scope.get("route"), "path_format", None) or UNMATCHED
             method = scope.get("method")
             method = method if method in METHODS else "OTHER"
+            took = time.perf_counter() - started
             HTTP_REQUESTS.labels(method, route, str(status)).inc()
-            HTTP_LATENCY.labels(method, route).observe(time.perf_counter() - started)
+            HTTP_LATENCY.labels(method, route).observe(took)
+            if self.access_log is not None:
+                self.access_log.request(scope, status, took)
