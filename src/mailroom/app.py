@@ -85,6 +85,9 @@ def create_app(settings: Settings) -> FastAPI:
         # /docs is served from the package (api/docs.py), never from a CDN.
         docs_url=None,
         redoc_url=None,
+        # mailroom reports through /metrics and its logs, not OpenTelemetry. Left on, FastAPI asks the global
+        # providers at every request whether anyone is listening.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.engine = engine

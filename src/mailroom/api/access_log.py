@@ -32,7 +32,7 @@ QUIET_WHEN_ANSWERED = ("/t/", *PROVIDER_WEBHOOKS)
 
 class AccessLog:
     def __init__(self) -> None:
-        self._pending: list[Line] = []
+        self._pending: list[tuple[float, tuple[str, int] | None, str, str, bytes | None, int, float]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None
 
@@ -41,15 +41,10 @@ class AccessLog:
         path: str = scope["path"]
         if status < 400 and path.startswith(QUIET_WHEN_ANSWERED):
             return
-        query: bytes = scope.get("query_string", b"")
-        target = redact_path(f"{path}?{query.decode('latin-1')}" if query else path)
-        client = scope.get("client")
-        who = f"{client[0]}:{client[1]}" if client else "-"
-        method: str = scope["method"]
-        ms = round(seconds * 1000, 1)
-        message = f'{who} - "{method} {target} HTTP/{scope.get("http_version", "1.1")}" {status} {ms} ms'
-        fields = {"method": method, "path": target, "status": status, "duration_ms": ms, "client": who}
-        self._pending.append(Line(time.time(), message, fields))
+        # Only what the line needs, kept as it is: it is made into text when written, for all lines at once.
+        self._pending.append(
+            (time.time(), scope.get("client"), scope["method"], path, scope.get("query_string"), status, seconds)
+        )
         loop = asyncio.get_running_loop()
         if len(self._pending) >= MOST_PENDING:
             self.flush()
@@ -61,5 +56,23 @@ class AccessLog:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        lines, self._pending = self._pending, []
-        write_lines(LOGGER, lines)
+        pending, self._pending = self._pending, []
+        write_lines(LOGGER, [_line(*request) for request in pending])
+
+
+def _line(
+    created: float,
+    client: tuple[str, int] | None,
+    method: str,
+    path: str,
+    query: bytes | None,
+    status: int,
+    seconds: float,
+) -> Line:
+    target = redact_path(f"{path}?{query.decode('latin-1')}" if query else path)
+    who = f"{client[0]}:{client[1]}" if client else "-"
+    ms = round(seconds * 1000, 1)
+    message = f'{who} - "{method} {target} HTTP/1.1" {status} {ms} ms'
+    return Line(
+        created, message, {"method": method, "path": target, "status": status, "duration_ms": ms, "client": who}
+    )
