@@ -9,6 +9,9 @@ prometheus_client, so its worker child's counts reach the API's scrape too.
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from prometheus_client import Counter, Histogram
 
 HTTP_REQUESTS = Counter(
@@ -29,3 +32,17 @@ SEND_LATENCY = Histogram(
     "Seconds from a campaign's due_at to the moment one of its batches was sent and recorded.",
     buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 24 * 3600),
 )
+
+
+@functools.cache
+def _request_series(method: str, route: str, status: int) -> tuple[Any, Any]:
+    # Bounded as the series are: a known method (or OTHER), a route pattern, a status.
+    return HTTP_REQUESTS.labels(method, route, str(status)), HTTP_LATENCY.labels(method, route)
+
+
+def count_request(method: str, route: str, status: int, seconds: float) -> None:
+    """One answered request in the HTTP series. Each series is looked up once per process: labels() takes
+    a lock and builds its key at every call."""
+    requests, latency = _request_series(method, route, status)
+    requests.inc()
+    latency.observe(seconds)

@@ -26,7 +26,7 @@ from starlette.types import Message, Receive, Scope, Send
 from mailroom.api.access_log import AccessLog
 from mailroom.crypto import InvalidToken
 from mailroom.errors import MailroomError
-from mailroom.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from mailroom.metrics import count_request
 from mailroom.tracking.hits import Hit, record_hits
 from mailroom.tracking.intake import Intake
 from mailroom.tracking.webhooks import REPLAYED, Call, append_calls, receipt, refusal, verified_calls
@@ -99,8 +99,7 @@ class HotPaths:
         started = time.perf_counter()
         status = await answer
         took = time.perf_counter() - started
-        HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
-        HTTP_LATENCY.labels(scope["method"], route).observe(took)
+        count_request(scope["method"], route, status, took)
         access_log: AccessLog | None = self._state.access_log
         if access_log is not None:
             access_log.request(scope, status, took)

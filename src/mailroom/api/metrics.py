@@ -28,7 +28,7 @@ from mailroom.api.strict_query import StrictQueryRoute
 from mailroom.campaigns.reads import campaign_totals
 from mailroom.config import Settings
 from mailroom.errors import Forbidden, Unauthorized
-from mailroom.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from mailroom.metrics import count_request
 from mailroom.sending.execute import send_jobs
 from mailroom.transports.registry import transport_name
 
@@ -138,7 +138,6 @@ class RequestMetrics:
             method = scope.get("method")
             method = method if method in METHODS else "OTHER"
             took = time.perf_counter() - started
-            HTTP_REQUESTS.labels(method, route, str(status)).inc()
-            HTTP_LATENCY.labels(method, route).observe(took)
+            count_request(method, route, status, took)
             if self.access_log is not None:
                 self.access_log.request(scope, status, took)
