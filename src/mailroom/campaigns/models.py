@@ -181,5 +181,7 @@ class EmailCampaignEmail(_EventCounters, Base):
             "seq",
             postgresql_where=sql_text("email IS NULL AND error IS NULL"),
         ),
+        # The stats' refused sends (migration 0013).
+        Index("ix_email_campaign_emails_refused", "campaign", postgresql_where=sql_text("error IS NOT NULL")),
         one_of("send_type", SEND_TYPES, name="send_type"),
     )
