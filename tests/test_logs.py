@@ -92,14 +92,14 @@ async def test_access_log_lines_are_json_without_the_token(json_lines: io.String
 async def test_text_access_lines_look_like_every_other_line() -> None:
     with configured("text") as out:
         access = AccessLog()
-        access.request(scope("/brands/b/contacts", b"tag=x"), 200, 0.002)
+        access.request({**scope("/brands/b/contacts", b"tag=x"), "http_version": "1.0"}, 200, 0.002)
         logging.getLogger("mailroom.serve").info("beside it")
         access.flush()  # as a stop does
         beside, line = out.getvalue().splitlines()
     stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
     assert re.fullmatch(stamp + " INFO mailroom.serve: beside it", beside)
     assert re.fullmatch(
-        stamp + ' INFO mailroom.access: 192.0.2.7:5000 - "GET /brands/b/contacts\\?tag=x HTTP/1.1" 200 2.0 ms', line
+        stamp + ' INFO mailroom.access: 192.0.2.7:5000 - "GET /brands/b/contacts\\?tag=x HTTP/1.0" 200 2.0 ms', line
     )
     assert beside[:19] <= line[:19]
 

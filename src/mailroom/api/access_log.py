@@ -32,7 +32,7 @@ QUIET_WHEN_ANSWERED = ("/t/", *PROVIDER_WEBHOOKS)
 
 class AccessLog:
     def __init__(self) -> None:
-        self._pending: list[tuple[float, tuple[str, int] | None, str, str, bytes | None, int, float]] = []
+        self._pending: list[tuple[float, tuple[str, int] | None, str, str, bytes | None, str, int, float]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None
 
@@ -43,7 +43,16 @@ class AccessLog:
             return
         # Only what the line needs, kept as it is: it is made into text when written, for all lines at once.
         self._pending.append(
-            (time.time(), scope.get("client"), scope["method"], path, scope.get("query_string"), status, seconds)
+            (
+                time.time(),
+                scope.get("client"),
+                scope["method"],
+                path,
+                scope.get("query_string"),
+                scope.get("http_version", "1.1"),
+                status,
+                seconds,
+            )
         )
         loop = asyncio.get_running_loop()
         if len(self._pending) >= MOST_PENDING:
@@ -66,13 +75,14 @@ def _line(
     method: str,
     path: str,
     query: bytes | None,
+    http_version: str,
     status: int,
     seconds: float,
 ) -> Line:
     target = redact_path(f"{path}?{query.decode('latin-1')}" if query else path)
     who = f"{client[0]}:{client[1]}" if client else "-"
     ms = round(seconds * 1000, 1)
-    message = f'{who} - "{method} {target} HTTP/1.1" {status} {ms} ms'
+    message = f'{who} - "{method} {target} HTTP/{http_version}" {status} {ms} ms'
     return Line(
         created, message, {"method": method, "path": target, "status": status, "duration_ms": ms, "client": who}
     )
