@@ -23,10 +23,9 @@ import orjson
 from fastapi import FastAPI
 from starlette.types import Message, Receive, Scope, Send
 
-from mailroom.api.access_log import AccessLog
+from mailroom.api.metrics import answered
 from mailroom.crypto import InvalidToken
 from mailroom.errors import MailroomError
-from mailroom.metrics import count_request
 from mailroom.tracking.hits import Hit, record_hits
 from mailroom.tracking.intake import Intake
 from mailroom.tracking.webhooks import REPLAYED, Call, append_calls, receipt, refusal, verified_calls
@@ -98,11 +97,7 @@ class HotPaths:
     async def _timed(self, scope: Scope, route: str, answer: Awaitable[int]) -> None:
         started = time.perf_counter()
         status = await answer
-        took = time.perf_counter() - started
-        count_request(scope["method"], route, status, took)
-        access_log: AccessLog | None = self._state.access_log
-        if access_log is not None:
-            access_log.request(scope, status, took)
+        answered(scope, route, status, time.perf_counter() - started, self._state.access_log)
 
     async def _open(self, scope: Scope, send: Send) -> int:
         await self.open_hit(scope["path"][len(OPEN_PREFIX) :], *client_of(scope))

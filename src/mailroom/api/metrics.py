@@ -135,9 +135,13 @@ class RequestMetrics:
         finally:
             # The pattern as the document writes it: `/emails/{id}`, not the `{id:uuid}` the route matches with.
             route = getattr(scope.get("route"), "path_format", None) or UNMATCHED
-            method = scope.get("method")
-            method = method if method in METHODS else "OTHER"
-            took = time.perf_counter() - started
-            count_request(method, route, status, took)
-            if self.access_log is not None:
-                self.access_log.request(scope, status, took)
+            answered(scope, route, status, time.perf_counter() - started, self.access_log)
+
+
+def answered(scope: Scope, route: str, status: int, seconds: float, access_log: AccessLog | None) -> None:
+    """One request answered, here or on a hot path: counted under its route pattern and noted in the access
+    log (None: not kept)."""
+    method = scope.get("method")
+    count_request(method if method in METHODS else "OTHER", route, status, seconds)
+    if access_log is not None:
+        access_log.request(scope, status, seconds)

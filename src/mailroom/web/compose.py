@@ -175,9 +175,12 @@ async def _save(
     private = app.settings.allow_private_attachment_links
     body = campaign_body(form, brand, due=due, kept=kept_fields(campaign) if campaign else None)
     try:
-        personal = body.individual or (await service.check_templates(body.subject, body.html, body.text, renderer))[0]
-        if form.mailbox and personal:
-            # The API would save it and quietly send it through mailroom's own sending, one message each.
+        # Only a campaign sent from a mailbox needs to know first whether it goes one message to each recipient
+        # (the templates are rendered once more for it): the API would save it and quietly send it through
+        # mailroom's own sending.
+        if form.mailbox and (
+            body.individual or (await service.check_templates(body.subject, body.html, body.text, renderer))[0]
+        ):
             raise FormErrors({"mailbox": PERSONAL_NOT_FROM_MAILBOX})
         if campaign is None:
             actor = service.Actor(user=user, brand=brand, allow_private_links=private)
